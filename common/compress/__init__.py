@@ -1,0 +1,1 @@
+"""Compression: ONNX Runtime INT8 quantization by measurement, pruning, distillation."""

@@ -1,0 +1,115 @@
+"""The Task protocol: the few verbs every vertical implements.
+
+The CLI, federation, compression and the contract test (tests/test_contract.py) only ever talk to a
+vertical through these verbs, so they treat CT detection, fraud scoring and defect inspection alike.
+A vertical's `__init__.py` exposes `TASK`, an object satisfying this protocol.
+
+Conventions shared by every Task:
+- A model is a plain `nn.Module`. Everything it needs at inference time (normalisation statistics,
+  thresholds) lives in its buffers, so federation can exchange `state_dict()` and nothing else.
+- `model(*example_input(cfg))` runs; the first output (or the only one) holds the logits, which is
+  what distillation and the ONNX parity check compare.
+- `fit` adds `extra_loss(model, inputs, outputs)` terms (FedProx, distillation) to its own loss
+  through `added_loss`, so federation and compression never need to know the vertical's loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+# (model, inputs, outputs) -> scalar loss term added to the Task's own loss.
+ExtraLoss = Callable[[nn.Module, Sequence[torch.Tensor], Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Proximal:
+    """FedProx anchor: the global weights at the start of the round and the strength mu."""
+
+    anchor: dict[str, torch.Tensor]
+    mu: float
+
+
+def proximal_term(model: nn.Module, proximal: Proximal) -> torch.Tensor:
+    """(mu / 2) * ||w - w_global||^2 over the trainable parameters (Li et al., FedProx, 2020)."""
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for name, param in model.named_parameters():
+        if param.requires_grad and name in proximal.anchor:
+            total = total + (param - proximal.anchor[name].to(param.device)).pow(2).sum()
+    return 0.5 * proximal.mu * total
+
+
+def added_loss(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    outputs: Any,
+    proximal: Proximal | None = None,
+    extra_loss: ExtraLoss | None = None,
+) -> torch.Tensor | float:
+    """The terms a Task's `fit` adds to its own loss at every step (0.0 when there are none)."""
+    total: torch.Tensor | float = 0.0
+    if proximal is not None and proximal.mu > 0:
+        total = total + proximal_term(model, proximal)
+    if extra_loss is not None:
+        total = total + extra_loss(model, inputs, outputs)
+    return total
+
+
+def first_output(outputs: Any) -> torch.Tensor:
+    """The logits tensor of a model's output (the first element of a tuple/list/dict output)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    return outputs[0]
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What a vertical provides. See the module docstring for the shared conventions."""
+
+    name: str
+    config_cls: type
+    headline_metric: str
+    higher_is_better: bool
+
+    def build_model(self, cfg: Any) -> nn.Module:
+        """A fresh, randomly initialised model for `cfg` (seeded by the caller)."""
+
+    def load_data(self, cfg: Any, source: str | Path, split: str) -> Any:
+        """A site's local data from `source` (a directory or file); `split` in train/val/test."""
+
+    def fit(
+        self,
+        model: nn.Module,
+        data: Any,
+        cfg: Any,
+        *,
+        epochs: int | None = None,
+        proximal: Proximal | None = None,
+        extra_loss: ExtraLoss | None = None,
+    ) -> dict[str, float]:
+        """Train `model` in place on `data`; return training metrics (at least `loss`)."""
+
+    def evaluate(self, model: nn.Module, data: Any, cfg: Any) -> dict[str, float]:
+        """The vertical's metrics on `data`, headline metric first."""
+
+    def example_input(self, cfg: Any) -> tuple[torch.Tensor, ...]:
+        """A representative input (batch of 1 or 2) for export, profiling and latency."""
+
+    def calibration_batches(self, data: Any, cfg: Any) -> Iterable[tuple[torch.Tensor, ...]]:
+        """A few real input batches for static INT8 calibration."""
+
+    def synthesize(self, out: Path, *, seed: int, site: int = 0, n_sites: int = 1, scale: str = "small") -> Path:
+        """Write synthetic data for one site (heterogeneous across `site`); return the `source` path.
+
+        `scale` is "tiny" (tests, seconds), "small" (demo) or "full" (benchmarks).
+        """
+
+    def tiny_config(self) -> Any:
+        """A config small enough for the contract test and the demo to train in seconds."""

@@ -1,0 +1,1 @@
+"""Raw formats -> typed arrays and records (DICOM, transaction CSV, images/video); no model code."""

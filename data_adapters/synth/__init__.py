@@ -1,0 +1,1 @@
+"""Synthetic data generators: CT phantoms as DICOM, transactions, textured parts with defects."""

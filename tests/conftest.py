@@ -1,0 +1,21 @@
+"""Shared fixtures: the reference Task registered beside the real verticals, quiet progress."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("FEDSITE_THREADS", "2")
+
+
+@pytest.fixture
+def reference_registered(monkeypatch):
+    """Register tests/reference_task.py as vertical 'reference' for the duration of a test."""
+    from common import registry
+
+    monkeypatch.setitem(registry.VERTICALS, "reference", "reference_task")
+    import reference_task
+
+    return reference_task.TASK

@@ -1,0 +1,1 @@
+"""The verticals: medical (CT nodules), finance (fraud), manufacturing (defects); same shape each."""

@@ -1,0 +1,3 @@
+"""The manufacturing vertical (lands with its issue). `TASK` is the vertical's Task (common.task)."""
+
+TASK = None
