@@ -1,8 +1,78 @@
-"""`fedsite federate` (filled in by the federation issue)."""
+"""`fedsite federate`: simulate N sites with Flower on this machine (thin: parse, call, map errors)."""
 
-from common.errors import UserError
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
 
 
-def federate() -> None:
-    """Simulate N sites with Flower (not implemented yet)."""
-    raise UserError("federate is not implemented yet")
+def federate(
+    vertical: str = typer.Option(..., "--vertical", help="medical, finance or manufacturing."),
+    sites: int = typer.Option(3, "--sites", help="Number of simulated sites (each gets its own synthetic data)."),
+    rounds: int = typer.Option(2, "--rounds", help="Federated rounds."),
+    out: Path = typer.Option(..., "--out", help="Run directory: history.json, global_model/, report.md, data/."),
+    strategy: str = typer.Option("fedavg", "--strategy", help="fedavg|fedprox|fedadam|median|trimmed-mean|krum."),
+    seed: int = typer.Option(0, "--seed", help="Seed for data, initial model, site training and DP noise."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
+    engine: str = typer.Option("ray", "--engine", help="ray (Flower's simulation engine) or inprocess (no Ray)."),
+    scale: str = typer.Option("small", "--scale", help="Synthetic data size per site: tiny|small|full."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file overriding the vertical's model config."),
+    set_: list[str] = typer.Option([], "--set", help="key=value override of the model config (repeatable)."),
+    tiny: bool = typer.Option(False, "--tiny", help="Start from the vertical's tiny config (seconds per round)."),
+    local_epochs: int = typer.Option(0, "--local-epochs", help="Epochs per site per round (0: the config's)."),
+    mu: float = typer.Option(0.01, "--mu", help="FedProx proximal strength."),
+    server_lr: float = typer.Option(0.1, "--server-lr", help="FedAdam server learning rate."),
+    min_results: int = typer.Option(1, "--min-results", help="Fewest site updates needed to aggregate a round."),
+    round_timeout: float = typer.Option(0.0, "--round-timeout", help="Seconds to wait for sites (0: all)."),
+    clip: float = typer.Option(0.0, "--clip", help="DP: clip each site's update to this L2 norm (0: off)."),
+    noise: float = typer.Option(0.0, "--noise", help="DP: Gaussian noise multiplier (std = noise * clip)."),
+    delta: float = typer.Option(1e-5, "--delta", help="DP: delta of the reported (epsilon, delta)."),
+    compression: str = typer.Option("none", "--compression", help="Update codec: none|int8|topk."),
+    topk: float = typer.Option(0.1, "--topk", help="Fraction of coordinates top-k keeps."),
+    cross_site: bool = typer.Option(True, "--cross-site/--no-cross-site", help="Train local-only models too."),
+    fail_site: int = typer.Option(-1, "--fail-site", help="Fault drill: this site index fails every round."),
+    fail_mode: str = typer.Option("error", "--fail-mode", help="Fault drill: error or hang."),
+) -> None:
+    """Simulate N sites with Flower: each trains on its own data, only model updates travel."""
+    from common.errors import UserError
+    from federation.sim import ENGINES, simulate
+
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine}: unknown (known: {', '.join(ENGINES)})")
+    if scale not in ("tiny", "small", "full"):
+        raise UserError(f"--scale {scale}: unknown (known: tiny, small, full)")
+    if fail_mode not in ("error", "hang"):
+        raise UserError(f"--fail-mode {fail_mode}: unknown (known: error, hang)")
+    if clip < 0 or noise < 0 or not 0 < delta < 1:
+        raise UserError("--clip/--noise must be >= 0 and --delta in (0, 1)")
+    simulate(
+        vertical,
+        out,
+        sites=sites,
+        rounds=rounds,
+        strategy=strategy,
+        seed=seed,
+        resume=resume,
+        engine=engine,
+        scale=scale,
+        config_file=config,
+        overrides=set_,
+        tiny=tiny,
+        local_epochs=local_epochs,
+        proximal_mu=mu,
+        server_lr=server_lr,
+        min_results=min_results,
+        round_timeout=round_timeout,
+        clip=clip,
+        noise=noise,
+        delta=delta,
+        compression=compression,
+        topk_fraction=topk,
+        cross_site=cross_site,
+        fail_site=fail_site,
+        fail_mode=fail_mode,
+    )
+    from common.progress import log
+
+    log(f"wrote {out / 'history.json'}, {out / 'global_model'}, {out / 'report.md'}")

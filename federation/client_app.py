@@ -1,0 +1,110 @@
+"""Flower ClientApp: a thin adapter from Flower messages to a site's work (federation/sitework.py).
+
+Registered in pyproject's `[tool.flwr.app.components]`, so the same app runs in Flower's
+simulation engine and on a real SuperNode. Where the data is comes from the node, never the hub:
+`data-dir` (and optionally `site-name`, `state-dir`) in the SuperNode's `--node-config`; in
+simulation, `partition-id` picks DATA_ROOT/site-<k>.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from federation.settings import FederationSettings, site_name
+from federation.sitework import SiteWorker
+
+app = ClientApp()
+_workers: dict[tuple, SiteWorker] = {}
+
+
+def site_of(context: Context) -> str:
+    """The site's name: from the node config, else from the simulation partition."""
+    node = context.node_config
+    if "site-name" in node:
+        return str(node["site-name"])
+    if "partition-id" in node:
+        return site_name(int(node["partition-id"]))
+    return f"node-{context.node_id}"
+
+
+def paths_of(context: Context, settings: FederationSettings, site: str) -> tuple[Path, Path]:
+    """(data directory, state directory) of this site."""
+    node = context.node_config
+    if "data-dir" in node:
+        data = Path(str(node["data-dir"]))
+    elif settings.data_root:
+        data = Path(settings.data_root) / site / settings.source_suffix
+    else:
+        raise ValueError(f"{site}: no data directory (set node config data-dir)")
+    if "state-dir" in node:
+        state = Path(str(node["state-dir"]))
+    elif settings.out_dir:
+        state = Path(settings.out_dir) / "site_state" / site
+    else:
+        state = data.parent / f".fedsite-state-{site}"
+    return data, state
+
+
+def worker_for(message: Message, context: Context) -> tuple[SiteWorker, dict[str, Any]]:
+    """The (cached) worker for this run and site, and the instruction's job config."""
+    job = dict(message.content["job"])
+    settings = FederationSettings.from_config(job)
+    site = site_of(context)
+    key = (context.run_id, site, settings.config_toml, settings.task_module, settings.vertical, settings.seed)
+    if key not in _workers:
+        data, state = paths_of(context, settings, site)
+        _workers.clear()
+        _workers[key] = SiteWorker(settings, site, data, state)
+    worker = _workers[key]
+    worker.settings = settings
+    return worker, job
+
+
+def read_model(record: ArrayRecord) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The global model as (flat float vector, integer entries) from an instruction."""
+    vector = record["vector"].numpy()
+    ints = {k[4:]: v.numpy() for k, v in record.items() if k.startswith("int:")}
+    return vector, ints
+
+
+def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+@app.query()
+def hello(message: Message, context: Context) -> Message:
+    """Handshake: the site tells the hub the name it goes by (nothing else)."""
+    return Message(RecordDict({"site": ConfigRecord({"name": site_of(context)})}), reply_to=message)
+
+
+@app.train()
+def train(message: Message, context: Context) -> Message:
+    """One federated round: train from the global model, send back the (privatised, encoded) update."""
+    worker, job = worker_for(message, context)
+    vector, ints = read_model(message.content["global"])
+    arrays, metrics = worker.train(int(job["round"]), vector, ints)
+    content = RecordDict({"update": to_record(arrays), "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=message)
+
+
+@app.train("local")
+def train_local(message: Message, context: Context) -> Message:
+    """A local-only model for the cross-site matrix (same start and epochs as the federation)."""
+    worker, _ = worker_for(message, context)
+    vector, ints = read_model(message.content["global"])
+    arrays, metrics = worker.train_local(vector, ints)
+    return Message(RecordDict({"model": to_record(arrays), "metrics": MetricRecord(metrics)}), reply_to=message)
+
+
+@app.evaluate()
+def evaluate(message: Message, context: Context) -> Message:
+    """Metrics of the sent model on this site's validation or test split."""
+    worker, job = worker_for(message, context)
+    vector, ints = read_model(message.content["global"])
+    metrics = worker.evaluate(vector, ints, str(job.get("split", "val")))
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

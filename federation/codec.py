@@ -1,0 +1,115 @@
+"""Model updates as flat vectors, and their compression on the wire (int8 or top-k with error feedback).
+
+Sites send the *change* of the model (local - global), flattened into one float32 vector in the
+model's state_dict order. One vector instead of one array per tensor keeps the per-array framing of
+Flower's messages out of the byte count, so int8 really costs one byte per weight plus one scale per
+chunk. Compression is lossy; error feedback (Seide et al. 2014; Karimireddy et al. 2019) keeps what
+was lost in a residual and adds it to the next round's update, so the loss does not accumulate.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+CODECS = ("none", "int8", "topk")
+INT8_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names, shapes and dtypes of the floating-point entries of a state_dict, in order."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[torch.dtype, ...]
+
+    @property
+    def size(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+
+def layout_of(state: dict[str, torch.Tensor]) -> Layout:
+    """The float entries of `state` (integer buffers such as BatchNorm counters travel separately)."""
+    items = [(k, v) for k, v in state.items() if torch.is_floating_point(v)]
+    return Layout(tuple(k for k, _ in items), tuple(tuple(v.shape) for _, v in items), tuple(v.dtype for _, v in items))
+
+
+def flatten(state: dict[str, torch.Tensor], layout: Layout) -> np.ndarray:
+    """The float entries of `state` as one float32 vector."""
+    if not layout.names:
+        return np.zeros(0, dtype=np.float32)
+    parts = [state[name].detach().cpu().reshape(-1).to(torch.float32) for name in layout.names]
+    return torch.cat(parts).numpy().astype(np.float32, copy=False)
+
+
+def unflatten(vector: np.ndarray, layout: Layout) -> OrderedDict[str, torch.Tensor]:
+    """Inverse of `flatten`: tensors with the layout's shapes and dtypes."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    offset = 0
+    flat = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32))
+    for name, shape, dtype in zip(layout.names, layout.shapes, layout.dtypes):
+        n = int(np.prod(shape))
+        out[name] = flat[offset : offset + n].reshape(shape).to(dtype).clone()
+        offset += n
+    return out
+
+
+def integer_entries(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Non-float entries (counters), sent as they are."""
+    return {k: v.detach().cpu().numpy() for k, v in state.items() if not torch.is_floating_point(v)}
+
+
+def encode(vector: np.ndarray, codec: str, *, topk_fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """Compress a flat update into the arrays that go on the wire."""
+    if codec == "none":
+        return {"delta": vector.astype(np.float32, copy=False)}
+    if codec == "int8":
+        n = len(vector)
+        padded = np.zeros(-(-n // INT8_CHUNK) * INT8_CHUNK, dtype=np.float32)
+        padded[:n] = vector
+        chunks = padded.reshape(-1, INT8_CHUNK)
+        scales = np.abs(chunks).max(axis=1) / 127.0
+        safe = np.where(scales > 0, scales, 1.0)
+        q = np.clip(np.rint(chunks / safe[:, None]), -127, 127).astype(np.int8).reshape(-1)[:n]
+        return {"q": q, "scales": scales.astype(np.float32)}
+    if codec == "topk":
+        k = max(1, int(round(topk_fraction * len(vector)))) if len(vector) else 0
+        idx = np.argpartition(np.abs(vector), len(vector) - k)[len(vector) - k :] if k else np.zeros(0, np.int64)
+        idx = np.sort(idx).astype(np.int32)
+        return {"idx": idx, "val": vector[idx].astype(np.float32)}
+    raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
+
+
+def decode(arrays: dict[str, np.ndarray], size: int) -> np.ndarray:
+    """Rebuild the flat float32 update from what `encode` produced (the codec is read off the keys)."""
+    if "delta" in arrays:
+        return np.asarray(arrays["delta"], dtype=np.float32)
+    if "q" in arrays:
+        q = np.asarray(arrays["q"], dtype=np.float32)
+        scales = np.repeat(np.asarray(arrays["scales"], dtype=np.float32), INT8_CHUNK)[:size]
+        return q * scales
+    if "idx" in arrays:
+        out = np.zeros(size, dtype=np.float32)
+        out[np.asarray(arrays["idx"], dtype=np.int64)] = np.asarray(arrays["val"], dtype=np.float32)
+        return out
+    raise ValueError(f"not an encoded update (keys: {sorted(arrays)})")
+
+
+def encode_with_feedback(
+    vector: np.ndarray, codec: str, residual: np.ndarray | None, *, topk_fraction: float = 0.1
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Encode `vector + residual`; return the wire arrays and the new residual (what was lost)."""
+    target = vector if residual is None or codec == "none" else vector + residual
+    arrays = encode(target, codec, topk_fraction=topk_fraction)
+    if codec == "none":
+        return arrays, np.zeros_like(vector)
+    return arrays, (target - decode(arrays, len(vector))).astype(np.float32)
+
+
+def payload_bytes(arrays: dict[str, np.ndarray]) -> int:
+    """Raw bytes of the arrays of an update (without message framing)."""
+    return int(sum(np.asarray(a).nbytes for a in arrays.values()))

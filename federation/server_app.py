@@ -1,0 +1,236 @@
+"""Flower ServerApp: the hub's loop over rounds, generic over the Task protocol.
+
+Each round the hub sends the global model to every site, collects updates, aggregates those that
+arrived (a site that errors or times out is recorded as failed and the round goes on while at least
+`min_results` sites answered), asks every site to evaluate the new model, and checkpoints. At the end
+it builds the cross-site matrix and writes history.json, global_model/ and report.md. The loop only
+talks to a Flower `Grid`, so Flower's simulation engine, a real SuperLink and the in-process engine
+(sim.py) all run the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from common.device import seed_everything
+from common.progress import log
+from federation import checkpoint, codec, privacy, report, strategies
+from federation.settings import FederationSettings
+from federation.sitework import load_task, model_config
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point for `flwr run .` / the SuperLink: settings come from the run config."""
+    settings = FederationSettings.from_config(dict(context.run_config))
+    if not settings.out_dir:
+        settings = settings.replace(out_dir=str(Path.cwd() / f"fedsite-run-{context.run_id}"))
+    run_federation(grid, settings)
+
+
+def wire_bytes(obj: Any) -> int:
+    """Bytes of a Flower message as it travels: its own frame plus every record and array chunk in it."""
+    children = obj.children or {}
+    return len(obj.deflate()) + sum(wire_bytes(child) for child in children.values())
+
+
+def model_record(vector: np.ndarray, ints: dict[str, np.ndarray]) -> ArrayRecord:
+    arrays = {"vector": Array(np.ascontiguousarray(vector, dtype=np.float32))}
+    arrays.update({f"int:{k}": Array(np.ascontiguousarray(v)) for k, v in ints.items()})
+    return ArrayRecord(arrays)
+
+
+class Hub:
+    """Sends instructions to the connected sites and gathers replies with their sizes."""
+
+    def __init__(self, grid: Grid, settings: FederationSettings) -> None:
+        self.grid = grid
+        self.settings = settings
+        self.nodes: dict[str, int] = {}
+
+    def job(self, **extra: Any) -> ConfigRecord:
+        values = self.settings.to_config()
+        values.update(extra)
+        return ConfigRecord(values)
+
+    def connect(self) -> list[str]:
+        """Wait for the sites, then ask each its name; returns the site names, sorted."""
+        deadline = time.monotonic() + self.settings.node_wait
+        while len(list(self.grid.get_node_ids())) < self.settings.sites and time.monotonic() < deadline:
+            time.sleep(0.5)
+        node_ids = sorted(self.grid.get_node_ids())
+        messages = [Message(RecordDict({"job": self.job()}), dst_node_id=n, message_type="query") for n in node_ids]
+        for reply in self.grid.send_and_receive(messages, timeout=self.settings.node_wait):
+            if not reply.has_error():
+                self.nodes[str(reply.content["site"]["name"])] = reply.metadata.src_node_id
+        return sorted(self.nodes)
+
+    def send(self, kind: str, contents: dict[str, RecordDict], round_: int) -> dict[str, dict[str, Any]]:
+        """Send one message per site; return {site: {"reply": Message | None, "error": str, bytes...}}."""
+        messages, by_node, results = [], {}, {}
+        for site, content in contents.items():
+            message = Message(content, dst_node_id=self.nodes[site], message_type=kind, group_id=str(round_))
+            messages.append(message)
+            by_node[self.nodes[site]] = site
+            results[site] = {
+                "reply": None,
+                "error": "timed out",
+                "bytes_received": wire_bytes(message),
+                "bytes_sent": 0,
+            }
+        timeout = self.settings.round_timeout or None
+        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+            site = by_node.get(reply.metadata.src_node_id)
+            if site is None:
+                continue
+            if reply.has_error():
+                results[site]["error"] = reply.error.reason.strip().splitlines()[-1][:300] or "site error"
+            else:
+                results[site].update(reply=reply, error="", bytes_sent=wire_bytes(reply))
+        return results
+
+
+def _metrics(reply: Message | None, key: str = "metrics") -> dict[str, float]:
+    return {k: float(v) for k, v in reply.content[key].items()} if reply is not None else {}
+
+
+def _arrays(record: ArrayRecord) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    arrays = {k: v.numpy() for k, v in record.items() if not k.startswith("int:")}
+    ints = {k[4:]: v.numpy() for k, v in record.items() if k.startswith("int:")}
+    return arrays, ints
+
+
+def weighted_metrics(per_site: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Example-weighted mean of the sites' metrics (the global view without pooling any data)."""
+    rows = [m for m in per_site.values() if m]
+    if not rows:
+        return {}
+    weights = np.array([m.get("num-examples", 1.0) for m in rows])
+    keys = [k for k in rows[0] if k != "num-examples" and all(k in m for m in rows)]
+    out = {k: float(np.average([m[k] for m in rows], weights=weights)) for k in keys}
+    out["num-examples"] = float(weights.sum())
+    return out
+
+
+def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int) -> dict[str, dict[str, float]]:
+    """Each site's metrics of one model on its own `split` (the model travels, the data does not)."""
+    content = {s: RecordDict({"global": model_record(vector, ints), "job": hub.job(split=split)}) for s in hub.nodes}
+    results = hub.send("evaluate", content, round_)
+    return {site: _metrics(r["reply"]) for site, r in results.items()}
+
+
+def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, params) -> tuple:
+    """One round: train everywhere, aggregate what arrived, evaluate; returns the new state and its record."""
+    s = hub.settings
+    content = {
+        site: RecordDict({"global": model_record(vector, ints), "job": hub.job(round=round_)}) for site in hub.nodes
+    }
+    results = hub.send("train", content, round_)
+    record: dict[str, Any] = {"round": round_, "sites": {}}
+    updates, weights, new_ints = [], [], None
+    for site in sorted(results):
+        res = results[site]
+        reply = res["reply"]
+        entry = {
+            "status": "ok" if reply is not None else "failed",
+            "train": _metrics(reply),
+            "eval": {},
+            "bytes_sent": res["bytes_sent"],
+            "bytes_received": res["bytes_received"],
+        }
+        if reply is None:
+            entry["error"] = res["error"]
+            log(f"round {round_}: {site} failed ({res['error']})")
+        else:
+            arrays, site_ints = _arrays(reply.content["update"])
+            entry["payload_bytes"] = codec.payload_bytes(arrays)
+            updates.append(codec.decode(arrays, layout_size))
+            weights.append(entry["train"].get("num-examples", 1.0))
+            new_ints = new_ints if new_ints is not None else site_ints
+        record["sites"][site] = entry
+    record["aggregated"] = len(updates) >= max(1, s.min_results)
+    if record["aggregated"]:
+        update = strategies.aggregate(s.strategy, np.stack(updates), np.array(weights), params)
+        vector, opt_state = strategies.apply_update(s.strategy, vector, update, opt_state, params)
+        ints = {**ints, **(new_ints or {})}
+    else:
+        log(f"round {round_}: only {len(updates)} result(s) < min_results={s.min_results}; global model unchanged")
+    per_site = evaluate_everywhere(hub, vector, ints, "val", round_)
+    for site, metrics in per_site.items():
+        record["sites"].setdefault(site, {"status": "failed", "train": {}, "bytes_sent": 0, "bytes_received": 0})
+        record["sites"][site]["eval"] = metrics
+    record["global_eval"] = weighted_metrics(per_site)
+    return vector, ints, opt_state, record
+
+
+def cross_site(hub: Hub, vector, ints, initial, round_: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Each site's test data against the global model and against every site's local-only model."""
+    matrix = {"global": evaluate_everywhere(hub, vector, ints, "test", round_)}
+    if not hub.settings.cross_site:
+        return matrix
+    content = {s: RecordDict({"global": model_record(*initial), "job": hub.job()}) for s in hub.nodes}
+    for site, res in sorted(hub.send("train.local", content, round_ + 1).items()):
+        if res["reply"] is None:
+            log(f"cross-site: {site} could not train a local model ({res['error']})")
+            continue
+        arrays, local_ints = _arrays(res["reply"].content["model"])
+        matrix[f"local:{site}"] = evaluate_everywhere(hub, arrays["vector"], {**ints, **local_ints}, "test", round_ + 2)
+    return matrix
+
+
+def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
+    """The whole run: rounds with checkpoints, cross-site matrix, outputs. Returns the history."""
+    out = Path(settings.out_dir)
+    task = load_task(settings)
+    cfg = model_config(task, settings)
+    seed_everything(settings.seed)
+    model = task.build_model(cfg)
+    layout = codec.layout_of(model.state_dict())
+    vector = codec.flatten(model.state_dict(), layout)
+    ints = codec.integer_entries(model.state_dict())
+    initial = (vector.copy(), dict(ints))
+    params = strategies.StrategyParams(
+        server_lr=settings.server_lr, trim_fraction=settings.trim_fraction, krum_byzantine=settings.krum_byzantine
+    )
+    history = report.new_history(settings)
+    opt_state: dict[str, np.ndarray] = {}
+    start = 1
+    if settings.resume and (saved := checkpoint.load(out)) is not None:
+        vector, ints, opt_state, history = saved["vector"], saved["ints"], saved["opt_state"], saved["history"]
+        start = saved["round"] + 1
+        log(f"resuming after round {saved['round']} from {out / 'checkpoints'}")
+    hub = Hub(grid, settings)
+    history["sites"] = hub.connect()
+    log(f"{len(hub.nodes)} site(s) connected: {', '.join(history['sites'])}")
+    if len(hub.nodes) < max(1, settings.min_results):
+        raise RuntimeError(f"only {len(hub.nodes)} site(s) connected, min_results={settings.min_results}")
+    began = time.perf_counter()
+    for round_ in range(start, settings.rounds + 1):
+        vector, ints, opt_state, record = run_round(hub, round_, vector, ints, opt_state, layout.size, params)
+        history["rounds"].append(record)
+        checkpoint.save(out, round_, vector, ints, opt_state, history)
+        headline = record["global_eval"].get(task.headline_metric)
+        ok = sum(e["status"] == "ok" for e in record["sites"].values())
+        shown = f"{headline:.4f}" if headline is not None else "n/a"
+        log(f"round {round_}/{settings.rounds}: {ok}/{len(record['sites'])} sites ok, {task.headline_metric}={shown}")
+    history["cross_site"] = cross_site(hub, vector, ints, initial, settings.rounds + 1)
+    history["privacy"] = privacy.privacy_report(settings.clip, settings.noise, settings.rounds, settings.delta)
+    history["compression"] = report.compression_summary(history, settings.compression, layout.size)
+    history["seconds"] = time.perf_counter() - began
+    state = dict(model.state_dict())
+    state.update(codec.unflatten(vector, layout))
+    for name, value in ints.items():
+        import torch
+
+        state[name] = torch.from_numpy(np.array(value))
+    model.load_state_dict(state)
+    report.write_outputs(out, settings, history, model, cfg, task)
+    return history

@@ -1,0 +1,227 @@
+"""Running N sites on one machine: Flower's simulation engine (Ray), or an in-process engine.
+
+`ray` is Flower's own Simulation Runtime (`flwr.simulation.run_simulation`): every site's ClientApp
+runs in a Ray worker process, as in Flower's tutorials. Starting Ray costs 10-20 s on this class of
+machine, which dominates small runs, so `inprocess` runs the *same* ServerApp loop and the *same*
+ClientApp, with the same Flower Messages, behind a minimal Grid that calls each site's ClientApp in
+this process, one at a time (deterministic, no start-up cost). Tests and the demo's small verticals
+use it; `fedsite federate --engine ray` is the default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from federation.settings import FederationSettings
+
+ENGINES = ("ray", "inprocess")
+_SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
+
+
+class InProcessGrid(Grid):
+    """A Grid whose sites are ClientApp instances in this process (partition-id = site index)."""
+
+    def __init__(self, client_app: Any, n_sites: int, run_id: int = 1) -> None:
+        from flwr.supercore.task_identity import TaskIdentity
+
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, _SERVER_NODE_ID
+        self.client_app = client_app
+        self.contexts = {
+            1000 + k: Context(
+                run_id=run_id,
+                node_id=1000 + k,
+                node_config={"partition-id": k, "num-partitions": n_sites},
+                state=RecordDict(),
+                run_config={},
+            )
+            for k in range(n_sites)
+        }
+        self._replies: dict[str, Message] = {}
+        self._count = 0
+        self._run = None
+
+    def set_run(self, run: Any) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Any:
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def _deliver(self, message: Message, deadline: float | None) -> Message | None:
+        """Run the site's ClientApp on `message` (in a thread, so a hung site can be abandoned)."""
+        box: dict[str, Message] = {}
+
+        def work() -> None:
+            context = self.contexts[message.metadata.dst_node_id]
+            try:
+                box["reply"] = self.client_app(message, context)
+            except Exception as exc:  # a site's failure becomes an error reply, as on a real SuperNode
+                box["reply"] = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        return box.get("reply")
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            self._count += 1
+            message.metadata.__dict__["_message_id"] = f"m{self._count}"
+            self._replies[f"m{self._count}"] = message
+            ids.append(f"m{self._count}")
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies = []
+        for message in messages:
+            reply = self._deliver(message, deadline)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+
+def _task_path(settings: FederationSettings) -> str | None:
+    """The directory a non-package task module lives in (tests/), so Ray workers can import it."""
+    if not settings.task_module:
+        return None
+    module = sys.modules.get(settings.task_module)
+    file = getattr(module, "__file__", None)
+    return str(Path(file).resolve().parent) if file else None
+
+
+def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
+    """Run a federation of `settings.sites` simulated sites; returns the history."""
+    from federation.client_app import app as client_app
+    from federation.server_app import run_federation
+
+    if engine == "inprocess":
+        return run_federation(InProcessGrid(client_app, settings.sites), settings)
+    if engine != "ray":
+        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    from flwr.simulation import run_simulation
+
+    holder: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            holder["history"] = run_federation(grid, settings)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            holder["error"] = exc
+
+    extra = _task_path(settings)
+    if extra:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (extra, os.environ.get("PYTHONPATH", "")) if p)
+    cpus = max(1, min(os.cpu_count() or 1, settings.sites))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=settings.sites,
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False},
+        },
+    )
+    if "error" in holder:
+        raise holder["error"]
+    if "history" not in holder:
+        raise RuntimeError("the Flower simulation ended without a result (see the log above)")
+    return holder["history"]
+
+
+def simulate(
+    vertical: str,
+    out: Path,
+    *,
+    sites: int = 3,
+    rounds: int = 2,
+    strategy: str = "fedavg",
+    seed: int = 0,
+    resume: bool = False,
+    engine: str = "ray",
+    scale: str = "small",
+    config_file: str | Path | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    tiny: bool = False,
+    **knobs: Any,
+) -> dict[str, Any]:
+    """The Python API behind `fedsite federate`: make the sites' data, run the federation, write outputs.
+
+    `knobs` are FederationSettings fields (clip, noise, compression, min_results, fail_site, ...).
+    Bad input raises UserError with a one-line message.
+    """
+    import json
+
+    from common import atomic, config, registry
+    from common.errors import UserError
+    from federation import codec, strategies
+    from federation.partition import prepare_sites
+
+    if vertical not in registry.VERTICALS:
+        raise UserError(f"--vertical {vertical}: unknown (known: {', '.join(registry.names())})")
+    task = registry.get_task(vertical)
+    if task is None:
+        raise UserError(f"--vertical {vertical}: this vertical is not available in this build yet")
+    if strategy not in strategies.STRATEGIES:
+        raise UserError(f"--strategy {strategy}: unknown (known: {', '.join(strategies.STRATEGIES)})")
+    if knobs.get("compression", "none") not in codec.CODECS:
+        raise UserError(f"--compression {knobs['compression']}: unknown (known: {', '.join(codec.CODECS)})")
+    if sites < 1 or rounds < 1:
+        raise UserError(f"--sites {sites} --rounds {rounds}: both must be at least 1")
+    if tiny and config_file:
+        raise UserError("--tiny and --config: choose one (use --set to adjust the tiny config)")
+    if tiny:
+        pairs = [item.split("=", 1) for item in overrides]
+        if any(len(p) != 2 for p in pairs):
+            raise UserError("--set: expected key=value")
+        cfg = config.replace(task.tiny_config(), **{k.strip(): v.strip() for k, v in pairs})
+    else:
+        cfg = config.resolve(task.config_cls, config_file, list(overrides), section=vertical)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
+    settings = FederationSettings(
+        vertical=vertical,
+        task_module=registry.VERTICALS[vertical],
+        config_toml=config.to_toml(cfg),
+        sites=sites,
+        rounds=rounds,
+        strategy=strategy,
+        seed=seed,
+        data_root=str((out / "data").resolve()),
+        source_suffix=suffix,
+        out_dir=str(out.resolve()),
+        resume=resume,
+        **knobs,
+    )
+    run_file = out / "run.json"
+    identity = {k: v for k, v in settings.to_config().items() if k not in ("rounds", "resume", "node-wait")}
+    if resume and run_file.exists():
+        before = json.loads(run_file.read_text(encoding="utf-8"))
+        changed = sorted(k for k in identity if before.get(k) != identity[k])
+        if changed:
+            raise UserError(f"{run_file}: --resume with different settings ({', '.join(changed)}); use a new --out")
+    atomic.write_text(run_file, json.dumps(identity, indent=2) + "\n")
+    return run(settings, engine)

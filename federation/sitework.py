@@ -1,0 +1,169 @@
+"""What a site does with its own data: train from the global model, evaluate, train a local-only model.
+
+Kept apart from Flower's ClientApp (client_app.py) so the work is plain Python over the Task
+protocol, and so a test can call it and inspect exactly what would leave the site. Nothing in here
+returns samples, labels or record identifiers: only flat weight vectors and scalar metrics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common import config as config_mod
+from common.device import seed_everything, set_threads
+from common.task import Proximal
+from federation import codec, privacy
+from federation.settings import FederationSettings
+
+
+class DrillFailure(RuntimeError):
+    """Raised by the fault drill (`--fail-site`) to show that the federation survives a failing site."""
+
+
+def load_task(settings: FederationSettings) -> Any:
+    """The Task for this run: the explicit module if given (tests, plug-ins), else the registry's."""
+    if settings.task_module:
+        return importlib.import_module(settings.task_module).TASK
+    from common.registry import get_task
+
+    return get_task(settings.vertical)
+
+
+def model_config(task: Any, settings: FederationSettings) -> Any:
+    """The resolved model config the hub sent (the Task's tiny config is never assumed)."""
+    if settings.config_toml:
+        return config_mod.from_toml(task.config_cls, settings.config_toml)
+    return task.config_cls()
+
+
+def site_seed(settings: FederationSettings, site: str, round_: int, salt: int = 0) -> int:
+    """A seed per (run seed, site, round): repeatable anywhere, different for every site and round."""
+    return (settings.seed * 1_000_003 + zlib.crc32(site.encode()) + round_ * 7919 + salt * 104_729) % (2**31 - 1)
+
+
+def num_examples(data: Any) -> int:
+    """How many examples a site's data holds (weights FedAvg); 1 when the Task's data has no length."""
+    if isinstance(data, (tuple, list)) and data and hasattr(data[0], "__len__"):
+        return len(data[0])
+    try:
+        return len(data)
+    except TypeError:
+        return 1
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Only finite-or-nan float scalars leave a site (anything else a Task returns is dropped)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            else:
+                continue
+        out[str(key)] = float(value)
+    return out
+
+
+class SiteWorker:
+    """One site's worker for one run: holds the Task, its config, the model layout and the data paths."""
+
+    def __init__(self, settings: FederationSettings, site: str, data_dir: str | Path, state_dir: str | Path) -> None:
+        self.settings = settings
+        self.site = site
+        self.data_dir = Path(data_dir)
+        self.state_dir = Path(state_dir)
+        set_threads(settings.threads or None)
+        self.task = load_task(settings)
+        self.cfg = model_config(self.task, settings)
+        self.model = self.task.build_model(self.cfg)
+        self.layout = codec.layout_of(self.model.state_dict())
+        if not self.data_dir.exists():
+            raise FileNotFoundError(f"{site}: data directory {self.data_dir} not found")
+
+    def _load_global(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        state = dict(self.model.state_dict())
+        state.update(codec.unflatten(vector, self.layout))
+        for name, value in ints.items():
+            state[name] = torch.from_numpy(np.array(value))
+        self.model.load_state_dict(state)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _epochs(self) -> int | None:
+        return self.settings.local_epochs or None
+
+    def train(self, round_: int, vector: np.ndarray, ints: dict[str, np.ndarray]) -> tuple[dict, dict[str, float]]:
+        """Train from the global model; return (wire arrays, scalar metrics)."""
+        s = self.settings
+        if s.fail_site >= 0 and self.site == f"site-{s.fail_site}":
+            if s.fail_mode == "hang":
+                time.sleep(max(s.round_timeout * 3, 5.0))
+            raise DrillFailure(f"{self.site}: fault drill (--fail-site) in round {round_}")
+        start = time.perf_counter()
+        anchor = self._load_global(vector, ints)
+        seed_everything(site_seed(s, self.site, round_))
+        data = self.task.load_data(self.cfg, self.data_dir, "train")
+        proximal = Proximal(anchor, s.proximal_mu) if s.strategy == "fedprox" and s.proximal_mu > 0 else None
+        metrics = scalar_metrics(self.task.fit(self.model, data, self.cfg, epochs=self._epochs(), proximal=proximal))
+        delta = codec.flatten(self.model.state_dict(), self.layout) - vector
+        delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
+        arrays, residual = codec.encode_with_feedback(
+            delta, s.compression, self._residual(round_ - 1), topk_fraction=s.topk_fraction
+        )
+        self._save_residual(round_, residual)
+        arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
+        metrics.update(
+            {
+                "num-examples": float(num_examples(data)),
+                "update-norm": norm,
+                "train-seconds": time.perf_counter() - start,
+            }
+        )
+        return arrays, metrics
+
+    def evaluate(self, vector: np.ndarray, ints: dict[str, np.ndarray], split: str) -> dict[str, float]:
+        """The Task's metrics of the given model on this site's `split`."""
+        self._load_global(vector, ints)
+        data = self.task.load_data(self.cfg, self.data_dir, split)
+        metrics = scalar_metrics(self.task.evaluate(self.model, data, self.cfg))
+        metrics["num-examples"] = float(num_examples(data))
+        return metrics
+
+    def train_local(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> tuple[dict, dict[str, float]]:
+        """A local-only model (same start, same total epochs as the federation) for the cross-site matrix."""
+        self._load_global(vector, ints)
+        seed_everything(site_seed(self.settings, self.site, 0, salt=2))
+        data = self.task.load_data(self.cfg, self.data_dir, "train")
+        per_round = self.settings.local_epochs or getattr(self.cfg, "epochs", 1)
+        metrics = scalar_metrics(self.task.fit(self.model, data, self.cfg, epochs=per_round * self.settings.rounds))
+        arrays = {"vector": codec.flatten(self.model.state_dict(), self.layout)}
+        arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
+        return arrays, metrics
+
+    def _residual(self, round_: int) -> np.ndarray | None:
+        path = self.state_dir / f"residual-{round_}.npy"
+        return np.load(path) if self.settings.compression != "none" and path.exists() else None
+
+    def _save_residual(self, round_: int, residual: np.ndarray) -> None:
+        """Error-feedback residual kept at the site, per round, so --resume replays exactly."""
+        if self.settings.compression == "none":
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        from common.atomic import atomic_path
+
+        with atomic_path(self.state_dir / f"residual-{round_}.npy", suffix=".npy") as tmp:
+            np.save(tmp, residual)
+        old = self.state_dir / f"residual-{round_ - 2}.npy"
+        if old.exists():
+            old.unlink()
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value)

@@ -1,0 +1,99 @@
+"""Aggregation rules, update codecs and the DP accountant on their own (no Flower, no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from federation import codec, privacy, strategies
+from federation.settings import FederationSettings
+
+
+def test_robust_rules_resist_one_wild_site():
+    rng = np.random.default_rng(0)
+    honest = rng.normal(0.0, 0.01, size=(4, 50)).astype(np.float32) + 1.0
+    wild = np.full((1, 50), 1000.0, dtype=np.float32)
+    updates = np.concatenate([honest, wild])
+    weights = np.ones(5)
+    params = strategies.StrategyParams(trim_fraction=0.2, krum_byzantine=1)
+    mean = strategies.aggregate("fedavg", updates, weights, params)
+    assert mean.mean() > 100  # the plain mean is dragged away
+    for rule in ("median", "trimmed-mean", "krum"):
+        robust = strategies.aggregate(rule, updates, weights, params)
+        assert np.abs(robust - 1.0).max() < 0.1, rule
+    assert strategies.krum_index(updates, 1) != 4
+
+
+def test_fedavg_weights_by_examples_and_fedadam_moves_towards_update():
+    updates = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    avg = strategies.weighted_mean(updates, np.array([3.0, 1.0]))
+    np.testing.assert_allclose(avg, [0.75, 0.25])
+    params = strategies.StrategyParams(server_lr=0.1)
+    new, state = strategies.apply_update("fedadam", np.zeros(2, np.float32), avg, {}, params)
+    assert (new > 0).all() and set(state) == {"m", "v"}
+    again, _ = strategies.apply_update("fedadam", new, avg, state, params)
+    assert (again > new).all()
+
+
+def test_int8_roundtrip_is_close_and_four_times_smaller():
+    vector = np.random.default_rng(1).normal(0, 0.05, 100_000).astype(np.float32)
+    arrays = codec.encode(vector, "int8")
+    decoded = codec.decode(arrays, len(vector))
+    assert np.abs(decoded - vector).max() <= np.abs(vector).max() / 127 + 1e-7
+    assert vector.nbytes / codec.payload_bytes(arrays) >= 3.9
+
+
+def test_topk_error_feedback_delivers_what_was_held_back():
+    rng = np.random.default_rng(2)
+    residual, sent_total, true_total = None, np.zeros(1000, np.float32), np.zeros(1000, np.float32)
+    for _ in range(30):
+        update = rng.normal(0, 1, 1000).astype(np.float32)
+        arrays, residual = codec.encode_with_feedback(update, "topk", residual, topk_fraction=0.1)
+        assert len(arrays["idx"]) == 100
+        sent_total += codec.decode(arrays, 1000)
+        true_total += update
+    # without feedback 90% of every update would be lost; with it only the current residual is pending
+    np.testing.assert_allclose(sent_total + residual, true_total, rtol=1e-4, atol=1e-3)
+    assert np.linalg.norm(residual) < 0.5 * np.linalg.norm(true_total)
+
+
+def test_layout_roundtrip_keeps_shapes_and_skips_integer_buffers():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.BatchNorm1d(4))
+    state = model.state_dict()
+    layout = codec.layout_of(state)
+    assert "1.num_batches_tracked" not in layout.names
+    back = codec.unflatten(codec.flatten(state, layout), layout)
+    for name in layout.names:
+        assert torch.equal(back[name], state[name])
+    assert set(codec.integer_entries(state)) == {"1.num_batches_tracked"}
+
+
+def test_clipping_bounds_the_norm_and_noise_is_seeded():
+    vector = np.full(100, 1.0, np.float32)
+    clipped, norm = privacy.clip_update(vector, 2.0)
+    assert norm == pytest.approx(10.0) and np.linalg.norm(clipped) == pytest.approx(2.0, rel=1e-5)
+    a, _ = privacy.privatize(vector, 2.0, 1.0, seed=7)
+    b, _ = privacy.privatize(vector, 2.0, 1.0, seed=7)
+    c, _ = privacy.privatize(vector, 2.0, 1.0, seed=8)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.std(a - clipped) == pytest.approx(2.0, rel=0.3)
+
+
+def test_accountant_matches_google_dp_accounting_and_grows_with_rounds():
+    dp_accounting = pytest.importorskip("dp_accounting")
+    for noise, rounds in ((1.0, 1), (1.1, 10), (4.0, 50)):
+        accountant = dp_accounting.rdp.RdpAccountant()
+        accountant.compose(dp_accounting.GaussianDpEvent(noise), rounds)
+        theirs = accountant.get_epsilon(1e-5)
+        ours = privacy.gaussian_epsilon(noise, rounds, 1e-5)
+        assert ours == pytest.approx(theirs, rel=0.03), (noise, rounds)
+    assert privacy.gaussian_epsilon(1.0, 20, 1e-5) > privacy.gaussian_epsilon(1.0, 5, 1e-5)
+    assert privacy.privacy_report(0.0, 1.0, 5, 1e-5) == {"epsilon": None, "delta": None}
+
+
+def test_settings_survive_a_config_record_roundtrip():
+    settings = FederationSettings(vertical="finance", sites=4, clip=1.5, cross_site=False, compression="int8")
+    assert FederationSettings.from_config(settings.to_config()) == settings
+    assert FederationSettings.from_config({"num-server-rounds": 7, "cross-site": "false"}).rounds == 7
