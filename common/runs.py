@@ -158,6 +158,10 @@ def load_model(path: str | os.PathLike[str], expect: str | None = None, map_loca
         raise UserError(f"{root}: not a model directory (no model.pt)") from None
     except Exception as exc:  # a truncated or foreign file: say which one, not a traceback
         raise UserError(f"{root / 'model.pt'}: unreadable weights ({type(exc).__name__})") from None
+    if meta.get("pruned_structure"):  # channel-pruned by `fedsite compress`: narrower than config.toml says
+        from common.compress.prune import resize_to_structure
+
+        resize_to_structure(model, meta["pruned_structure"], state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -1,0 +1,154 @@
+"""ONNX Runtime INT8: nodes really quantized, error bounded, sensitivity-based fp32 exclusion, auto choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from common.compress.latency import OrtModule
+from common.compress.pipeline import CompressOptions, compress_model
+from common.compress.quantize import (
+    prepare,
+    quantization_summary,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+    weighted_nodes,
+)
+from common.compress.reference_cnn import TASKS
+from common.compress.sensitivity import _first_outputs, mixed_precision, node_sensitivity, relative_error
+from common.export import export_onnx, onnx_size_bytes, run_session, session
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Timing on a shared 2-core machine: one torch thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread, tmp_path_factory):
+    """A tiny 2D reference CNN trained for one epoch, exported and pre-processed for quantization."""
+    torch.manual_seed(0)
+    tmp = tmp_path_factory.mktemp("quant")
+    task = TASKS[2]
+    cfg = task.tiny_config()
+    source = task.synthesize(tmp / "data", seed=0, scale="tiny")
+    train, test = task.load_data(cfg, source, "train"), task.load_data(cfg, source, "test")
+    model = task.build_model(cfg)
+    task.fit(model, train, cfg, epochs=1)
+    fp32 = export_onnx(model, task.example_input(cfg), tmp / "fp32.onnx")
+    prepared = prepare(fp32, tmp / "prepared.onnx")
+    batches = [tuple(b) for b in task.calibration_batches(train, cfg)]
+    return {
+        "task": task,
+        "cfg": cfg,
+        "model": model,
+        "train": train,
+        "test": test,
+        "tmp": tmp,
+        "fp32": fp32,
+        "prepared": prepared,
+        "batches": batches,
+    }
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_static_int8_quantizes_every_conv_and_bounds_the_error(trained, method):
+    out = quantize_static_int8(
+        trained["prepared"], trained["tmp"] / f"int8_{method}.onnx", trained["batches"], method=method
+    )
+    summary = quantization_summary(out)
+    n_weighted = len(weighted_nodes(trained["prepared"]))
+    assert n_weighted >= 4
+    assert summary["int8_initializers"] >= n_weighted  # every conv/gemm weight is stored as int8
+    assert summary["quantize_linear"] > 0 and summary["dequantize_linear"] > 0
+    assert onnx_size_bytes(out) < onnx_size_bytes(trained["fp32"])
+    reference = _first_outputs(trained["fp32"], trained["batches"])
+    err = relative_error(reference, _first_outputs(out, trained["batches"]))
+    assert 0 < err < 0.05, f"{method}: relative output error {err:.3g}"
+
+
+def test_dynamic_int8_quantizes_matmul_parts(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    fp32 = export_onnx(model, (torch.randn(2, 32),), tmp_path / "mlp.onnx")
+    out = quantize_dynamic_int8(prepare(fp32, tmp_path / "prep.onnx"), tmp_path / "dyn.onnx")
+    assert quantization_summary(out)["integer_ops"] >= 2
+    x = torch.randn(16, 32)
+    expected = model(x).detach().numpy()
+    got = run_session(session(out), [x])[0]
+    assert got.shape == expected.shape
+    assert ((got - expected) ** 2).sum() / (expected**2).sum() < 0.01
+
+
+def test_sensitivity_ranks_nodes_and_exclusion_meets_the_budget(trained):
+    tmp, prepared, batches = trained["tmp"], trained["prepared"], trained["batches"]
+    work = tmp / "sens"
+    work.mkdir()
+    sensitivity = node_sensitivity(prepared, batches, work)
+    values = list(sensitivity.values())
+    assert len(values) >= 4 and values == sorted(values, reverse=True) and values[0] > 0
+    reference = _first_outputs(prepared, batches)
+
+    def fidelity(path):  # 1 - relative output error: a real, measured "metric" of the int8 model
+        return 1.0 - relative_error(reference, _first_outputs(path, batches))
+
+    full = quantize_static_int8(prepared, work / "full.onnx", batches)
+    full_drop = 1.0 - fidelity(full)
+    budget = full_drop / 3
+    result = mixed_precision(
+        prepared, work / "mixed.onnx", batches, fidelity, 1.0, higher_is_better=True, max_drop=budget, workdir=work
+    )
+    assert result.within_budget and result.drop <= budget
+    assert result.kept_fp32_nodes, "a tighter budget than full INT8 achieves must keep some nodes fp32"
+    assert result.kept_fp32_nodes == list(result.sensitivity)[: len(result.kept_fp32_nodes)]
+    kept_in_graph = set(result.kept_fp32_nodes)
+    import onnx
+
+    graph = onnx.load(str(result.path)).graph
+    quantized_inputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    for node in graph.node:
+        if node.name in kept_in_graph and node.op_type == "Conv":
+            assert node.input[1] not in quantized_inputs, f"{node.name} should have kept fp32 weights"
+
+
+def test_auto_keeps_int8_only_when_measured_faster(trained):
+    task, cfg, model = trained["task"], trained["cfg"], trained["model"]
+    common = dict(max_drop=1.0, dynamic_int8=False)
+    never = compress_model(
+        task,
+        model,
+        cfg,
+        trained["train"],
+        trained["test"],
+        trained["tmp"] / "a",
+        CompressOptions(int8="auto", min_speedup=1e6, **common),
+    )
+    assert never.report["chosen"] == "ort_fp32" and "not" in never.report["int8"]["reason"]
+    assert never.report["latency_ms"]["ort_int8"] > 0 and never.report["size_bytes"]["int8"] > 0
+    always = compress_model(
+        task,
+        model,
+        cfg,
+        trained["train"],
+        trained["test"],
+        trained["tmp"] / "b",
+        CompressOptions(int8="auto", min_speedup=1e-6, **common),
+    )
+    assert always.report["chosen"] == "ort_int8" and always.chosen_onnx == always.int8_onnx
+    off = compress_model(
+        task, model, cfg, trained["train"], trained["test"], trained["tmp"] / "c", CompressOptions(int8="off")
+    )
+    assert off.report["chosen"] == "ort_fp32" and off.int8_onnx is None and off.report["size_bytes"]["int8"] is None
+
+
+def test_ort_module_scores_like_the_torch_model(trained):
+    task, cfg, model = trained["task"], trained["cfg"], trained["model"]
+    wrapper = OrtModule.like(trained["fp32"], model, task.example_input(cfg))
+    torch_metrics = task.evaluate(model, trained["test"], cfg)
+    ort_metrics = task.evaluate(wrapper, trained["test"], cfg)
+    assert ort_metrics["auroc"] == pytest.approx(torch_metrics["auroc"], abs=1e-6)
