@@ -11,6 +11,7 @@ the order the exporter writes them in.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,8 @@ def export_onnx(
     (one bool per input) leaves inputs without a batch axis (e.g. a graph's edge index) static.
     When the dynamo exporter cannot trace a model, the TorchScript exporter is tried before giving up.
     """
+    # the exporter warns about torchvision ops on every call; they are irrelevant to our models
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     model = model.eval().cpu()
     example = tuple(t.cpu() for t in example)
     names = _input_names(len(example))

@@ -1,0 +1,62 @@
+"""Distillation through Task.fit: the KL term is right, and a student pulled toward its teacher gets closer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.compress.distill import agreement, distillation_loss, soft_kl
+from common.compress.reference_cnn import TASKS, ReferenceCNNConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(6,), (6, 1, 4, 4), (6, 5), (6, 3, 4)])
+def test_soft_kl_is_zero_only_for_equal_logits(shape):
+    torch.manual_seed(0)
+    logits = torch.randn(*shape)
+    assert float(soft_kl(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(*shape, requires_grad=True)
+    kl = soft_kl(student, logits, 4.0)
+    assert float(kl) > 0
+    kl.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_temperature_scaling_keeps_gradients_comparable():
+    """The T^2 factor: gradient size stays of the same order as T grows (Hinton et al.)."""
+    torch.manual_seed(0)
+    teacher = torch.randn(32, 5) * 3
+    sizes = []
+    for t in (2.0, 8.0):
+        student = torch.zeros(32, 5, requires_grad=True)
+        soft_kl(student, teacher, t).backward()
+        sizes.append(float(student.grad.abs().mean()))
+    assert 0.2 < sizes[1] / sizes[0] < 5
+
+
+def test_student_distilled_through_task_fit_moves_toward_teacher(tmp_path):
+    torch.manual_seed(0)
+    task = TASKS[1]
+    cfg = task.tiny_config()
+    source = task.synthesize(tmp_path / "data", seed=0, scale="tiny")
+    train = task.load_data(cfg, source, "train")
+    teacher = task.build_model(cfg)
+    task.fit(teacher, train, cfg, epochs=3)
+    student_cfg = ReferenceCNNConfig(**{**cfg.__dict__, "widths": (4,)})
+    student = task.build_model(student_cfg)
+    batches = [(train[0][i : i + 16],) for i in range(0, 48, 16)]
+    gap_before = agreement(student, teacher, batches)
+    losses = []
+    extra = distillation_loss(teacher, temperature=2.0, weight=1.0)
+    for _ in range(3):
+        losses.append(task.fit(student, train, student_cfg, epochs=1, extra_loss=extra)["loss"])
+    assert losses[-1] < losses[0], f"student loss did not fall: {losses}"
+    assert agreement(student, teacher, batches) < gap_before
+    assert all(not p.requires_grad for p in teacher.parameters())  # the teacher stays frozen
