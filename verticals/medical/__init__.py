@@ -1,3 +1,8 @@
-"""The medical vertical (lands with its issue). `TASK` is the vertical's Task (common.task)."""
+"""The medical vertical: lung-nodule detection in 3D chest CT read from DICOM, scored by LUNA16 FROC/CPM.
 
-TASK = None
+`TASK` is the vertical's Task (common.task); the Python API behind the CLI is in api.py.
+"""
+
+from verticals.medical.task import TASK
+
+__all__ = ["TASK"]

@@ -1,6 +1,154 @@
-"""`fedsite medical ...` commands (filled in by the medical vertical)."""
+"""`fedsite dicom ...` and `fedsite medical ...`: parse options, call verticals.medical.api, map outcomes.
+
+Heavy imports (torch, pydicom, MONAI) happen inside the commands so `fedsite --help` stays fast.
+Exit codes: UserError -> 2, PartialSuccess (raised after every output is written) -> 3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
-dicom_app = typer.Typer(no_args_is_help=True)
+from common.errors import PartialSuccess, UserError
+
+app = typer.Typer(no_args_is_help=True, help="CT lung-nodule detection: synth, train, detect, evaluate.")
+dicom_app = typer.Typer(no_args_is_help=True, help="DICOM series: inspect geometry and QC, de-identify.")
+
+GAP_POLICY = typer.Option(
+    "reject", "--gaps", help="Series with gaps/uneven spacing: 'reject' or 'split' (keep the longest run)."
+)
+
+
+def _check_gap_policy(value: str) -> str:
+    if value not in ("reject", "split"):
+        raise UserError(f"--gaps {value!r}: expected 'reject' or 'split'")
+    return value
+
+
+@dicom_app.command("inspect")
+def inspect(
+    directory: Path = typer.Argument(..., help="Folder to search for DICOM series (any nesting, any file names)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
+    gaps: str = GAP_POLICY,
+) -> None:
+    """List every DICOM series under DIRECTORY: geometry, HU range, QC status (exit 3 if anything was rejected)."""
+    from verticals.medical.api import inspect_directory
+
+    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps))
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for rec in report["series"]:
+            geo = f"shape {rec['shape_zyx']} spacing {[round(v, 3) for v in rec['spacing_zyx'] or []]}"
+            why = f" ({'; '.join(rec['reasons'])})" if rec["reasons"] else ""
+            print(f"{rec['seriesuid']}  {rec['modality']}  {rec['files']} files  {rec['status']}  {geo}{why}")
+        for item in report["skipped"]:
+            print(f"skipped {item['path']}: {item['reason']}")
+    bad = sum(r["status"] != "ok" for r in report["series"]) + len(report["skipped"])
+    if bad:
+        raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in the report)", rejected=bad)
+    if not report["series"]:
+        raise UserError(f"{directory}: no DICOM series found")
+
+
+@dicom_app.command("deidentify")
+def deidentify(
+    in_dir: Path = typer.Argument(..., help="Folder of DICOM files (never modified)."),
+    out_dir: Path = typer.Argument(..., help="Where the de-identified copies go (same relative paths)."),
+) -> None:
+    """Copy every DICOM file with the PS3.15 basic de-identification profile applied."""
+    from verticals.medical.api import deidentify_directory
+
+    result = deidentify_directory(in_dir, out_dir)
+    print(json.dumps(result, indent=2))
+    if result["skipped"]:
+        raise PartialSuccess(
+            f"{len(result['skipped'])} file(s) skipped (listed above)", rejected=len(result["skipped"])
+        )
+
+
+@app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="Output folder for the DICOM series and annotations.csv."),
+    scans: int = typer.Option(16, "--scans", min=1, help="Number of series to write."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same phantoms)."),
+    scale: str = typer.Option("full", "--scale", help="tiny | small | full (full: ~192x192x72 voxels)."),
+    site: int = typer.Option(0, "--site", min=0, help="Site index: changes scanner and nodule prevalence."),
+    n_sites: int = typer.Option(1, "--sites", min=1, help="Number of sites the index refers to."),
+) -> None:
+    """Write synthetic chest-CT DICOM series with nodules, and annotations.csv (LUNA16 format)."""
+    from verticals.medical.api import synth_dataset
+
+    if scale not in ("tiny", "small", "full"):
+        raise UserError(f"--scale {scale!r}: expected tiny, small or full")
+    path = synth_dataset(out, scans, seed=seed, site=site, n_sites=n_sites, scale=scale)
+    print(f"wrote {scans} series and {path / 'annotations.csv'}")
+
+
+@app.command("train")
+def train(
+    data: Path = typer.Option(..., "--data", help="Folder of DICOM series."),
+    annotations: Path = typer.Option(
+        ..., "--annotations", help="annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML file overriding the defaults ([medical] table or top level)."
+    ),
+    sets: list[str] = typer.Option([], "--set", help="key=value config override (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Train the nodule detector (and its false-positive reduction stage); writes model.onnx too."""
+    from common.config import resolve
+    from verticals.medical.api import train_model
+    from verticals.medical.config import MedicalConfig
+
+    cfg = resolve(MedicalConfig, config, sets, section="medical")
+    result = train_model(data, annotations, out, cfg, seed=seed)
+    print(json.dumps({"out": result["out"], "metrics": result["metrics"]}, indent=2))
+    bad = len(result["rejected"]) + len(result["skipped"])
+    if bad:
+        raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in {out}/metadata.json)", rejected=bad)
+
+
+@app.command("detect")
+def detect(
+    data: Path = typer.Argument(..., help="Folder of DICOM series."),
+    model: Path = typer.Option(..., "--model", help="Model directory from `fedsite medical train`."),
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, overlays/."),
+    overlays: int = typer.Option(3, "--overlays", min=0, help="Overlay PNGs per series (top candidates)."),
+    runtime: str = typer.Option("onnx", "--runtime", help="onnx (ONNX Runtime, default) or torch."),
+    gaps: str = GAP_POLICY,
+) -> None:
+    """Detect nodule candidates in every CT series under DATA (exit 3 when some series were rejected)."""
+    from verticals.medical.api import detect_directory
+
+    if runtime not in ("onnx", "torch"):
+        raise UserError(f"--runtime {runtime!r}: expected onnx or torch")
+    report = detect_directory(
+        data, model, out, use_onnx=runtime == "onnx", overlays=overlays, gap_policy=_check_gap_policy(gaps)
+    )
+    done = [s for s in report["series"] if s["status"] == "ok"]
+    print(f"{len(done)} series processed, {report['n_candidates']} candidates -> {out / 'candidates.csv'}")
+    bad = len(report["series"]) - len(done) + len(report["skipped"])
+    if bad:
+        raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in {out / 'report.json'})", rejected=bad)
+    if not report["series"]:
+        raise UserError(f"{data}: no DICOM series found")
+
+
+@app.command("evaluate")
+def evaluate(
+    candidates: Path = typer.Option(..., "--candidates", help="candidates.csv (LUNA16 submission format)."),
+    annotations: Path = typer.Option(..., "--annotations", help="annotations.csv (LUNA16 format)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for froc.png and froc.json."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the CPM 95% interval."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+) -> None:
+    """Score candidates by the LUNA16 protocol: prints CPM, FROC at 1/8..8 FP/scan, counts."""
+    from verticals.medical.api import evaluate_candidates
+
+    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed)
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,204 @@
+"""The Python API behind every `fedsite dicom ...` / `fedsite medical ...` command (the demo calls these).
+
+Each function does the whole job of one command and returns plain data; the CLI only parses options,
+calls one of these and maps the outcome to exit codes. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from common.progress import log, track
+from data_adapters.synth.ct_phantom import synth_dataset
+from verticals.medical.config import MedicalConfig
+from verticals.medical.evaluate import evaluate_candidates
+
+CANDIDATE_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm"]
+
+__all__ = [
+    "deidentify_directory",
+    "detect_directory",
+    "evaluate_candidates",
+    "inspect_directory",
+    "synth_dataset",
+    "train_model",
+]
+
+
+def _require_dir(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found")
+    return path
+
+
+def inspect_directory(root: str | Path, *, gap_policy: str = "reject") -> dict[str, Any]:
+    """{"series": [record, ...], "skipped": [{"path", "reason"}, ...]} for every series under `root`."""
+    from data_adapters import dicom
+
+    series, skipped = dicom.read_series(_require_dir(root, "folder"), gap_policy=gap_policy, load=False)
+    records = []
+    for s in track(series, "inspecting series"):
+        if s.status == "ok":
+            dicom.load_volume(s)
+        records.append(s.record())
+        s.hu = None
+    return {"series": records, "skipped": skipped}
+
+
+def deidentify_directory(in_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied."""
+    from data_adapters.deidentify import deidentify_tree
+
+    written, skipped = deidentify_tree(_require_dir(in_dir, "input folder"), out_dir)
+    return {"written": written, "skipped": skipped}
+
+
+def train_model(
+    data: str | Path,
+    annotations: str | Path,
+    out: str | Path,
+    cfg: MedicalConfig | None = None,
+    *,
+    seed: int = 0,
+    export: bool = True,
+) -> dict[str, Any]:
+    """Train the detector on every series under `data` and write a model directory (with model.onnx) at `out`."""
+    import torch
+
+    from common import runs
+    from common.device import seed_everything, set_threads
+    from common.export import export_onnx
+    from verticals.medical.preprocess import load_cases
+    from verticals.medical.task import TASK, MedicalData
+
+    cfg = cfg or MedicalConfig()
+    set_threads(None)
+    seed_everything(seed)
+    data = _require_dir(data, "data folder")
+    cases, rejected, skipped = load_cases(data, annotations, cfg, "all")
+    if not cases:
+        raise UserError(f"{data}: no usable CT series found ({len(rejected)} rejected, {len(skipped)} files skipped)")
+    if not any(len(c.diameters) for c in cases):
+        raise UserError(f"{annotations}: no annotated nodule matches a series under {data}")
+    log(f"medical: training on {len(cases)} series, {sum(len(c.diameters) for c in cases)} nodules")
+    model = TASK.build_model(cfg)
+    start = time.perf_counter()
+    metrics = TASK.fit(model, MedicalData(cases, rejected, skipped), cfg)
+    metrics["train_seconds"] = time.perf_counter() - start
+    extra_files = {}
+    if export:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(model.cpu().eval(), TASK.example_input(cfg), Path(tmp) / "model.onnx")
+            extra_files["model.onnx"] = onnx_path.read_bytes()
+    with torch.no_grad():
+        runs.save_model(
+            out,
+            "medical",
+            model,
+            cfg,
+            metrics=metrics,
+            seed=seed,
+            data_fingerprint=runs.fingerprint(data),
+            extra={"n_series": len(cases), "rejected_series": rejected, "skipped_files": skipped},
+            extra_files=extra_files,
+        )
+    return {"out": str(out), "metrics": metrics, "rejected": rejected, "skipped": skipped}
+
+
+def _runner_for(loaded, cfg, use_onnx: bool, tmp: Path):
+    """ONNX Runtime on the model's exported graph (exported now if missing), torch when asked or on failure."""
+    from verticals.medical.infer import onnx_runner, torch_runner
+
+    if use_onnx:
+        try:
+            onnx_path = loaded.path / "model.onnx"
+            if not onnx_path.exists():
+                from common.export import export_onnx
+                from verticals.medical.task import TASK
+
+                onnx_path = export_onnx(loaded.model, TASK.example_input(cfg), tmp / "model.onnx")
+            return onnx_runner(onnx_path), "onnxruntime"
+        except Exception as exc:  # keep detecting with torch, and say so in the report
+            log(f"medical: ONNX Runtime unavailable ({type(exc).__name__}); using torch")
+    return torch_runner(loaded.model), "torch"
+
+
+def detect_directory(
+    data: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    use_onnx: bool = True,
+    overlays: int = 3,
+    gap_policy: str = "reject",
+) -> dict[str, Any]:
+    """Detect nodules in every CT series under `data`; writes candidates.csv, report.json, overlays/."""
+    from common import atomic, runs
+    from common.device import set_threads
+    from data_adapters import dicom
+    from verticals.medical.infer import detect_case, fp_params
+    from verticals.medical.overlays import write_overlays
+    from verticals.medical.preprocess import case_from_series
+
+    data = _require_dir(data, "data folder").resolve()
+    out_path = Path(out_dir).resolve()
+    if out_path == data or data in out_path.parents:
+        raise UserError(f"{out_dir}: output must not be inside the input folder {data}")
+    set_threads(None)
+    loaded = runs.load_model(model_dir, expect="medical")
+    cfg = loaded.cfg
+    series_list, skipped = dicom.read_series(data, gap_policy=gap_policy, load=False)
+    rows, records = [], []
+    with tempfile.TemporaryDirectory() as scratch, atomic.atomic_dir(out_path) as tmp:
+        runner, runner_name = _runner_for(loaded, cfg, use_onnx, Path(scratch))
+        fp = fp_params(loaded.model)
+        for series in track(series_list, "detecting"):
+            record = {"seriesuid": series.seriesuid, "status": series.status, "reasons": list(series.reasons)}
+            if series.status == "ok":
+                t0 = time.perf_counter()
+                dicom.load_volume(series)
+                t1 = time.perf_counter()
+                if series.status == "ok":
+                    case = case_from_series(series, cfg, keep_hu=True)
+                    t2 = time.perf_counter()
+                    found = detect_case(case, runner, cfg, fp)
+                    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
+                    pngs = write_overlays(
+                        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
+                        found["diameter_mm"], found["probability"], overlays,
+                    )  # fmt: skip
+                    for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"]):
+                        rows.append([series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"])
+                    record.update(
+                        shape_zyx=list(series.hu.shape),
+                        spacing_zyx=[float(v) for v in series.spacing_zyx],
+                        n_candidates=int(len(found["probability"])),
+                        overlays=[str(Path(p).relative_to(tmp)) for p in pngs],
+                        timings={
+                            "read_s": t1 - t0,
+                            "preprocess_s": t2 - t1,
+                            "network_s": found["seconds_network"],
+                            "postprocess_s": found["seconds_postprocess"],
+                            "total_s": time.perf_counter() - t0,
+                        },
+                    )
+                    series.hu = None
+                record["status"], record["reasons"] = series.status, list(series.reasons)
+            records.append(record)
+        atomic.write_csv(tmp / "candidates.csv", CANDIDATE_HEADER, rows)
+        report = {
+            "model": str(model_dir),
+            "runner": runner_name,
+            "series": records,
+            "skipped": skipped,
+            "n_candidates": len(rows),
+        }
+        runs.write_json(tmp / "report.json", report)
+    return report

@@ -1,0 +1,39 @@
+"""Every default of the CT nodule detector in one frozen dataclass (common.config resolves overrides).
+
+Defaults are sized for `fedsite medical train` on ~16 scans of ~192x192x72 voxels on 2 CPU cores
+(well inside 20 minutes); `tiny_config()` in task.py shrinks them for tests and the federated demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MedicalConfig:
+    # preprocessing: resample to this isotropic spacing (mm), then window HU to [0, 1]
+    spacing_mm: float = 2.0
+    hu_min: float = -1000.0
+    hu_max: float = 400.0
+    # model: compact 3D encoder-decoder; output grid at `stride` (heatmap, offset, diameter heads)
+    channels: tuple[int, int, int, int] = (12, 24, 40, 64)
+    attention: str = "scse"
+    stride: int = 2
+    # training: patches with positive/negative sampling and flip/transpose augmentation
+    patch: int = 64
+    batch_size: int = 4
+    epochs: int = 30
+    steps_per_epoch: int = 24
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    positive_fraction: float = 0.6
+    heatmap_sigma_scale: float = 0.4
+    min_sigma_vox: float = 0.8
+    # inference: sliding window (voxels at model spacing), decoding, NMS, FP reduction
+    window: int = 96
+    overlap: float = 0.25
+    score_threshold: float = 0.05
+    max_candidates: int = 40
+    nms_mm: float = 8.0
+    fp_reduction: bool = True
+    seed: int = 0
