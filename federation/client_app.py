@@ -106,5 +106,8 @@ def evaluate(message: Message, context: Context) -> Message:
     """Metrics of the sent model on this site's validation or test split."""
     worker, job = worker_for(message, context)
     vector, ints = read_model(message.content["global"])
-    metrics = worker.evaluate(vector, ints, str(job.get("split", "val")))
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+    splits = str(job.get("split", "val")).split("+")
+    content = RecordDict({"metrics": MetricRecord(worker.evaluate(vector, ints, splits[0]))})
+    if "test" in splits[1:]:
+        content["test-metrics"] = MetricRecord(worker.evaluate(vector, ints, "test"))
+    return Message(content, reply_to=message)

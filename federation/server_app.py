@@ -68,10 +68,27 @@ class Hub:
             time.sleep(0.5)
         node_ids = sorted(self.grid.get_node_ids())
         messages = [Message(RecordDict({"job": self.job()}), dst_node_id=n, message_type="query") for n in node_ids]
-        for reply in self.grid.send_and_receive(messages, timeout=self.settings.node_wait):
+        for reply in self.exchange(messages, self.settings.node_wait):
             if not reply.has_error():
                 self.nodes[str(reply.content["site"]["name"])] = reply.metadata.src_node_id
         return sorted(self.nodes)
+
+    def exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
+        """Push and pull replies, polling every 0.5 s (Flower's own send_and_receive sleeps 3 s per poll)."""
+        from federation.sim import InProcessGrid
+
+        if isinstance(self.grid, InProcessGrid):
+            return list(self.grid.send_and_receive(messages, timeout=timeout))
+        pending = set(self.grid.push_messages(messages))
+        end = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while pending and (end is None or time.monotonic() < end):
+            got = list(self.grid.pull_messages(pending))
+            replies.extend(got)
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if pending:
+                time.sleep(0.5)
+        return replies
 
     def send(self, kind: str, contents: dict[str, RecordDict], round_: int) -> dict[str, dict[str, Any]]:
         """Send one message per site; return {site: {"reply": Message | None, "error": str, bytes...}}."""
@@ -86,8 +103,7 @@ class Hub:
                 "bytes_received": wire_bytes(message),
                 "bytes_sent": 0,
             }
-        timeout = self.settings.round_timeout or None
-        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+        for reply in self.exchange(messages, self.settings.round_timeout or None):
             site = by_node.get(reply.metadata.src_node_id)
             if site is None:
                 continue
@@ -120,14 +136,20 @@ def weighted_metrics(per_site: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int) -> dict[str, dict[str, float]]:
-    """Each site's metrics of one model on its own `split` (the model travels, the data does not)."""
-    content = {s: RecordDict({"global": model_record(vector, ints), "job": hub.job(split=split)}) for s in hub.nodes}
+def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int, tests: dict | None = None) -> dict:
+    """Each site's metrics of one model on its own `split` (the model travels, the data does not).
+
+    With `tests` given, sites also score their test split in the same exchange (saves a round trip).
+    """
+    wanted = f"{split}+test" if tests is not None else split
+    content = {s: RecordDict({"global": model_record(vector, ints), "job": hub.job(split=wanted)}) for s in hub.nodes}
     results = hub.send("evaluate", content, round_)
+    if tests is not None:
+        tests.update({site: _metrics(r["reply"], "test-metrics") for site, r in results.items()})
     return {site: _metrics(r["reply"]) for site, r in results.items()}
 
 
-def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, params) -> tuple:
+def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, params, tests=None) -> tuple:
     """One round: train everywhere, aggregate what arrived, evaluate; returns the new state and its record."""
     s = hub.settings
     content = {
@@ -163,7 +185,7 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
         ints = {**ints, **(new_ints or {})}
     else:
         log(f"round {round_}: only {len(updates)} result(s) < min_results={s.min_results}; global model unchanged")
-    per_site = evaluate_everywhere(hub, vector, ints, "val", round_)
+    per_site = evaluate_everywhere(hub, vector, ints, "val", round_, tests)
     for site, metrics in per_site.items():
         record["sites"].setdefault(site, {"status": "failed", "train": {}, "bytes_sent": 0, "bytes_received": 0})
         record["sites"][site]["eval"] = metrics
@@ -171,9 +193,9 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
     return vector, ints, opt_state, record
 
 
-def cross_site(hub: Hub, vector, ints, initial, round_: int) -> dict[str, dict[str, dict[str, float]]]:
+def cross_site(hub: Hub, vector, ints, initial, round_: int, tests: dict) -> dict[str, dict[str, dict[str, float]]]:
     """Each site's test data against the global model and against every site's local-only model."""
-    matrix = {"global": evaluate_everywhere(hub, vector, ints, "test", round_)}
+    matrix = {"global": tests or evaluate_everywhere(hub, vector, ints, "test", round_)}
     if not hub.settings.cross_site:
         return matrix
     content = {s: RecordDict({"global": model_record(*initial), "job": hub.job()}) for s in hub.nodes}
@@ -213,15 +235,17 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     if len(hub.nodes) < max(1, settings.min_results):
         raise RuntimeError(f"only {len(hub.nodes)} site(s) connected, min_results={settings.min_results}")
     began = time.perf_counter()
+    tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):
-        vector, ints, opt_state, record = run_round(hub, round_, vector, ints, opt_state, layout.size, params)
+        last = tests if round_ == settings.rounds else None
+        vector, ints, opt_state, record = run_round(hub, round_, vector, ints, opt_state, layout.size, params, last)
         history["rounds"].append(record)
         checkpoint.save(out, round_, vector, ints, opt_state, history)
         headline = record["global_eval"].get(task.headline_metric)
         ok = sum(e["status"] == "ok" for e in record["sites"].values())
         shown = f"{headline:.4f}" if headline is not None else "n/a"
         log(f"round {round_}/{settings.rounds}: {ok}/{len(record['sites'])} sites ok, {task.headline_metric}={shown}")
-    history["cross_site"] = cross_site(hub, vector, ints, initial, settings.rounds + 1)
+    history["cross_site"] = cross_site(hub, vector, ints, initial, settings.rounds + 1, tests)
     history["privacy"] = privacy.privacy_report(settings.clip, settings.noise, settings.rounds, settings.delta)
     history["compression"] = report.compression_summary(history, settings.compression, layout.size)
     history["seconds"] = time.perf_counter() - began

@@ -1,0 +1,94 @@
+"""TLS certificates for the hub and authentication keys for sites (`fedsite certs`).
+
+Flower encrypts SuperLink <-> SuperNode traffic with TLS (the hub presents a certificate signed by
+a CA the sites trust) and authenticates sites by elliptic-curve key pairs: a site signs its
+requests with its private key, and a hub started with supernode authentication only accepts
+sites whose public key was registered (`flwr supernode register`). Keys are generated locally
+with `cryptography`; private keys are written with mode 0600 and never leave the machine that
+made them unless an operator copies them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from common.atomic import write_bytes
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    write_bytes(path, data)
+    path.chmod(0o600)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedsite"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
+
+
+def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            entries.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(entries)
+
+
+def make_tls(out: Path, hosts: list[str], days: int = 365) -> dict[str, Path]:
+    """A CA and a hub certificate valid for `hosts` (IP addresses or DNS names)."""
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("fedsite CA"))
+        .issuer_name(_name("fedsite CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    plain = serialization.NoEncryption()
+    paths = {"ca": out / "ca.crt", "ca_key": out / "ca.key", "cert": out / "server.pem", "key": out / "server.key"}
+    write_bytes(paths["ca"], ca_cert.public_bytes(pem))
+    _write_private(paths["ca_key"], ca_key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, plain))
+    write_bytes(paths["cert"], cert.public_bytes(pem))
+    _write_private(paths["key"], key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, plain))
+    return paths
+
+
+def make_site_keys(out: Path, name: str) -> dict[str, Path]:
+    """An EC (P-384) key pair in OpenSSH format, as Flower's SuperNode authentication expects."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    paths = {"private": out / f"{name}.key", "public": out / f"{name}.pub"}
+    _write_private(paths["private"], private)
+    write_bytes(paths["public"], public + f" {name}\n".encode())
+    return paths

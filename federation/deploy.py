@@ -1,0 +1,114 @@
+"""Real deployments: command lines for Flower's SuperLink (hub) and SuperNodes (sites), and run submission.
+
+fedsite does not reimplement Flower's deployment engine; it starts Flower's own processes with
+the safe choices made: TLS always on (certificates from `fedsite certs`), supernode
+authentication always on (only registered site keys may connect), no runtime dependency
+installation (sites are often offline), and all of Flower's state under one FLWR_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from common.atomic import write_text
+from common.errors import UserError
+
+CONNECTION = "fedsite"
+
+
+def app_dir() -> Path:
+    """The project directory holding pyproject.toml's [tool.flwr.app] (what `flwr run` packages)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").exists():
+        raise UserError(f"{root}: no pyproject.toml; `fedsite hub run` needs an installed source checkout")
+    return root
+
+
+def flwr_home(state: Path | None) -> Path:
+    """FLWR_HOME for this process tree (explicit --state wins, then $FLWR_HOME, then ~/.flwr)."""
+    home = Path(state) if state else Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home.resolve()
+
+
+def _need(path: Path, what: str) -> Path:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: {what} not found")
+    return Path(path).resolve()
+
+
+def _exe(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        raise UserError(f"{name}: not installed (install fedsite with its flwr dependency)")
+    return found
+
+
+def write_connection(home: Path, host: str, port: int, ca: Path) -> Path:
+    """FLWR_HOME/config.toml naming this hub, so `flwr supernode register` and `flwr run` reach it."""
+    config = {
+        "superlink": {"default": CONNECTION, CONNECTION: {"address": f"{host}:{port}", "root-certificates": str(ca)}}
+    }
+    return write_text(home / "config.toml", tomli_w.dumps(config))
+
+
+def hub_command(certs: Path, host: str, port: int) -> list[str]:
+    """flower-superlink with TLS, supernode authentication and offline app installation."""
+    certs = Path(certs)
+    return [
+        _exe("flower-superlink"),
+        "--ssl-ca-certfile", str(_need(certs / "ca.crt", "CA certificate")),
+        "--ssl-certfile", str(_need(certs / "server.pem", "hub certificate")),
+        "--ssl-keyfile", str(_need(certs / "server.key", "hub key")),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host", host,
+        "--port", str(port),
+    ]  # fmt: skip
+
+
+def site_command(data: Path, hub: str, ca: Path, key: Path, name: str, port: int, retries: int | None) -> list[str]:
+    """flower-supernode pointing at the hub, signing with the site's key, reading DATA on this machine."""
+    data = Path(data)
+    if not data.exists():
+        raise UserError(f"{data}: site data not found")
+    node_config = f'data-dir="{data.resolve()}" site-name="{name}"'
+    cmd = [
+        _exe("flower-supernode"),
+        "--root-certificates", str(_need(ca, "CA certificate")),
+        "--superlink", hub,
+        "--auth-supernode-private-key", str(_need(key, "site private key")),
+        "--node-config", node_config,
+        "--port", str(port),
+    ]  # fmt: skip
+    if retries is not None:
+        cmd += ["--max-retries", str(retries)]
+    return cmd
+
+
+def register_command(public_key: Path, name: str | None) -> list[str]:
+    cmd = [_exe("flwr"), "supernode", "register", str(_need(public_key, "site public key")), CONNECTION]
+    return cmd + (["--name", name] if name else [])
+
+
+def run_config_file(path: Path, values: dict[str, Any]) -> Path:
+    """The run config for `flwr run --run-config FILE` (keys must exist in [tool.flwr.app.config])."""
+    return write_text(path, tomli_w.dumps(values))
+
+
+def run_command(config_file: Path) -> list[str]:
+    return [_exe("flwr"), "run", str(app_dir()), CONNECTION, "--stream", "--run-config", str(config_file)]
+
+
+def offline_env(home: Path) -> dict[str, str]:
+    """Environment for Flower processes: our FLWR_HOME, no runtime dependency installation."""
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(home)
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    return env
