@@ -1,3 +1,5 @@
-"""The manufacturing vertical (lands with its issue). `TASK` is the vertical's Task (common.task)."""
+"""Manufacturing vertical: visual defect inspection (learned DefectNet + OpenCV). `TASK` is its Task."""
 
-TASK = None
+from .task import TASK
+
+__all__ = ["TASK"]

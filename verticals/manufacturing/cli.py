@@ -1,5 +1,97 @@
-"""`fedsite manufacturing ...` commands (filled in by the manufacturing vertical)."""
+"""`fedsite manufacturing synth / train / inspect / evaluate`: parse, call workflows, map errors.
+
+Heavy imports (torch, cv2) happen inside the commands so `fedsite --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from common.errors import PartialSuccess
+
+app = typer.Typer(no_args_is_help=True, help="Visual defect inspection: synth, train, inspect, evaluate.")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Dataset folder to write (MVTec AD layout)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
+    category: str = typer.Option(
+        "metal", "--category", help="metal, fabric, wood, tile, brick, grass, gravel, or 'all' (one folder each)."
+    ),
+    scale: str = typer.Option("full", "--scale", help="tiny (64 px), small (128 px) or full (256 px, benchmark)."),
+    site: int = typer.Option(0, "--site", help="Site index: changes the line's lighting."),
+) -> None:
+    """Write a synthetic inspection dataset: good parts for training, good and defective parts with masks for test."""
+    from .workflows import synth as run
+
+    run(out, seed=seed, category=category, scale=scale, site=site)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (MVTec layout); trains on train/good only."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file of config overrides."),
+    set_: list[str] = typer.Option([], "--set", help="Override one config key: key=value (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Train the defect model and the golden-template baseline from defect-free images; export to ONNX."""
+    from common.config import resolve
+
+    from .config import InspectConfig
+    from .workflows import train as run
+
+    cfg = resolve(InspectConfig, config, set_, section="manufacturing")
+    path, metrics = run(data, out, cfg, seed=seed)
+    typer.echo(json.dumps({"model": str(path), **{k: round(v, 6) for k, v in metrics.items()}}))
+
+
+@app.command()
+def inspect(
+    input_path: Path = typer.Argument(
+        ..., metavar="INPUT", help="An image, a folder of images (recursive) or a video."
+    ),
+    model: Path = typer.Option(..., "--model", help="Model directory from `train`."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: results.csv, defects.csv, annotated/, contact_sheet.png."
+    ),
+    backend: str = typer.Option("auto", "--backend", help="auto (fastest measured), ort_fp32, ort_int8 or torch."),
+    every: int = typer.Option(1, "--every", min=1, help="For video: inspect every N-th frame."),
+    no_annotated: bool = typer.Option(False, "--no-annotated", help="Skip annotated images (fastest)."),
+) -> None:
+    """Inspect parts; OK/NG, score, defect boxes and annotated images. Exit 3 when some inputs were rejected."""
+    from common.errors import UserError
+
+    from .workflows import inspect as run
+
+    if backend not in ("auto", "ort_fp32", "ort_int8", "torch"):
+        raise UserError(f"--backend {backend}: expected auto, ort_fp32, ort_int8 or torch")
+    summary = run(input_path, model, out, backend=backend, video_every=every, write_annotated=not no_annotated)
+    typer.echo(
+        json.dumps({k: v for k, v in summary.items() if k != "rejected"} | {"rejected": len(summary["rejected"])})
+    )
+    if summary["rejected"]:
+        first = summary["rejected"][0]
+        raise PartialSuccess(
+            f"{len(summary['rejected'])} input(s) rejected (first: {first['image']}: {first['reason']}); "
+            f"see {out / 'results.csv'}",
+            rejected=len(summary["rejected"]),
+        )
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (MVTec layout) with test/ and ground_truth/."),
+    model: Path = typer.Option(..., "--model", help="Model directory from `train`."),
+    backend: str = typer.Option("auto", "--backend", help="auto, ort_fp32, ort_int8 or torch."),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the golden-template baseline."),
+) -> None:
+    """Print JSON metrics: image_auroc, pixel_auroc, aupro, f1_image, box precision/recall, per-kind AUROC, baseline."""
+    from .workflows import evaluate_model
+
+    metrics = evaluate_model(data, model, backend=backend, baseline=not no_baseline)
+    typer.echo(json.dumps(metrics, indent=2))

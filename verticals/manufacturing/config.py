@@ -1,0 +1,43 @@
+"""Every default of the defect-inspection vertical in one frozen dataclass (resolved by common.config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    """Model, training, calibration and post-processing settings.
+
+    Images of any size are resized to `image_size` for the model; anomaly maps are resized back, so
+    boxes and contours are always in the input image's own pixels.
+    """
+
+    # model
+    image_size: int = 256
+    width: int = 16  # channels of the first stage; later stages double it
+    model_stride: int = 2  # the network runs at image_size / model_stride
+    attention: str = "scse"  # common.blocks: scse, cbam or none
+    reconstruction: bool = True  # DRAEM-style reconstruction branch feeding the segmenter
+    score_pool: int = 9  # image score = max of the map averaged over score_pool^2 (as a fraction of 256)
+    # training (good images only; anomalies are synthesised on the fly)
+    epochs: int = 8
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    crop: int = 128  # training crop (the model is fully convolutional)
+    lr: float = 2e-3
+    anomaly_prob: float = 0.7
+    recon_weight: float = 1.0
+    holdout: float = 0.2  # fraction of train/good kept aside to calibrate thresholds
+    # calibration and post-processing (OpenCV)
+    target_frr: float = 0.02  # image threshold: false-reject rate on held-out good parts
+    pixel_fpr: float = 0.002  # pixel threshold: false-positive pixel rate on held-out good parts
+    min_pixel_threshold: float = 0.3
+    blur_sigma: float = 1.5  # Gaussian smoothing of the anomaly map, in model pixels
+    morph_kernel: int = 3
+    min_area_frac: float = 0.0005  # components smaller than this fraction of the image are dropped
+    box_iou: float = 0.1  # a predicted box matches a ground-truth defect at this IoU
+    # deployment
+    int8: str = "auto"  # auto: use static INT8 in ONNX Runtime only when measured faster and faithful
+    infer_batch: int = 4
+    seed: int = 0

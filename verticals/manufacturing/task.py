@@ -1,0 +1,71 @@
+"""The manufacturing Task: DefectNet on MVTec-layout folders, wired into the common Task protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from common.task import ExtraLoss, Proximal
+from data_adapters.synth.inspection import site_category, write_dataset
+from data_adapters.synth.surfaces import Lighting
+
+from . import evaluate as evaluation
+from . import train as training
+from .config import InspectConfig
+from .data import InspectionData, load_split
+from .model import DefectNet
+
+
+class ManufacturingTask:
+    """Visual defect inspection trained on good parts only; image AUROC is the headline."""
+
+    name = "manufacturing"
+    config_cls = InspectConfig
+    headline_metric = "image_auroc"
+    higher_is_better = True
+
+    def build_model(self, cfg: InspectConfig) -> nn.Module:
+        return DefectNet(cfg)
+
+    def load_data(self, cfg: InspectConfig, source: str | Path, split: str) -> InspectionData:
+        return load_split(cfg, source, split)
+
+    def fit(
+        self,
+        model: nn.Module,
+        data: InspectionData,
+        cfg: InspectConfig,
+        *,
+        epochs: int | None = None,
+        proximal: Proximal | None = None,
+        extra_loss: ExtraLoss | None = None,
+    ) -> dict[str, float]:
+        return training.fit(model, data, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+
+    def evaluate(self, model: nn.Module, data: InspectionData, cfg: InspectConfig) -> dict[str, float]:
+        return evaluation.evaluate(model, data, cfg)
+
+    def example_input(self, cfg: InspectConfig) -> tuple[torch.Tensor, ...]:
+        generator = torch.Generator().manual_seed(0)
+        return (torch.rand(2, 3, cfg.image_size, cfg.image_size, generator=generator),)
+
+    def calibration_batches(self, data: InspectionData, cfg: InspectConfig) -> list[tuple[torch.Tensor, ...]]:
+        """Up to four batches of real images (batch size differs from example_input's on purpose)."""
+        return [(batch,) for batch in data.batches(3)[:4]]
+
+    def synthesize(self, out: Path, *, seed: int, site: int = 0, n_sites: int = 1, scale: str = "small") -> Path:
+        """One site's line: its own product surface and lighting (site 0: metal, 1: fabric, 2: wood, ...)."""
+        return write_dataset(
+            Path(out), site_category(site), seed=seed * 1000 + site, scale=scale, lighting=Lighting.for_site(site)
+        )
+
+    def tiny_config(self) -> InspectConfig:
+        """64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects."""
+        return InspectConfig(
+            image_size=64, width=8, epochs=2, steps_per_epoch=15, batch_size=8, crop=64, infer_batch=8, blur_sigma=1.0
+        )
+
+
+TASK = ManufacturingTask()

@@ -1,0 +1,108 @@
+"""The Python API behind `fedsite manufacturing synth / train / inspect / evaluate`.
+
+The CLI only parses arguments and calls these; the demo and the benchmark call them directly.
+`inspect` lives in infer.py and is re-exported here so every command has its function in one place.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import atomic, runs
+from common.device import seed_everything, set_threads
+from common.errors import UserError
+from common.progress import log
+from data_adapters.synth.inspection import write_dataset
+from data_adapters.synth.surfaces import CATEGORIES, Lighting
+
+from .baseline import GoldenTemplate, baseline_predictions, fit_baseline
+from .config import InspectConfig
+from .data import load_split, split_holdout
+from .deploy import FP32_NAME, INT8_NAME, load_backend, prepare_deployment
+from .evaluate import evaluate, metrics_from
+from .infer import inspect
+from .model import DefectNet
+from .train import fit
+
+BASELINE_NAME = "baseline.npz"
+
+
+def synth(out: str | Path, *, seed: int = 0, category: str = "metal", scale: str = "full", site: int = 0) -> Path:
+    """Write one synthetic dataset (MVTec layout) at `out`, atomically; `category="all"` writes one per category."""
+    if category != "all" and category not in CATEGORIES:
+        raise UserError(f"--category {category}: unknown (known: all, {', '.join(CATEGORIES)})")
+    if scale not in ("tiny", "small", "full"):
+        raise UserError(f"--scale {scale}: expected tiny, small or full")
+    lighting = Lighting.for_site(site)
+    with atomic.atomic_dir(out) as tmp:
+        if category == "all":
+            for i, name in enumerate(CATEGORIES):
+                write_dataset(tmp / name, name, seed=seed * 100 + i, scale=scale, lighting=lighting)
+        else:
+            write_dataset(tmp, category, seed=seed, scale=scale, lighting=lighting)
+    log(f"manufacturing: wrote synthetic {category} data ({scale}) to {out}")
+    return Path(out)
+
+
+def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: int = 0) -> tuple[Path, dict[str, Any]]:
+    """Train DefectNet and the golden-template baseline on `data_dir/train/good`; write a model directory.
+
+    The directory also holds the ONNX export (and the INT8 one when measured faster and faithful),
+    the baseline, and the measured deployment choice in metadata.json.
+    """
+    set_threads(None)
+    seed_everything(seed)
+    data = load_split(cfg, data_dir, "train")
+    model = DefectNet(cfg)
+    metrics = fit(model, data, cfg, seed=seed)
+    log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
+    baseline = fit_baseline(data, cfg)
+    model = model.cpu().eval()
+    _, holdout = split_holdout(data, cfg.holdout)
+    calib_data = holdout if holdout is not None else data
+    calibration = calib_data.batches(cfg.infer_batch)[:4]
+    files = {BASELINE_NAME: baseline.to_bytes()}
+    with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
+        deployment = prepare_deployment(model, cfg, calibration, Path(work))
+        for name in (FP32_NAME, INT8_NAME):
+            if (Path(work) / name).is_file():
+                files[name] = (Path(work) / name).read_bytes()
+    log(f"manufacturing: deployment {deployment['chosen']} (latency ms {deployment['latency_ms']})")
+    path = runs.save_model(
+        out,
+        "manufacturing",
+        model,
+        cfg,
+        metrics=metrics,
+        seed=seed,
+        data_fingerprint=runs.fingerprint(Path(data_dir) / "train" / "good"),
+        extra={"deployment": deployment, "train_images": len(data)},
+        extra_files=files,
+    )
+    return path, metrics
+
+
+def evaluate_model(
+    data_dir: str | Path, model_dir: str | Path, *, backend: str = "auto", baseline: bool = True
+) -> dict[str, Any]:
+    """Metrics of the model (and of the golden-template baseline, under "baseline") on `data_dir/test`."""
+    loaded = runs.load_model(model_dir, expect="manufacturing")
+    cfg = loaded.cfg
+    data = load_split(cfg, data_dir, "test")
+    with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
+        module, name = load_backend(Path(model_dir), loaded.model, cfg, backend, Path(work))
+        metrics: dict[str, Any] = dict(evaluate(module, data, cfg))
+    metrics["backend"] = name
+    metrics["n_images"] = len(data)
+    metrics["n_defective"] = int(data.labels.sum())
+    baseline_path = Path(model_dir) / BASELINE_NAME
+    if baseline and baseline_path.is_file():
+        template = GoldenTemplate.from_bytes(baseline_path.read_bytes())
+        scores, maps, boxes = baseline_predictions(template, data, cfg)
+        metrics["baseline"] = metrics_from(scores, maps, template.image_threshold, boxes, data, cfg)
+    return metrics
+
+
+__all__ = ["evaluate_model", "inspect", "synth", "train"]
