@@ -1,3 +1,8 @@
-"""The finance vertical (lands with its issue). `TASK` is the vertical's Task (common.task)."""
+"""The finance vertical: fraud detection fusing a causal TCN over account histories with a GNN.
 
-TASK = None
+`TASK` is the vertical's Task (common.task); the Python API is listed in README.md.
+"""
+
+from verticals.finance.task import FinanceTask
+
+TASK = FinanceTask()

@@ -1,5 +1,123 @@
-"""`fedsite finance ...` commands (filled in by the finance vertical)."""
+"""`fedsite finance ...`: synth, train, score, update, evaluate, serve (thin: parse, call, map errors).
+
+The Python functions behind each command are listed in verticals/finance/README.md ("Python API").
+Heavy imports stay inside the commands so `fedsite --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from common.errors import PartialSuccess, UserError
+
+app = typer.Typer(no_args_is_help=True, help="Fraud detection: synth, train, score, update, evaluate, serve.")
+
+_CONFIG = typer.Option(None, "--config", help="TOML file overriding the FinanceConfig defaults.")
+_SET = typer.Option([], "--set", help="Override one config key (repeatable): --set epochs=3.")
+
+
+def _not_input(out: Path, *inputs: Path) -> None:
+    for item in inputs:
+        if out.resolve() == item.resolve():
+            raise UserError(f"{out}: output would overwrite the input {item}")
+
+
+def _config(config: Path | None, sets: list[str]):
+    from common.config import resolve
+    from verticals.finance.config import FinanceConfig
+
+    return resolve(FinanceConfig, config, sets, section="finance")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Directory to write transactions.csv into."),
+    accounts: int = typer.Option(3000, "--accounts", min=20, help="Number of accounts."),
+    days: int = typer.Option(30, "--days", min=3, help="Days of activity."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    site: int = typer.Option(0, "--site", min=0, help="Site (bank) index: changes the customer mix."),
+    n_sites: int = typer.Option(1, "--n-sites", min=1, help="Number of sites the mix is spread over."),
+    fraud_rate: float = typer.Option(0.02, "--fraud-rate", min=0.001, max=0.5, help="Share of fraudulent rows."),
+) -> None:
+    """Write DIR/transactions.csv: AMLSim-style activity with laundering typologies (labelled)."""
+    from data_adapters.synth.transactions import write
+
+    path = write(out, accounts, days, seed=seed, site=site, n_sites=n_sites, fraud_rate=fraud_rate)
+    typer.echo(str(path))
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Labelled transactions CSV (all rows are used)."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write."),
+    config: Path | None = _CONFIG,
+    sets: list[str] = _SET,
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Train the fused TCN + GNN fraud model on every valid row of --data."""
+    from common.runs import read_metadata
+    from verticals.finance.train import train_model
+
+    _not_input(out, data)
+    metrics = train_model(data, out, _config(config, sets), seed=seed)
+    typer.echo(json.dumps(metrics, indent=2))
+    rejected = read_metadata(out).get("rows_rejected", 0)
+    if rejected:
+        raise PartialSuccess(f"{rejected} row(s) of {data} rejected and not used (see `finance score` for a list)")
+
+
+@app.command()
+def score(
+    data: Path = typer.Option(..., "--data", help="Transactions CSV to score."),
+    model: Path = typer.Option(..., "--model", help="Model directory."),
+    out: Path = typer.Option(..., "--out", help="Scores CSV to write (rejected.csv goes beside it)."),
+) -> None:
+    """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
+    from verticals.finance.infer import score_csv
+
+    _not_input(out, data)
+    _not_input(out.parent / "rejected.csv", data)
+    report = score_csv(data, model, out)
+    typer.echo(json.dumps(report.__dict__, indent=2))
+    if report.rejected:
+        raise PartialSuccess(f"{report.rejected} of {report.rows_read} rows rejected: see {report.rejected_path}")
+
+
+@app.command()
+def update(
+    model: Path = typer.Option(..., "--model", help="Model directory to start from (left unchanged)."),
+    data: Path = typer.Option(..., "--data", help="Newly labelled transactions CSV."),
+    out: Path = typer.Option(..., "--out", help="New model directory."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Fine-tune on newly labelled rows; prints metrics before and after on a held-out later period."""
+    from verticals.finance.train import update_model
+
+    _not_input(out, model, data)
+    typer.echo(json.dumps(update_model(model, data, out, seed=seed), indent=2))
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Labelled transactions CSV."),
+    scores: Path = typer.Option(..., "--scores", help="Scores CSV from `finance score`."),
+) -> None:
+    """Print JSON with auprc, roc_auc, recall_at_1pct_fpr, f1_best (and recall per typology)."""
+    from verticals.finance.evaluate import evaluate_scores
+
+    typer.echo(json.dumps(evaluate_scores(data, scores), indent=2))
+
+
+@app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", help="Model directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+) -> None:
+    """HTTP scoring: POST /score (object or list), GET /health, GET /metrics (Prometheus)."""
+    from verticals.finance.serve import serve as run
+
+    run(model, host, port)

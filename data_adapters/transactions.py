@@ -1,0 +1,303 @@
+"""The transactions CSV of CONTRACTS.md (Finance) -> validated columns, rejects, time order, graph.
+
+Why this module exists apart from the model: a bank's export is never clean. Every row is checked
+(missing field, unparseable or zone-less timestamp, amount <= 0, duplicate txn_id, bad label or
+currency) and a bad row is *quarantined* with its line number and reason, never dropped silently,
+so `rows read = rows kept + rows rejected` always holds and the caller can prove it.
+
+The file is parsed in chunks of `chunk_rows` lines, so parsing memory stays bounded; what is kept is
+compact numpy columns (about 100 bytes per row), which the causal scorer needs in time order anyway.
+Timestamps become float Unix seconds in UTC (ISO 8601 with an offset or `Z`, or Unix seconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import write_csv
+from common.errors import UserError
+
+REQUIRED = ("txn_id", "timestamp", "src_account", "dst_account", "amount")
+OPTIONAL = ("currency", "channel", "is_fraud", "typology")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass
+class Rejection:
+    """One quarantined row: its id (may be empty), its line in the file (header = line 1), why."""
+
+    txn_id: str
+    line: int
+    reason: str
+
+
+@dataclass
+class Transactions:
+    """Valid rows as columns, in input order. `label` is -1 where the file has no is_fraud."""
+
+    txn_id: np.ndarray
+    line: np.ndarray
+    ts: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    amount: np.ndarray
+    currency: np.ndarray
+    channel: np.ndarray
+    label: np.ndarray
+    typology: np.ndarray
+    rows_read: int = 0
+    source: str = ""
+    extra_columns: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.txn_id)
+
+    @property
+    def has_labels(self) -> bool:
+        return len(self) > 0 and bool((self.label >= 0).all())
+
+    def take(self, index: np.ndarray) -> Transactions:
+        """A row subset (boolean mask or integer index), same columns."""
+        cols = {name: getattr(self, name)[index] for name in _COLUMNS}
+        return Transactions(**cols, rows_read=self.rows_read, source=self.source, extra_columns=self.extra_columns)
+
+
+_COLUMNS = ("txn_id", "line", "ts", "src", "dst", "amount", "currency", "channel", "label", "typology")
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds (UTC) from ISO 8601 with a zone, or from Unix seconds; ValueError otherwise."""
+    text = text.strip()
+    if not text:
+        raise ValueError("missing timestamp")
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None:
+        if not math.isfinite(value):
+            raise ValueError(f"bad timestamp '{text}'")
+        return value
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"bad timestamp '{text}'") from None
+    if when.tzinfo is None:
+        raise ValueError(f"timestamp '{text}' has no timezone")
+    return when.timestamp()
+
+
+def iso_utc(ts: float) -> str:
+    """Seconds -> `YYYY-MM-DDTHH:MM:SSZ` (the format the generator writes)."""
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_row(values: dict[str, str], require_label: bool) -> tuple[float, float, int] | str:
+    """(ts, amount, label) for a valid row, else the reason it is rejected."""
+    for name in REQUIRED:
+        if not values.get(name, "").strip():
+            return f"missing {name}"
+    try:
+        ts = parse_timestamp(values["timestamp"])
+    except ValueError as exc:
+        return str(exc)
+    raw_amount = values["amount"].strip()
+    try:
+        amount = float(raw_amount)
+    except ValueError:
+        return f"amount '{raw_amount}' is not a number"
+    if not math.isfinite(amount):
+        return f"amount '{raw_amount}' is not finite"
+    if amount <= 0:
+        return f"amount {raw_amount} is not > 0"
+    currency = values.get("currency", "").strip()
+    if currency and not _CURRENCY.match(currency):
+        return f"currency '{currency}' is not an ISO 4217 code"
+    raw_label = values.get("is_fraud", "").strip()
+    if raw_label in ("0", "1", "0.0", "1.0"):
+        label = int(float(raw_label))
+    elif raw_label:
+        return f"is_fraud '{raw_label}' is not 0 or 1"
+    elif require_label:
+        return "missing is_fraud"
+    else:
+        label = -1
+    return ts, amount, label
+
+
+def iter_chunks(
+    path: str | os.PathLike[str], *, require_label: bool = False, chunk_rows: int = 100_000
+) -> Iterator[tuple[Transactions, list[Rejection]]]:
+    """Parse `path` `chunk_rows` data lines at a time; yields (valid rows, rejections) per chunk.
+
+    Duplicate ids are detected across the whole file (the first occurrence wins).
+    """
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a transactions CSV") from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise UserError(f"{path}: empty file (expected a header line)") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not a readable CSV ({exc})") from None
+        missing = [c for c in REQUIRED if c not in header]
+        if require_label and "is_fraud" not in header:
+            missing.append("is_fraud")
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)} in the header")
+        extra = [h for h in header if h not in REQUIRED + OPTIONAL]
+        seen: dict[str, int] = {}
+        while True:
+            rows, rejects, done = [], [], True
+            try:
+                for raw in reader:
+                    line = reader.line_num
+                    done = False
+                    if not raw or (len(raw) == 1 and not raw[0].strip()):
+                        rejects.append(Rejection("", line, "empty row"))
+                    elif len(raw) != len(header):
+                        txn = raw[header.index("txn_id")].strip() if len(raw) > header.index("txn_id") else ""
+                        rejects.append(Rejection(txn, line, f"expected {len(header)} fields, found {len(raw)}"))
+                    else:
+                        values = dict(zip(header, raw))
+                        txn = values["txn_id"].strip()
+                        checked = check_row(values, require_label)
+                        if isinstance(checked, str):
+                            rejects.append(Rejection(txn, line, checked))
+                        elif txn in seen:
+                            rejects.append(Rejection(txn, line, f"duplicate txn_id (first at line {seen[txn]})"))
+                        else:
+                            seen[txn] = line
+                            rows.append((txn, line, *checked, values))
+                    if len(rows) + len(rejects) >= chunk_rows:
+                        break
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise UserError(f"{path}: line {reader.line_num}: unreadable CSV ({exc})") from None
+            if done:
+                return
+            yield _columns(rows, len(rows) + len(rejects), str(path), extra), rejects
+
+
+def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactions:
+    def text(name: str) -> np.ndarray:
+        return np.array([r[5].get(name, "").strip() for r in rows], dtype=object)
+
+    return Transactions(
+        txn_id=np.array([r[0] for r in rows], dtype=object),
+        line=np.array([r[1] for r in rows], dtype=np.int64),
+        ts=np.array([r[2] for r in rows], dtype=np.float64),
+        amount=np.array([r[3] for r in rows], dtype=np.float64),
+        label=np.array([r[4] for r in rows], dtype=np.int8),
+        src=text("src_account"),
+        dst=text("dst_account"),
+        currency=text("currency"),
+        channel=np.array([c.lower() for c in text("channel")], dtype=object),
+        typology=text("typology"),
+        rows_read=read,
+        source=source,
+        extra_columns=extra,
+    )
+
+
+def concat(parts: list[Transactions]) -> Transactions:
+    """Join chunks (in order) into one set of columns."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    cols = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
+    return Transactions(
+        **cols, rows_read=sum(p.rows_read for p in parts), source=parts[0].source, extra_columns=parts[0].extra_columns
+    )
+
+
+def read_transactions(
+    path: str | os.PathLike[str], *, require_label: bool = False, chunk_rows: int = 100_000
+) -> tuple[Transactions, list[Rejection]]:
+    """Every valid row of `path` (input order) and every rejection; a UserError if none is valid."""
+    parts, rejects = [], []
+    for chunk, rejected in iter_chunks(path, require_label=require_label, chunk_rows=chunk_rows):
+        parts.append(chunk)
+        rejects.extend(rejected)
+    if not parts or sum(len(p) for p in parts) == 0:
+        first = f" (line {rejects[0].line}: {rejects[0].reason})" if rejects else ""
+        raise UserError(f"{path}: no valid transaction rows{first}")
+    return concat(parts), rejects
+
+
+def write_rejected(path: str | os.PathLike[str], rejects: list[Rejection]) -> Path:
+    """`rejected.csv`: txn_id,line,reason (written even when empty, so its absence means nothing)."""
+    return write_csv(path, ["txn_id", "line", "reason"], ((r.txn_id, r.line, r.reason) for r in rejects))
+
+
+def time_order(txns: Transactions) -> np.ndarray:
+    """Indices sorting rows by timestamp, ties kept in input order (the causal processing order)."""
+    return np.lexsort((txns.line, txns.ts))
+
+
+class AccountIndex:
+    """account string -> dense int id, growing as new accounts appear (serving sees new ones)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, names: np.ndarray) -> np.ndarray:
+        ids = self.ids
+        out = np.empty(len(names), dtype=np.int64)
+        for i, name in enumerate(names):
+            found = ids.get(name)
+            if found is None:
+                found = ids[name] = len(ids)
+            out[i] = found
+        return out
+
+
+@dataclass
+class Multigraph:
+    """The directed multigraph: one edge per transaction (parallel edges kept), in time order."""
+
+    edge_index: np.ndarray  # (2, E) payer id -> payee id
+    edge_time: np.ndarray
+    edge_amount: np.ndarray
+    edge_row: np.ndarray  # index of the transaction each edge came from
+    n_nodes: int
+
+
+def build_multigraph(txns: Transactions, accounts: AccountIndex | None = None) -> Multigraph:
+    """Edges in time order; `torch_geometric.data.Data(edge_index=...)` accepts `edge_index` as is."""
+    accounts = accounts or AccountIndex()
+    order = time_order(txns)
+    src = accounts.lookup(txns.src[order])
+    dst = accounts.lookup(txns.dst[order])
+    return Multigraph(np.stack([src, dst]), txns.ts[order], txns.amount[order], order, len(accounts))
+
+
+def account_sequences(graph: Multigraph) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of each account's events (sent and received) in time order: (indptr, edge positions).
+
+    Events of account a are `positions[indptr[a]:indptr[a+1]]`; a self-transfer appears twice.
+    """
+    n_edges = graph.edge_index.shape[1]
+    accounts = np.concatenate([graph.edge_index[0], graph.edge_index[1]])
+    positions = np.concatenate([np.arange(n_edges), np.arange(n_edges)])
+    order = np.lexsort((positions, accounts))
+    counts = np.bincount(accounts, minlength=graph.n_nodes)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return indptr, positions[order]

@@ -1,0 +1,191 @@
+"""Finance vertical: causality, batch == online, the CLI's contract, the HTTP service, baselines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from common.cli import main
+from data_adapters.transactions import read_transactions, time_order
+from verticals.finance.baselines import fit_baseline, predict_baseline
+from verticals.finance.config import FinanceConfig
+from verticals.finance.features import AccountState, featurise
+from verticals.finance.infer import StreamingScorer, load_dataset
+from verticals.finance.model import FraudNet
+
+TINY = ["--set", "history=8", "--set", "tcn_channels=8", "--set", "tcn_levels=2", "--set", "gnn_hidden=16"]
+TINY += ["--set", "head_hidden=32", "--set", "epochs=1", "--set", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finance")
+    assert main(["finance", "synth", "--out", str(root / "data"), "--accounts", "150", "--days", "10"]) == 0
+    data = root / "data" / "transactions.csv"
+    assert main(["finance", "train", "--data", str(data), "--out", str(root / "model"), *TINY]) == 0
+    return root, data, root / "model"
+
+
+def _features(txns, history=8, chunk=10**9):
+    state, parts = AccountState(history), []
+    for i in range(0, len(txns), chunk):
+        s = slice(i, i + chunk)
+        parts.append(featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s]))
+    return parts
+
+
+def test_features_are_causal_and_ignore_labels(trained):
+    """A transaction's features and score do not change when later rows are appended or altered."""
+    _, data, _ = trained
+    txns, _ = read_transactions(data)
+    txns = txns.take(time_order(txns))
+    cut = len(txns) // 2
+    prefix = _features(txns.take(np.arange(cut)))[0]
+    changed = txns.take(np.arange(len(txns)))
+    later = np.arange(cut, len(txns))
+    changed.amount[later] *= 7.0  # alter every later transaction ...
+    changed.dst[later] = changed.src[later]  # ... and rewire it
+    changed.label[:] = 1 - changed.label  # labels are never read
+    full = _features(changed)[0]
+    for name in ("seq", "nbr", "txn"):
+        np.testing.assert_array_equal(getattr(full, name)[:cut], getattr(prefix, name))
+    model = FraudNet(FinanceConfig(history=8, tcn_channels=8, tcn_levels=2, gnn_hidden=16, head_hidden=32)).eval()
+    with torch.no_grad():
+        a = model(*(torch.from_numpy(getattr(prefix, k)) for k in ("seq", "nbr", "txn")))
+        b = model(*(torch.from_numpy(getattr(full, k)[:cut]) for k in ("seq", "nbr", "txn")))
+    torch.testing.assert_close(a, b)
+    # and the features do use the past: the last transactions of an account see its history
+    assert full.seq[:, 0, :-1, -1].sum() > 0
+
+
+def test_chunking_does_not_change_features(trained):
+    _, data, _ = trained
+    txns, _ = read_transactions(data)
+    txns = txns.take(time_order(txns)[:400])
+    one = _features(txns)[0]
+    singles = _features(txns, chunk=1)
+    for name in ("seq", "nbr", "txn"):
+        np.testing.assert_array_equal(getattr(one, name), np.concatenate([getattr(p, name) for p in singles]))
+
+
+def test_score_rejects_bad_rows_and_exits_3(trained, tmp_path):
+    root, data, model = trained
+    lines = data.read_text().splitlines()
+    header = lines[0].split(",")
+    bad = dict(zip(header, lines[1].split(",")))
+    rows = [lines[0], *lines[1:200]]
+    rows.append(",".join({**bad, "txn_id": "bad1", "amount": "0"}[h] for h in header))
+    rows.append(",".join({**bad, "txn_id": "bad2", "timestamp": "yesterday"}[h] for h in header))
+    rows.append(lines[1])  # duplicate id
+    messy = tmp_path / "messy.csv"
+    messy.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out" / "scores.csv"
+    assert main(["finance", "score", "--data", str(messy), "--model", str(model), "--out", str(out)]) == 3
+    scored = list(csv.DictReader(out.open()))
+    rejected = list(csv.DictReader((out.parent / "rejected.csv").open()))
+    assert len(scored) + len(rejected) == len(rows) - 1
+    assert [r["txn_id"] for r in scored] == [line.split(",")[0] for line in lines[1:200]]  # input order
+    assert {r["line"] for r in rejected} == {"201", "202", "203"}
+    assert all(0.0 <= float(r["fraud_probability"]) <= 1.0 for r in scored)
+    assert main(["finance", "score", "--data", str(messy), "--model", str(model), "--out", str(messy)]) == 2
+
+
+def test_score_evaluate_update_round_trip(trained, tmp_path, capsys):
+    root, data, model = trained
+    out = tmp_path / "scores.csv"
+    assert main(["finance", "score", "--data", str(data), "--model", str(model), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["finance", "evaluate", "--data", str(data), "--scores", str(out)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert list(metrics)[:4] == ["auprc", "roc_auc", "recall_at_1pct_fpr", "f1_best"]
+    assert 0.0 <= metrics["auprc"] <= 1.0 and metrics["rows_unscored"] == 0
+    new = tmp_path / "model2"
+    assert main(["finance", "update", "--model", str(model), "--data", str(data), "--out", str(new)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= {"before", "after"} and "auprc" in report["after"]
+    assert {"model.pt", "config.toml", "metadata.json", "model.onnx"} <= {p.name for p in new.iterdir()}
+    assert main(["finance", "update", "--model", str(model), "--data", str(data), "--out", str(model)]) == 2
+
+
+def test_onnx_and_torch_scorers_agree(trained):
+    from common.runs import load_model
+
+    _, data, model_dir = trained
+    loaded = load_model(model_dir)
+    txns, _ = read_transactions(data)
+    txns = txns.take(time_order(txns)[:300])
+    cols = (txns.ts, txns.src, txns.dst, txns.amount, txns.channel)
+    ort = StreamingScorer(loaded.model, loaded.cfg, model_dir / "model.onnx")
+    eager = StreamingScorer(loaded.model, loaded.cfg)
+    assert ort.backend == "onnxruntime" and eager.backend == "torch"
+    np.testing.assert_allclose(ort.score(*cols), eager.score(*cols), atol=1e-5)
+
+
+def test_baselines_fit_and_rank(trained):
+    _, data, _ = trained
+    dataset = load_dataset(data, FinanceConfig(history=8))
+    for kind in ("raw", "graph"):
+        model = fit_baseline(dataset, kind, max_iter=20)
+        p = predict_baseline(model, dataset, kind)
+        assert p.shape == (len(dataset),) and np.all((p >= 0) & (p <= 1))
+        assert p[dataset.label == 1].mean() > p[dataset.label == 0].mean()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_http_service_matches_batch_scores(trained, tmp_path):
+    """The real server on 127.0.0.1: online scores == batch scores; 422 on bad input; keeps serving."""
+    _, data, model = trained
+    batch = tmp_path / "scores.csv"
+    assert main(["finance", "score", "--data", str(data), "--model", str(model), "--out", str(batch)]) == 0
+    expected = {r["txn_id"]: float(r["fraud_probability"]) for r in csv.DictReader(batch.open())}
+    rows = list(csv.DictReader(data.open()))[:120]  # the file is in time order
+    port = _free_port()
+    cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(model), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for _ in range(300):
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail(f"server did not start: {proc.stderr.read1().decode() if proc.poll() is not None else ''}")
+            got = {}
+            for row in rows[:100]:
+                body = client.post("/score", json=row).json()
+                got[body["txn_id"]] = body["fraud_probability"]
+            listed = client.post("/score", json=rows[100:]).json()
+            got.update({b["txn_id"]: b["fraud_probability"] for b in listed})
+            for txn, p in got.items():
+                assert abs(p - expected[txn]) < 1e-5, txn
+            bad = client.post("/score", json={**rows[0], "txn_id": "x1", "amount": "-5"})
+            assert bad.status_code == 422 and "not > 0" in bad.json()["detail"]
+            assert client.post("/score", json=rows[0]).status_code == 422  # duplicate id
+            assert client.post("/score", content=b"{oops").status_code == 422
+            assert client.post("/score", json=[{"txn_id": "only"}]).status_code == 422
+            ok = client.post("/score", json={**rows[0], "txn_id": "fresh"})
+            assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
+            metrics = client.get("/metrics").text
+            assert 'fedsite_finance_requests_total{status="rejected"} 4' in metrics
+            assert "fedsite_finance_transactions_scored_total 121" in metrics
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

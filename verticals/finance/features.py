@@ -1,0 +1,291 @@
+"""Strictly causal, incremental features: per-account state updated chunk by chunk.
+
+Why one incremental builder for everything: training, batch scoring and the HTTP service must see
+*identical* features for a transaction, and a transaction may only use transactions processed
+before it (earlier timestamp, or equal timestamp and earlier in the stream). So the state of every
+account (its last `history` events and running counters) lives in `AccountState`, and `featurise`
+takes a chunk of transactions in processing order, computes their features from that state plus
+the chunk's earlier rows (vectorised: no Python loop per transaction), then advances the state.
+A chunk of one row (serving) and a chunk of 8,192 rows (batch) give the same numbers. Labels are
+never read here, so no label can leak into a feature.
+
+Each transaction has two events: the payer's (direction out) and the payee's (direction in).
+Per event we keep
+- `seq` row: what the TCN reads along an account's history (amount, direction, gaps, hour,
+  roundness, just-under-threshold, new counterparty, channel);
+- an aggregate snapshot A (counts, flows, account age, 1 h / 24 h velocity, fan-in / fan-out among
+  recent counterparties): the *node* state of the account at that moment;
+- `edge` row: the edge's own features plus the counterparty's snapshot at that moment. These are
+  the neighbours the GNN passes messages from, so a neighbour's own neighbourhood (its fan-in,
+  its flows) reaches the centre: two hops of the multigraph, each one causal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from data_adapters.transactions import AccountIndex
+
+CHANNELS = ("card", "transfer", "mobile", "online", "cash")  # anything else -> "other"
+N_CHANNELS = len(CHANNELS) + 1
+THRESHOLD = 10_000.0  # reporting threshold that "just under" amounts dodge
+GAP_CAP_S = 30 * 86_400.0
+SEQ_NAMES = (
+    "log_amount",
+    "direction_in",
+    "amount_vs_account_mean",
+    "log_gap_h",
+    "hour_sin",
+    "hour_cos",
+    "round_amount",
+    "just_under_threshold",
+    "new_counterparty",
+    "log_age_h",
+    *(f"channel_{c}" for c in (*CHANNELS, "other")),
+    "valid",
+)
+AGG_NAMES = (
+    "log_n_out",
+    "log_n_in",
+    "log_sum_out",
+    "log_sum_in",
+    "log_age_h",
+    "log_count_1h",
+    "log_count_24h",
+    "fan_in",
+    "fan_out",
+    "log_in_24h",
+    "log_out_24h",
+    "log_gap_h",
+)
+EDGE_NAMES = (
+    "log_amount",
+    "direction_in",
+    "round_amount",
+    "just_under_threshold",
+    *(f"channel_{c}" for c in (*CHANNELS, "other")),
+    *(f"counterparty_{n}" for n in AGG_NAMES),
+)
+NBR_NAMES = (*EDGE_NAMES, "log_age_of_edge_h", "valid")
+TXN_NAMES = (
+    *(f"payer_{n}" for n in SEQ_NAMES),
+    *(f"payee_{n}" for n in SEQ_NAMES),
+    *(f"payer_{n}" for n in AGG_NAMES),
+    *(f"payee_{n}" for n in AGG_NAMES),
+)
+F_SEQ, F_AGG, F_EDGE, F_NBR, F_TXN = len(SEQ_NAMES), len(AGG_NAMES), len(EDGE_NAMES), len(NBR_NAMES), len(TXN_NAMES)
+_CHANNEL_ID = {c: i for i, c in enumerate(CHANNELS)}
+
+
+@dataclass
+class FeatureBatch:
+    """Model inputs for B transactions: seq (B,2,H,F_SEQ), nbr (B,2,H,F_NBR), txn (B,F_TXN)."""
+
+    seq: np.ndarray
+    nbr: np.ndarray
+    txn: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.txn)
+
+    def take(self, index: np.ndarray) -> FeatureBatch:
+        return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
+
+    @staticmethod
+    def concat(parts: list[FeatureBatch], history: int) -> FeatureBatch:
+        if not parts:
+            return FeatureBatch(
+                np.zeros((0, 2, history, F_SEQ), np.float32),
+                np.zeros((0, 2, history, F_NBR), np.float32),
+                np.zeros((0, F_TXN), np.float32),
+            )
+        return FeatureBatch(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("seq", "nbr", "txn")))
+
+
+class AccountState:
+    """Per-account memory: the last `history` events (right-aligned, newest last) and counters."""
+
+    def __init__(self, history: int) -> None:
+        self.history = history
+        self.accounts = AccountIndex()
+        self._cap = 0
+        self._alloc(1024)
+
+    def _alloc(self, cap: int) -> None:
+        h, old = self.history, self._cap
+        fields = {
+            "t": ((h,), np.float64, 0.0),
+            "cp": ((h,), np.int64, -1),
+            "dir": ((h,), np.int8, 0),
+            "amt": ((h,), np.float64, 0.0),
+            "valid": ((h,), bool, False),
+            "seqf": ((h, F_SEQ), np.float32, 0.0),
+            "edge": ((h, F_EDGE), np.float32, 0.0),
+            "count": ((4,), np.float64, 0.0),  # n_out, n_in, sum_out, sum_in
+            "first_t": ((), np.float64, np.nan),
+        }
+        for name, (shape, dtype, fill) in fields.items():
+            array = np.full((cap, *shape), fill, dtype=dtype)
+            if old:
+                array[:old] = getattr(self, name)
+            setattr(self, name, array)
+        self._cap = cap
+
+    def ensure(self, n_accounts: int) -> None:
+        if n_accounts > self._cap:
+            self._alloc(max(n_accounts, 2 * self._cap))
+
+
+def channel_ids(channel: np.ndarray) -> np.ndarray:
+    other = len(CHANNELS)
+    return np.fromiter((_CHANNEL_ID.get(c, other) for c in channel), dtype=np.int64, count=len(channel))
+
+
+def _amount_flags(amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hundreds = np.round(amount / 100.0)
+    round_ = (np.abs(amount - hundreds * 100.0) < 0.005) & (amount >= 100)
+    under = (amount >= 0.85 * THRESHOLD) & (amount < THRESHOLD)
+    return round_.astype(np.float32), under.astype(np.float32)
+
+
+def _group_cumsum(values: np.ndarray, first: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Inclusive cumulative sum restarting at each group (rows sorted by group)."""
+    total = np.cumsum(values)
+    return total - (total[first] - values[first])[group]
+
+
+def featurise(
+    state: AccountState, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
+) -> FeatureBatch:
+    """Features of a chunk of transactions given in processing order; advances `state` past them."""
+    n, h = len(ts), state.history
+    a_src, a_dst = state.accounts.lookup(src), state.accounts.lookup(dst)
+    state.ensure(len(state.accounts))
+    ch = channel_ids(channel)
+    # events 2i (payer, out) and 2i+1 (payee, in), sorted by account then stream order
+    acc = np.stack([a_src, a_dst], 1).ravel()
+    cp_e = np.stack([a_dst, a_src], 1).ravel()
+    dir_e = np.tile(np.array([0, 1], np.int8), n)
+    t_e, amt_e, ch_e = np.repeat(ts, 2), np.repeat(amount, 2), np.repeat(ch, 2)
+    order = np.argsort(acc, kind="stable")
+    uniq, first, counts = np.unique(acc[order], return_index=True, return_counts=True)
+    group = np.repeat(np.arange(len(uniq)), counts)
+    rank = np.arange(2 * n) - first[group]
+    starts = np.concatenate([[0], np.cumsum(h + counts)[:-1]])
+    total = int((h + counts).sum())
+    pos = starts[group] + h + rank  # where each sorted event sits in the combined layout
+    prior = (starts[:, None] + np.arange(h)).ravel()  # each account's remembered events come first
+
+    def combined(name: str, new: np.ndarray) -> np.ndarray:
+        old = getattr(state, name)[uniq]
+        out = np.empty((total, *old.shape[2:]), dtype=old.dtype)
+        out[prior] = old.reshape(-1, *old.shape[2:])
+        out[pos] = new
+        return out
+
+    c_t, c_cp = combined("t", t_e[order]), combined("cp", cp_e[order])
+    c_dir, c_amt = combined("dir", dir_e[order]), combined("amt", amt_e[order])
+    c_valid = combined("valid", np.ones(2 * n, bool))
+    win = pos[:, None] - (h - 1) + np.arange(h)  # (E, H): the event's window, itself last
+    w_valid, w_t, w_cp, w_dir, w_amt = c_valid[win], c_t[win], c_cp[win], c_dir[win], c_amt[win]
+    t_self, amt_s, dir_s = w_t[:, -1], w_amt[:, -1], w_dir[:, -1]
+    gap = np.where(w_valid[:, -2], np.clip(t_self - w_t[:, -2], 0, GAP_CAP_S), GAP_CAP_S) if h > 1 else t_self * 0
+    age_dt = np.clip(t_self[:, None] - w_t, 0, None)
+    in1h, in24 = w_valid & (age_dt <= 3600), w_valid & (age_dt <= 86_400)
+    eq = w_cp[:, :, None] == w_cp[:, None, :]
+    earlier = np.tril(np.ones((h, h), bool), -1)
+    dup = (eq & (w_dir[:, :, None] == w_dir[:, None, :]) & w_valid[:, None, :] & earlier).any(2)
+    first_seen = w_valid & ~dup
+    new_cp = ~(eq[:, -1, :] & w_valid & earlier[-1]).any(1)
+    # running counters: remembered totals + this chunk's inclusive cumulative sums
+    is_out, is_in = (dir_s == 0).astype(np.float64), (dir_s == 1).astype(np.float64)
+    prior_count = state.count[acc[order]]
+    n_out = prior_count[:, 0] + _group_cumsum(is_out, first, group)
+    n_in = prior_count[:, 1] + _group_cumsum(is_in, first, group)
+    sum_out = prior_count[:, 2] + _group_cumsum(amt_s * is_out, first, group)
+    sum_in = prior_count[:, 3] + _group_cumsum(amt_s * is_in, first, group)
+    n_before = n_out + n_in - 1
+    mean_before = np.where(n_before > 0, (sum_out + sum_in - amt_s) / np.maximum(n_before, 1), amt_s)
+    first_t = state.first_t[acc[order]]
+    first_t = np.where(np.isnan(first_t), t_self[first][group], first_t)
+    age_h = np.clip(t_self - first_t, 0, None) / 3600.0
+    log_amt = np.log1p(amt_s)
+    agg = np.stack(
+        [
+            np.log1p(n_out),
+            np.log1p(n_in),
+            np.log1p(sum_out),
+            np.log1p(sum_in),
+            np.log1p(age_h),
+            np.log1p(in1h.sum(1)),
+            np.log1p(in24.sum(1)),
+            (first_seen & (w_dir == 1)).sum(1) / h,
+            (first_seen & (w_dir == 0)).sum(1) / h,
+            np.log1p((w_amt * (in24 & (w_dir == 1))).sum(1)),
+            np.log1p((w_amt * (in24 & (w_dir == 0))).sum(1)),
+            np.log1p(gap / 3600.0),
+        ],
+        1,
+    ).astype(np.float32)
+    hour = (t_self % 86_400.0) / 86_400.0 * 2 * np.pi
+    round_, under = _amount_flags(amt_s)
+    onehot = np.eye(N_CHANNELS, dtype=np.float32)[ch_e[order]]
+    seqf = np.concatenate(
+        [
+            np.stack(
+                [
+                    log_amt,
+                    dir_s,
+                    log_amt - np.log1p(mean_before),
+                    np.log1p(gap / 3600.0),
+                    np.sin(hour),
+                    np.cos(hour),
+                    round_,
+                    under,
+                    new_cp,
+                    np.log1p(age_h),
+                ],
+                1,
+            ).astype(np.float32),
+            onehot,
+            np.ones((2 * n, 1), np.float32),
+        ],
+        1,
+    )
+    # back to event order; an edge row carries the counterparty's snapshot (the paired event)
+    agg_ev, seq_ev = np.empty_like(agg), np.empty_like(seqf)
+    agg_ev[order], seq_ev[order] = agg, seqf
+    paired = np.arange(2 * n) ^ 1
+    edge_ev = np.concatenate([seq_ev[:, [0, 1, 6, 7]], seq_ev[:, 10 : 10 + N_CHANNELS], agg_ev[paired]], 1)
+    c_seqf, c_edge = combined("seqf", seqf), combined("edge", edge_ev[order])
+    w_valid_f = w_valid[..., None].astype(np.float32)
+    seq_w = c_seqf[win] * w_valid_f
+    nbr_w = np.concatenate([c_edge[win], np.log1p(age_dt / 3600.0)[..., None].astype(np.float32), w_valid_f], 2)
+    nbr_w *= w_valid_f
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(2 * n)
+    batch = FeatureBatch(
+        seq=seq_w[inverse].reshape(n, 2, h, F_SEQ),
+        nbr=nbr_w[inverse].reshape(n, 2, h, F_NBR),
+        txn=np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1),
+    )
+    # advance the state: each account keeps the last H rows of its combined group
+    keep = (starts + counts)[:, None] + np.arange(h)
+    for name, source in (("t", c_t), ("cp", c_cp), ("dir", c_dir), ("amt", c_amt), ("valid", c_valid)):
+        getattr(state, name)[uniq] = source[keep]
+    state.seqf[uniq], state.edge[uniq] = c_seqf[keep], c_edge[keep]
+    last = first + counts - 1
+    state.count[uniq] = np.stack([n_out[last], n_in[last], sum_out[last], sum_in[last]], 1)
+    state.first_t[uniq] = first_t[last]
+    return batch
+
+
+def raw_features(ts: np.ndarray, amount: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    """The transaction alone, no history or graph: the 'raw' baseline's view."""
+    hour = (ts % 86_400.0) / 86_400.0 * 2 * np.pi
+    round_, under = _amount_flags(amount)
+    onehot = np.eye(N_CHANNELS, dtype=np.float32)[channel_ids(channel)]
+    cols = [np.log1p(amount), np.sin(hour), np.cos(hour), round_, under]
+    return np.concatenate([np.stack(cols, 1).astype(np.float32), onehot], 1)

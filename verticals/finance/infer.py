@@ -1,0 +1,175 @@
+"""The streaming scorer behind `score`, `serve`, training data and evaluation.
+
+Why one scorer: batch and online scores must agree, and both must be causal. `StreamingScorer` keeps
+the per-account state (features.AccountState) and scores whatever it is given, one transaction (the
+HTTP service) or a whole file in chunks (`score`), advancing the state as it goes. The neural part
+runs in ONNX Runtime when the model directory holds `model.onnx` (about as fast as torch at batch
+4,096 and ~10x faster for a single request), else in torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.atomic import write_csv
+from common.progress import log
+from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order, write_rejected
+from verticals.finance.config import FinanceConfig
+from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
+
+ORT_MAX_BATCH = 4096  # the exported model's dynamic batch axis is bounded (common.export)
+
+
+@dataclass
+class FinanceData:
+    """Featurised transactions in time order (what fit/evaluate/baselines consume)."""
+
+    features: FeatureBatch
+    label: np.ndarray
+    typology: np.ndarray
+    txn_id: np.ndarray
+    ts: np.ndarray
+    raw: np.ndarray
+    rejects: list[Rejection] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def take(self, index: np.ndarray) -> FinanceData:
+        return FinanceData(
+            self.features.take(index),
+            self.label[index],
+            self.typology[index],
+            self.txn_id[index],
+            self.ts[index],
+            self.raw[index],
+        )
+
+    def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.features
+        return torch.from_numpy(f.seq[index]), torch.from_numpy(f.nbr[index]), torch.from_numpy(f.txn[index])
+
+
+def featurise_all(txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None) -> FeatureBatch:
+    """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one)."""
+    state = state or AccountState(cfg.history)
+    parts = []
+    for i in range(0, len(txns), cfg.chunk_rows):
+        s = slice(i, i + cfg.chunk_rows)
+        parts.append(featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s]))
+    return FeatureBatch.concat(parts, cfg.history)
+
+
+def load_dataset(path: str | Path, cfg: FinanceConfig, *, require_label: bool = True) -> FinanceData:
+    """Read, validate and featurise a transactions CSV; rows come back in time order."""
+    txns, rejects = read_transactions(path, require_label=require_label)
+    txns = txns.take(time_order(txns))
+    data = FinanceData(
+        featurise_all(txns, cfg),
+        txns.label.astype(np.int64),
+        np.where(txns.typology == "", "none", txns.typology),
+        txns.txn_id,
+        txns.ts,
+        raw_features(txns.ts, txns.amount, txns.channel),
+    )
+    data.rejects = rejects
+    return data
+
+
+def predict(model: nn.Module, features: FeatureBatch, batch: int = ORT_MAX_BATCH) -> np.ndarray:
+    """Fraud probabilities from a torch module (or a module wrapping ONNX Runtime)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(features), batch):
+            s = slice(i, i + batch)
+            logits = model(
+                torch.from_numpy(features.seq[s]), torch.from_numpy(features.nbr[s]), torch.from_numpy(features.txn[s])
+            )
+            out.append(torch.sigmoid(logits).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+class OnnxFraudModel(nn.Module):
+    """An nn.Module face on an ONNX Runtime session, so evaluate() treats it like the torch model."""
+
+    def __init__(self, onnx_path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        from common.export import session
+
+        self.session = session(onnx_path, threads=threads)
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, seq: torch.Tensor, nbr: torch.Tensor, txn: torch.Tensor) -> torch.Tensor:
+        feeds = {n: t.numpy() for n, t in zip(self.names, (seq, nbr, txn))}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+class StreamingScorer:
+    """Causal scorer with per-account memory. Call `score` with transactions in processing order."""
+
+    def __init__(self, model: nn.Module, cfg: FinanceConfig, onnx_path: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.state = AccountState(cfg.history)
+        self.backend = "torch"
+        self.model = model.eval()
+        if onnx_path is not None and Path(onnx_path).is_file():
+            self.model = OnnxFraudModel(onnx_path, threads=cfg.threads or None)
+            self.backend = "onnxruntime"
+
+    def score(
+        self, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
+    ) -> np.ndarray:
+        """Probabilities for these transactions, each seeing only the ones before it; advances state."""
+        out = []
+        for i in range(0, len(ts), self.cfg.chunk_rows):
+            s = slice(i, i + self.cfg.chunk_rows)
+            features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s])
+            out.append(predict(self.model, features))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class ScoreReport:
+    rows_read: int
+    scored: int
+    rejected: int
+    seconds: float
+    backend: str
+    scores_path: str
+    rejected_path: str
+
+
+def score_csv(data: str | Path, model_dir: str | Path, out: str | Path) -> ScoreReport:
+    """`fedsite finance score`: scores.csv (input order) + rejected.csv beside it."""
+    from common.runs import load_model
+
+    start = time.perf_counter()
+    loaded = load_model(model_dir, expect="finance")
+    txns, rejects = read_transactions(data)
+    order = time_order(txns)
+    scorer = StreamingScorer(loaded.model, loaded.cfg, Path(model_dir) / "model.onnx")
+    log(f"scoring {len(txns)} transactions ({scorer.backend})")
+    ordered = txns.take(order)
+    probs = np.empty(len(txns), np.float64)
+    probs[order] = scorer.score(ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel)
+    out = Path(out)
+    write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
+    rejected_path = out.parent / "rejected.csv"
+    write_rejected(rejected_path, rejects)
+    assert len(txns) + len(rejects) == txns.rows_read
+    return ScoreReport(
+        txns.rows_read,
+        len(txns),
+        len(rejects),
+        time.perf_counter() - start,
+        scorer.backend,
+        str(out),
+        str(rejected_path),
+    )

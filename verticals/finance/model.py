@@ -1,0 +1,144 @@
+"""The fused fraud model: a causal TCN over account histories + a GNN over the causal ego-graph.
+
+Why both: account takeover is a *temporal* anomaly in one account's history (the TCN sees it), while
+laundering rings, fans and chains are *structural* (the GNN sees them); a transaction is scored
+with both of its endpoints' views and the transaction itself, fused by an MLP head.
+
+- TCN (pytorch-tcn, `causal=True`) reads the payer's and the payee's last `history` events; an scSE
+  block (common.blocks, spatial_dims=1) reweights its channels; the newest step is the summary.
+- GNN (torch-geometric `MessagePassing`) on each transaction's ego-graph in the directed multigraph:
+  layer 1 passes messages from each endpoint's recent counterparties (parallel edges kept) with
+  edge features (amount, channel, roundness, age of the edge) along the edge direction (who paid
+  me) and, with separate weights, against it (whom I paid: reverse message passing); neighbours
+  carry their own causal node state, so two hops reach the centre. Layer 2 passes messages across
+  the scored edge itself, payer -> payee and payee -> payer.
+- The ego-graphs come from `features.featurise` as fixed-size tensors, so the whole module,
+  message passing included, exports to ONNX with a dynamic batch (nothing is left outside).
+- Normalisation statistics are buffers: federation exchanges `state_dict()` only.
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_tcn import TCN
+from torch import nn
+from torch_geometric.nn import MessagePassing
+
+from common.blocks import attention
+from verticals.finance.config import FinanceConfig
+from verticals.finance.features import F_AGG, F_EDGE, F_NBR, F_SEQ, F_TXN, N_CHANNELS
+
+_EDGE_ATTR = [0, 2, 3, *range(4, 4 + N_CHANNELS), F_EDGE]  # amount, flags, channel, age of edge (no direction)
+_CP_STATE = slice(4 + N_CHANNELS, F_EDGE)  # the counterparty's snapshot: the neighbour's node features
+
+
+class DirectedEdgeConv(MessagePassing):
+    """Sum over one direction's edges of `weight * MLP([x_src, edge_attr])` (GINE-like, masked)."""
+
+    def __init__(self, node_dim: int, edge_dim: int, hidden: int) -> None:
+        super().__init__(aggr="add")
+        self.mlp = nn.Sequential(nn.Linear(node_dim + edge_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+
+    def forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor, edge_weight: torch.Tensor
+    ) -> torch.Tensor:
+        return self.propagate(edge_index, x=x, edge_attr=edge_attr, edge_weight=edge_weight)
+
+    def message(self, x_j: torch.Tensor, edge_attr: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([x_j, edge_attr], -1)) * edge_weight.unsqueeze(-1)
+
+
+class EgoGraphGNN(nn.Module):
+    """Two message-passing layers over each transaction's causal ego-graph (see module docstring)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        edge_dim = len(_EDGE_ATTR)
+        self.forward_conv = DirectedEdgeConv(F_AGG, edge_dim, hidden)
+        self.reverse_conv = DirectedEdgeConv(F_AGG, edge_dim, hidden)
+        self.node = nn.Sequential(nn.Linear(F_AGG + 2 * hidden, hidden), nn.ReLU())
+        pair_edge_dim = F_SEQ
+        self.pay_conv = DirectedEdgeConv(hidden, pair_edge_dim, hidden)
+        self.paid_conv = DirectedEdgeConv(hidden, pair_edge_dim, hidden)
+        self.update = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU())
+
+    def forward(
+        self, nbr: torch.Tensor, incoming: torch.Tensor, centre: torch.Tensor, txn_edge: torch.Tensor
+    ) -> torch.Tensor:
+        """nbr (B,2,H,F_NBR) normalised (padding rows 0), incoming (B,2,H) 1 for edges paid to the centre,
+        centre (B,2,F_AGG), txn_edge (B,F_SEQ) -> (B, 2*hidden)."""
+        b, _, h, _ = nbr.shape
+        n_centre = 2 * b
+        flat = nbr.reshape(n_centre * h, F_NBR)
+        x = torch.cat([centre.reshape(n_centre, F_AGG), flat[:, _CP_STATE]], 0)
+        src = n_centre + torch.arange(n_centre * h, device=nbr.device)
+        dst = torch.arange(n_centre, device=nbr.device).repeat_interleave(h)
+        edge_index = torch.stack([src, dst])
+        attr = flat[:, _EDGE_ATTR]
+        valid, incoming = flat[:, F_NBR - 1], incoming.reshape(-1)
+        msg_in = self.forward_conv(x, edge_index, attr, valid * incoming)[:n_centre] / h
+        msg_out = self.reverse_conv(x, edge_index, attr, valid * (1 - incoming))[:n_centre] / h
+        node = self.node(torch.cat([x[:n_centre], msg_in, msg_out], -1))
+        # layer 2 across the scored edge: payer (2i) -> payee (2i+1), and back
+        payer = torch.arange(b, device=nbr.device) * 2
+        ones = torch.ones(b, device=nbr.device)
+        to_payee = self.pay_conv(node, torch.stack([payer, payer + 1]), txn_edge, ones)
+        to_payer = self.paid_conv(node, torch.stack([payer + 1, payer]), txn_edge, ones)
+        node = node + self.update(torch.cat([node, to_payee + to_payer], -1))
+        return node.reshape(b, -1)
+
+
+class FraudNet(nn.Module):
+    """Per-transaction fraud logit from (seq, nbr, txn) as built by `features.featurise`."""
+
+    def __init__(self, cfg: FinanceConfig) -> None:
+        super().__init__()
+        self.arch = cfg.arch
+        for name, dim in (("seq", F_SEQ), ("nbr", F_NBR), ("txn", F_TXN)):
+            self.register_buffer(f"{name}_mean", torch.zeros(dim))
+            self.register_buffer(f"{name}_std", torch.ones(dim))
+        self.register_buffer("stats_ready", torch.zeros(()))
+        width = cfg.head_hidden
+        self.txn_mlp = nn.Sequential(nn.Linear(F_TXN, width), nn.ReLU())
+        fused = width
+        if cfg.arch in ("fused", "tcn"):
+            channels = [cfg.tcn_channels] * cfg.tcn_levels
+            self.tcn = TCN(F_SEQ, channels, kernel_size=cfg.tcn_kernel, causal=True, use_norm=None, dropout=cfg.dropout)
+            self.tcn_attention = attention(cfg.attention, 1, cfg.tcn_channels)
+            fused += 2 * cfg.tcn_channels
+        if cfg.arch in ("fused", "gnn"):
+            self.gnn = EgoGraphGNN(cfg.gnn_hidden)
+            fused += 2 * cfg.gnn_hidden
+        self.head = nn.Sequential(
+            nn.Linear(fused, width), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(width, width // 2), nn.ReLU()
+        )
+        self.out = nn.Linear(width // 2, 1)
+
+    @torch.no_grad()
+    def set_stats(self, seq: torch.Tensor, nbr: torch.Tensor, txn: torch.Tensor) -> None:
+        """Fit the normalisation buffers on real (valid) rows; the 'valid' flags stay 0/1."""
+        for name, data in (("seq", seq.reshape(-1, F_SEQ)), ("nbr", nbr.reshape(-1, F_NBR)), ("txn", txn)):
+            rows = data[data[:, -1] > 0] if name != "txn" else data
+            mean, std = rows.mean(0), rows.std(0).clamp_min(1e-3)
+            if name != "txn":
+                mean[-1], std[-1] = 0.0, 1.0
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(std)
+        self.stats_ready.fill_(1.0)
+
+    def forward(self, seq: torch.Tensor, nbr: torch.Tensor, txn: torch.Tensor) -> torch.Tensor:
+        incoming = nbr[..., 1] * nbr[..., -1]
+        seq = (seq - self.seq_mean) / self.seq_std * seq[..., -1:]
+        nbr = (nbr - self.nbr_mean) / self.nbr_std * nbr[..., -1:]
+        txn_n = (txn - self.txn_mean) / self.txn_std
+        parts = [self.txn_mlp(txn_n)]
+        b = txn.shape[0]
+        if self.arch in ("fused", "tcn"):
+            h = seq.shape[2]
+            steps = self.tcn(seq.reshape(2 * b, h, F_SEQ).transpose(1, 2))  # (2B, C, H), causal along H
+            steps = self.tcn_attention(steps)
+            parts.append(steps[:, :, -1].reshape(b, -1))
+        if self.arch in ("fused", "gnn"):
+            centre = txn_n[:, 2 * F_SEQ :].reshape(b, 2, F_AGG)
+            parts.append(self.gnn(nbr, incoming, centre, txn_n[:, :F_SEQ]))
+        return self.out(self.head(torch.cat(parts, -1))).squeeze(-1)
