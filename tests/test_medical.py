@@ -1,0 +1,155 @@
+"""`fedsite medical synth/train/detect/evaluate` end to end on tiny phantoms, plus bad input and runners."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+
+from common.cli import main
+from common.progress import set_quiet
+from data_adapters import dicom
+
+TINY_SETS = ["spacing_mm=5", "channels=8,16,24,32", "patch=32", "window=32", "epochs=1", "steps_per_epoch=3"]
+
+
+def _sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Synthesize 3 tiny series and train on them through the CLI (with a --config file and --set)."""
+    set_quiet(True)
+    root = tmp_path_factory.mktemp("medical")
+    assert (
+        main(["medical", "synth", "--out", str(root / "data"), "--scans", "3", "--scale", "tiny", "--seed", "3"]) == 0
+    )
+    (root / "cfg.toml").write_text("[medical]\nnms_mm = 9.0\n")
+    args = ["medical", "train", "--data", str(root / "data"), "--annotations", str(root / "data" / "annotations.csv")]
+    args += ["--out", str(root / "model"), "--config", str(root / "cfg.toml"), *_sets(TINY_SETS), "--seed", "1"]
+    assert main(args) == 0
+    yield root
+    set_quiet(False)
+
+
+def test_synth_series_are_valid_and_annotations_point_at_nodules(trained):
+    series, skipped = dicom.read_series(trained / "data")
+    assert len(series) == 3 and all(s.status == "ok" for s in series) and not skipped
+    with open(trained / "data" / "annotations.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["seriesuid"] for r in rows} <= {s.seriesuid for s in series}
+    by_uid = {s.seriesuid: s for s in series}
+    for row in rows:
+        s = by_uid[row["seriesuid"]]
+        zyx = np.round(dicom.world_to_voxel(s, [float(row[k]) for k in ("coordX", "coordY", "coordZ")])[0]).astype(int)
+        assert s.hu[tuple(zyx)] > -750  # the centre is denser than aerated lung (-860 HU)
+
+
+def test_model_directory_holds_config_and_onnx(trained):
+    files = {p.name for p in (trained / "model").iterdir()}
+    assert {"model.pt", "config.toml", "metadata.json", "model.onnx"} <= files
+    text = (trained / "model" / "config.toml").read_text()
+    assert "nms_mm = 9.0" in text and "window = 32" in text
+    meta = json.loads((trained / "model" / "metadata.json").read_text())
+    assert meta["vertical"] == "medical" and meta["data_fingerprint"].startswith("sha256:")
+
+
+def test_detect_writes_candidates_report_and_identifier_free_overlays(trained, capsys):
+    out = trained / "det"
+    assert main(["medical", "detect", str(trained / "data"), "--model", str(trained / "model"), "--out", str(out)]) == 0
+    with open(out / "candidates.csv") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames[:5] == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
+        rows = list(reader)
+    report = json.loads((out / "report.json").read_text())
+    assert report["runner"] == "onnxruntime"
+    assert len(report["series"]) == 3 and all(s["status"] == "ok" for s in report["series"])
+    assert sum(s["n_candidates"] for s in report["series"]) == len(rows)
+    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    for s in report["series"]:
+        assert s["timings"]["total_s"] > 0
+        for png in s["overlays"]:
+            assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    patient_ids = {str(pydicom.dcmread(next((trained / "data" / d).iterdir())).PatientID) for d in ("scan_000",)}
+    blobs = [(out / "report.json").read_bytes()] + [p.read_bytes() for p in (out / "overlays").rglob("*.png")]
+    for blob in blobs:
+        assert b"PHANTOM" not in blob and not any(pid.encode() in blob for pid in patient_ids)
+    capsys.readouterr()
+    args = ["medical", "evaluate", "--candidates", str(out / "candidates.csv")]
+    assert main([*args, "--annotations", str(trained / "data" / "annotations.csv"), "--bootstrap", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_scans"] == 3 and 0.0 <= result["cpm"] <= 1.0
+
+
+def test_detect_reports_rejected_series_and_still_processes_the_rest(trained, tmp_path, capsys):
+    data = tmp_path / "in"
+    shutil.copytree(trained / "data" / "scan_000", data / "good")
+    shutil.copytree(trained / "data" / "scan_001", data / "mr")
+    for path in (data / "mr").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.Modality, ds.SeriesInstanceUID = "MR", "1.2.3.999"
+        ds.save_as(path)
+    (data / "junk.dcm").write_bytes(b"\x00" * 50)
+    code = main(["medical", "detect", str(data), "--model", str(trained / "model"), "--out", str(tmp_path / "o")])
+    assert code == 3
+    assert "Traceback" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    status = {s["seriesuid"]: s for s in report["series"]}
+    assert status["1.2.3.999"]["status"] == "rejected" and "modality MR" in status["1.2.3.999"]["reasons"][0]
+    good = [s for s in report["series"] if s["status"] == "ok"]
+    assert len(good) == 1 and "n_candidates" in good[0]
+    assert report["skipped"][0]["path"].endswith("junk.dcm")
+
+
+def test_onnx_runtime_and_torch_find_the_same_candidates(trained):
+    from common import runs
+    from verticals.medical.infer import detect_case, fp_params, onnx_runner, torch_runner
+    from verticals.medical.preprocess import load_cases
+
+    loaded = runs.load_model(trained / "model")
+    cfg = loaded.cfg
+    (case,), _, _ = load_cases(trained / "data" / "scan_002", None, cfg)
+    fp = fp_params(loaded.model)
+    a = detect_case(case, torch_runner(loaded.model), cfg, fp)
+    b = detect_case(case, onnx_runner(trained / "model" / "model.onnx"), cfg, fp)
+    assert len(a["probability"]) == len(b["probability"]) > 0
+    np.testing.assert_allclose(a["probability"], b["probability"], atol=1e-3)
+    np.testing.assert_allclose(a["xyz"], b["xyz"], atol=0.05)
+
+
+def test_train_and_detect_bad_input_are_one_line_errors(trained, tmp_path, capsys):
+    data = str(trained / "data")
+    base = ["medical", "train", "--data", data, "--out", str(tmp_path / "m"), *_sets(TINY_SETS)]
+    assert main([*base, "--annotations", str(tmp_path / "missing.csv")]) == 2
+    other = tmp_path / "other.csv"
+    other.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n1.2.3,0,0,0,5\n")
+    assert main([*base, "--annotations", str(other)]) == 2
+    assert main([*base, "--annotations", str(other), "--set", "no_such_key=1"]) == 2
+    assert main(["medical", "detect", data, "--model", str(trained / "model"), "--out", f"{data}/x"]) == 2
+    assert main(["medical", "detect", data, "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and all(line.startswith("fedsite: error:") for line in err)
+    assert "missing.csv" in err[0] and "no annotated nodule" in err[1] and "no_such_key" in err[2]
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_detector_learns_to_find_nodules(tmp_path):
+    """A short training on tiny phantoms finds most nodules of its own scans (it could fail: it must learn)."""
+    from common.device import seed_everything
+    from verticals.medical.task import TASK, small_config
+
+    seed_everything(0)
+    cfg = small_config(epochs=6, steps_per_epoch=12)
+    data = TASK.load_data(cfg, TASK.synthesize(tmp_path / "d", seed=11, scale="tiny"), "train")
+    model = TASK.build_model(cfg)
+    untrained = TASK.evaluate(model, data, cfg)
+    TASK.fit(model, data, cfg)
+    trained_metrics = TASK.evaluate(model, data, cfg)
+    assert trained_metrics["sensitivity_any"] >= 0.5
+    assert trained_metrics["cpm"] > untrained["cpm"]
