@@ -31,6 +31,7 @@ def federate(
     compression: str = typer.Option("none", "--compression", help="Update codec: none|int8|topk."),
     topk: float = typer.Option(0.1, "--topk", help="Fraction of coordinates top-k keeps."),
     cross_site: bool = typer.Option(True, "--cross-site/--no-cross-site", help="Train local-only models too."),
+    eval_split: str = typer.Option("val", "--eval-split", help="Split sites score every round: val or test."),
     fail_site: int = typer.Option(-1, "--fail-site", help="Fault drill: this site index fails every round."),
     fail_mode: str = typer.Option("error", "--fail-mode", help="Fault drill: error or hang."),
 ) -> None:
@@ -42,6 +43,8 @@ def federate(
         raise UserError(f"--engine {engine}: unknown (known: {', '.join(ENGINES)})")
     if scale not in ("tiny", "small", "full"):
         raise UserError(f"--scale {scale}: unknown (known: tiny, small, full)")
+    if eval_split not in ("val", "test"):
+        raise UserError(f"--eval-split {eval_split}: unknown (known: val, test)")
     if fail_mode not in ("error", "hang"):
         raise UserError(f"--fail-mode {fail_mode}: unknown (known: error, hang)")
     if clip < 0 or noise < 0 or not 0 < delta < 1:
@@ -72,6 +75,7 @@ def federate(
         cross_site=cross_site,
         fail_site=fail_site,
         fail_mode=fail_mode,
+        eval_split=eval_split,
     )
     from common.progress import log
 

@@ -70,6 +70,10 @@ def _plot(history: dict[str, Any], headline: str, path: Path) -> None:
     axes[2].bar([x + 0.2 for x in rounds], received, width=0.4, label="hub -> sites")
     axes[2].set(title="MB on the wire (train)", xlabel="round")
     axes[2].legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90)

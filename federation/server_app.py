@@ -141,11 +141,12 @@ def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int, tests: 
 
     With `tests` given, sites also score their test split in the same exchange (saves a round trip).
     """
-    wanted = f"{split}+test" if tests is not None else split
+    wanted = f"{split}+test" if tests is not None and split != "test" else split
     content = {s: RecordDict({"global": model_record(vector, ints), "job": hub.job(split=wanted)}) for s in hub.nodes}
     results = hub.send("evaluate", content, round_)
     if tests is not None:
-        tests.update({site: _metrics(r["reply"], "test-metrics") for site, r in results.items()})
+        key = "metrics" if split == "test" else "test-metrics"
+        tests.update({site: _metrics(r["reply"], key) for site, r in results.items()})
     return {site: _metrics(r["reply"]) for site, r in results.items()}
 
 
@@ -185,7 +186,7 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
         ints = {**ints, **(new_ints or {})}
     else:
         log(f"round {round_}: only {len(updates)} result(s) < min_results={s.min_results}; global model unchanged")
-    per_site = evaluate_everywhere(hub, vector, ints, "val", round_, tests)
+    per_site = evaluate_everywhere(hub, vector, ints, s.eval_split, round_, tests)
     for site, metrics in per_site.items():
         record["sites"].setdefault(site, {"status": "failed", "train": {}, "bytes_sent": 0, "bytes_received": 0})
         record["sites"][site]["eval"] = metrics

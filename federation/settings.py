@@ -44,6 +44,7 @@ class FederationSettings:
     compression: str = "none"
     topk_fraction: float = 0.1
     cross_site: bool = True
+    eval_split: str = "val"  # the split sites score every round (the last round also scores "test")
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang

@@ -151,6 +151,21 @@ def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
     return holder["history"]
 
 
+def _model_config(task: Any, vertical: str, config_file, overrides, tiny: bool) -> Any:
+    """The model config from --config/--set, starting from the tiny config with --tiny."""
+    from common import config
+    from common.errors import UserError
+
+    if not tiny:
+        return config.resolve(task.config_cls, config_file, list(overrides), section=vertical)
+    if config_file:
+        raise UserError("--tiny and --config: choose one (use --set to adjust the tiny config)")
+    pairs = [item.split("=", 1) for item in overrides]
+    if any(len(p) != 2 for p in pairs):
+        raise UserError("--set: expected key=value")
+    return config.replace(task.tiny_config(), **{k.strip(): v.strip() for k, v in pairs})
+
+
 def simulate(
     vertical: str,
     out: Path,
@@ -165,11 +180,13 @@ def simulate(
     config_file: str | Path | None = None,
     overrides: tuple[str, ...] | list[str] = (),
     tiny: bool = False,
+    cfg: Any = None,
     **knobs: Any,
 ) -> dict[str, Any]:
     """The Python API behind `fedsite federate`: make the sites' data, run the federation, write outputs.
 
-    `knobs` are FederationSettings fields (clip, noise, compression, min_results, fail_site, ...).
+    `cfg`, when given, is used as is (Python callers such as the demo); `knobs` are FederationSettings
+    fields (clip, noise, compression, min_results, fail_site, ...).
     Bad input raises UserError with a one-line message.
     """
     import json
@@ -190,15 +207,8 @@ def simulate(
         raise UserError(f"--compression {knobs['compression']}: unknown (known: {', '.join(codec.CODECS)})")
     if sites < 1 or rounds < 1:
         raise UserError(f"--sites {sites} --rounds {rounds}: both must be at least 1")
-    if tiny and config_file:
-        raise UserError("--tiny and --config: choose one (use --set to adjust the tiny config)")
-    if tiny:
-        pairs = [item.split("=", 1) for item in overrides]
-        if any(len(p) != 2 for p in pairs):
-            raise UserError("--set: expected key=value")
-        cfg = config.replace(task.tiny_config(), **{k.strip(): v.strip() for k, v in pairs})
-    else:
-        cfg = config.resolve(task.config_cls, config_file, list(overrides), section=vertical)
+    if cfg is None:
+        cfg = _model_config(task, vertical, config_file, overrides, tiny)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)

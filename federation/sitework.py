@@ -8,7 +8,6 @@ returns samples, labels or record identifiers: only flat weight vectors and scal
 from __future__ import annotations
 
 import importlib
-import math
 import time
 import zlib
 from pathlib import Path
@@ -56,7 +55,11 @@ def num_examples(data: Any) -> int:
     try:
         return len(data)
     except TypeError:
-        return 1
+        pass
+    for attr in ("cases", "samples", "labels", "label"):  # common dataclass fields of the verticals' data
+        if hasattr(getattr(data, attr, None), "__len__"):
+            return len(getattr(data, attr))
+    return 1
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -163,7 +166,3 @@ class SiteWorker:
         old = self.state_dir / f"residual-{round_ - 2}.npy"
         if old.exists():
             old.unlink()
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
