@@ -189,3 +189,17 @@ def test_http_service_matches_batch_scores(trained, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_star_aggregation_equals_pyg_scatter():
+    """The reshape-sum used for ego-graphs gives exactly PyG's scatter-add on the same edges."""
+    from verticals.finance.model import DirectedEdgeConv
+
+    torch.manual_seed(0)
+    star, plain = DirectedEdgeConv(5, 3, 8, star=4), DirectedEdgeConv(5, 3, 8)
+    plain.load_state_dict(star.state_dict())
+    n_centre = 6
+    x = torch.randn(n_centre + n_centre * 4, 5)
+    edge_index = torch.stack([n_centre + torch.arange(n_centre * 4), torch.arange(n_centre).repeat_interleave(4)])
+    attr, weight = torch.randn(n_centre * 4, 3), (torch.rand(n_centre * 4) > 0.3).float()
+    torch.testing.assert_close(star(x, edge_index, attr, weight), plain(x, edge_index, attr, weight)[:n_centre])

@@ -55,10 +55,10 @@ class _Ledger:
     def camouflaged_amount(self) -> float:
         """Laundering amounts that look like legitimate ones: P2P-like, round, or just under threshold."""
         kind = self.rng.random()
-        if kind < 0.4:
-            return float(self.rng.lognormal(np.log(300 * self.scale), 0.9))
-        if kind < 0.7:
-            return float(self.rng.choice([500, 1000, 2000, 2500, 5000]) * self.scale)
+        if kind < 0.5:
+            return float(self.rng.lognormal(np.log(120 * self.scale), 1.0))
+        if kind < 0.8:
+            return float(self.rng.choice([50, 100, 200, 500, 1000, 2000]) * self.scale)
         return float(self.rng.uniform(0.85, 0.999) * THRESHOLD)
 
 
@@ -90,6 +90,7 @@ def _background(led: _Ledger, n: int, days: int, mix: dict, roles: dict) -> None
                 if rng.random() < 0.25:
                     amount = float(rng.choice([20, 50, 100, 200, 500])) * led.scale
                 led.add(ts, person, friend, amount, "mobile" if rng.random() < mobile else "transfer")
+    _lookalikes(led, days, people, friends, mobile)
     employer = {p: businesses[rng.integers(len(businesses))] for p in people}
     landlord = {p: businesses[rng.integers(len(businesses))] for p in people}
     salary = {p: rng.lognormal(np.log(2500 * led.scale), 0.4) for p in people}
@@ -111,6 +112,32 @@ def _background(led: _Ledger, n: int, days: int, mix: dict, roles: dict) -> None
             if rng.random() < 0.3:
                 amount = rng.lognormal(np.log(1500 * led.scale), 0.6)
                 led.add(_START + day * _DAY + rng.uniform(18, 22) * 3600, m, rng.choice(businesses), amount, "transfer")
+
+
+def _lookalikes(led: _Ledger, days: int, people: np.ndarray, friends: dict, mobile: float) -> None:
+    """Legitimate activity shaped like laundering, so shape alone is not proof: bill splitting (a
+    fan-in among friends within hours), gifts passed on (A -> B -> C within hours, like a chain),
+    and one person paying several friends back (a fan-out)."""
+    rng = led.rng
+    for _ in range(int(len(people) * days / 25)):
+        hub = people[rng.integers(len(people))]
+        group = friends[hub]
+        t0 = _START + rng.uniform(0, days) * _DAY
+        kind = rng.random()
+        amount = float(rng.choice([20, 30, 50, 100, 200])) * led.scale
+        channel = "mobile" if rng.random() < mobile else "transfer"
+        if kind < 0.45:
+            for f in group:
+                led.add(t0 + rng.uniform(0, 3) * 3600, f, hub, amount * rng.uniform(0.9, 1.1), channel)
+        elif kind < 0.75:
+            for f in group:
+                led.add(t0 + rng.uniform(0, 3) * 3600, hub, f, amount * rng.uniform(0.9, 1.1), channel)
+        else:
+            nxt = group[rng.integers(len(group))]
+            onward = friends[nxt][rng.integers(len(friends[nxt]))]
+            led.add(t0, hub, nxt, amount * 5, channel)
+            if onward != hub:
+                led.add(t0 + rng.uniform(0.5, 6) * 3600, nxt, onward, amount * 5 * rng.uniform(0.8, 1.0), channel)
 
 
 def _pattern(led: _Ledger, typ: str, mules: np.ndarray, people: np.ndarray, t0: float) -> None:
@@ -193,7 +220,7 @@ def generate(
     mix = {
         "merchant_share": 0.08 + 0.06 * shift,
         "business_share": 0.05 + 0.03 * (1 - shift),
-        "mule_share": 0.04,
+        "mule_share": 0.06,
         "mobile_share": 0.3 + 0.4 * shift,
         "activity": 0.9 + 0.5 * shift,
         "b2b_per_day": max(1.0, n_accounts / 150),

@@ -16,12 +16,12 @@ class FinanceConfig:
 
     arch: Literal["fused", "tcn", "gnn"] = "fused"
     history: int = 16
-    tcn_channels: int = 24
-    tcn_levels: int = 3
+    tcn_channels: int = 16
+    tcn_levels: int = 2
     tcn_kernel: int = 3
     attention: Literal["scse", "cbam", "none"] = "scse"
-    gnn_hidden: int = 32
-    head_hidden: int = 64
+    gnn_hidden: int = 16
+    head_hidden: int = 48
     dropout: float = 0.1
     loss: Literal["focal", "weighted"] = "focal"
     focal_gamma: float = 2.0

@@ -1,0 +1,254 @@
+"""Finance benchmark: fused TCN+GNN vs its ablations vs two gradient-boosting baselines, one run.
+
+Why one script and one run: the machine is shared and noisy, so every figure is measured beside
+its peer in the same process (quality against the HistGradientBoosting baselines and the TCN-only /
+GNN-only ablations on the same 70/30 time split; ONNX Runtime scoring throughput against eager
+torch on the same rows; serving latency under a fixed-rate load generator on 127.0.0.1).
+
+    python benchmarks/finance.py --out /tmp/finbench            # >= 3000 accounts, >= 100k rows
+    python benchmarks/finance.py --accounts 400 --days 20 --epochs 1 --serve-seconds 3   # smoke run
+
+Prints markdown tables and writes OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGETS = {"serve_p50_ms": 10.0, "serve_p99_ms": 50.0, "batch_txn_per_s": 20_000.0, "train_minutes": 15.0}
+
+
+def _quality(args, data_csv: Path, out: Path) -> tuple[dict, dict]:
+    import torch
+
+    from common import runs
+    from common.device import seed_everything, set_threads
+    from verticals.finance import TASK
+    from verticals.finance.baselines import fit_baseline, predict_baseline
+    from verticals.finance.config import FinanceConfig
+    from verticals.finance.evaluate import fraud_metrics
+    from verticals.finance.task import split_by_time
+    from verticals.finance.train import _export_bytes
+
+    set_threads(args.train_threads)
+    cfg = FinanceConfig(epochs=args.epochs, threads=args.score_threads)
+    start = time.perf_counter()
+    from verticals.finance.infer import load_dataset
+
+    data = load_dataset(data_csv, cfg)
+    featurise_s = time.perf_counter() - start
+    train, test = split_by_time(data, "train", 0.7), split_by_time(data, "test", 0.7)
+    print(f"rows {len(data)} train {len(train)} test {len(test)} featurised in {featurise_s:.1f}s", file=sys.stderr)
+    results, timings = {}, {"featurise_s": featurise_s}
+    for kind in ("raw", "graph"):
+        t = time.perf_counter()
+        model = fit_baseline(train, kind, seed=args.seed)
+        results[f"hgb_{kind}"] = fraud_metrics(test.label, predict_baseline(model, test, kind), test.typology)
+        timings[f"hgb_{kind}_train_s"] = time.perf_counter() - t
+        print(f"hgb_{kind}: auprc {results[f'hgb_{kind}']['auprc']:.3f}", file=sys.stderr)
+    for arch in ("fused", "tcn", "gnn"):
+        seed_everything(args.seed)
+        arch_cfg = FinanceConfig(arch=arch, epochs=args.epochs, threads=args.score_threads)
+        model = TASK.build_model(arch_cfg)
+        t = time.perf_counter()
+        TASK.fit(model, train, arch_cfg)
+        timings[f"{arch}_train_s"] = time.perf_counter() - t
+        results[arch] = TASK.evaluate(model, test, arch_cfg)
+        print(f"{arch}: auprc {results[arch]['auprc']:.3f} ({timings[f'{arch}_train_s']:.0f}s)", file=sys.stderr)
+        if arch == "fused":
+            runs.save_model(out / "model", "finance", model, arch_cfg, metrics=results[arch], seed=args.seed,
+                            extra_files=_export_bytes(model, arch_cfg))  # fmt: skip
+    torch.set_num_threads(max(args.score_threads, 1))
+    return results, timings
+
+
+def _throughput(args, data_csv: Path, out: Path) -> dict:
+    """Rows/s of `score` end to end (read, validate, featurise, infer, write) and of the scorer core."""
+    from common.device import set_threads
+    from common.runs import load_model
+    from data_adapters.transactions import read_transactions, time_order
+    from verticals.finance.infer import StreamingScorer, score_csv
+
+    set_threads(args.score_threads)
+    os.environ["FEDSITE_THREADS"] = str(args.score_threads)
+    report = score_csv(data_csv, out / "model", out / "scores.csv")
+    loaded = load_model(out / "model")
+    txns, _ = read_transactions(data_csv)
+    txns = txns.take(time_order(txns))
+    cols = (txns.ts, txns.src, txns.dst, txns.amount, txns.channel)
+    rates = {"end_to_end_onnxruntime": report.scored / report.seconds}
+    for name, onnx in (("core_onnxruntime", out / "model" / "model.onnx"), ("core_torch", None)):
+        scorer = StreamingScorer(loaded.model, loaded.cfg, onnx)
+        t = time.perf_counter()
+        scorer.score(*cols)
+        rates[name] = len(txns) / (time.perf_counter() - t)
+    rates["rows"] = len(txns)
+    rates["onnxruntime_vs_torch"] = rates["core_onnxruntime"] / rates["core_torch"]
+    return rates
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int) -> dict:
+    """Open-loop load at `rate` req/s from `workers` threads with keep-alive connections (http.client:
+    far lighter than an async client, which matters when the generator shares the server's 2 cores).
+    Latency is counted from each request's *scheduled* time, so a stalled server cannot hide its
+    queue (no coordinated omission); at most `workers` requests are in flight."""
+    import http.client
+    import itertools
+    import threading
+
+    n = min(len(rows), int(rate * seconds))
+    bodies = [json.dumps(r).encode() for r in rows[:n]]
+    latencies = np.zeros(n)
+    statuses = np.zeros(n, dtype=int)
+    counter = itertools.count()
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= n:
+                break
+            due = start + i / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            conn.request("POST", "/score", bodies[i], {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            latencies[i] = time.perf_counter() - due
+            statuses[i] = response.status
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    lat = latencies * 1000
+    return {
+        "requests": n,
+        "failures": int((statuses != 200).sum()),
+        "offered_rps": rate,
+        "achieved_rps": n / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "workers": workers,
+    }
+
+
+def _serving(args, data_csv: Path, out: Path) -> dict:
+    import csv
+
+    import httpx
+
+    rows = list(csv.DictReader(data_csv.open()))
+    rows = rows[int(0.7 * len(rows)) :]  # the test period, in time order
+    port = _free_port()
+    env = {**os.environ, "FEDSITE_THREADS": "1"}
+    cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(out / "model"), "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        warm = rows[:200]
+        for row in warm:  # warm-up: first requests pay for lazy initialisation
+            httpx.post(base + "/score", json=row)
+        return _load(port, rows[200:], args.rate, args.serve_seconds, args.max_in_flight)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _table(results: dict, timings: dict, rates: dict, serving: dict) -> str:
+    graph = results["hgb_graph"]["auprc"]
+    lines = [
+        "| model | AUPRC | x graph baseline | ROC AUC | recall@1%FPR | best F1 | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in ("fused", "tcn", "gnn", "hgb_graph", "hgb_raw"):
+        r = results[name]
+        seconds = timings.get(f"{name}_train_s", 0.0)
+        lines.append(
+            f"| {name} | {r['auprc']:.3f} | {r['auprc'] / max(graph, 1e-9):.2f} | {r['roc_auc']:.3f} "
+            f"| {r['recall_at_1pct_fpr']:.3f} | {r['f1_best']:.3f} | {seconds:.0f} |"
+        )
+    typologies = sorted(k for k in results["fused"] if k.startswith("recall_") and k != "recall_at_1pct_fpr")
+    lines += ["", "| recall at 1% FPR | " + " | ".join(t[7:] for t in typologies) + " |"]
+    lines.append("|---" * (len(typologies) + 1) + "|")
+    for name in ("fused", "tcn", "gnn", "hgb_graph", "hgb_raw"):
+        cells = " | ".join(f"{results[name].get(t, float('nan')):.2f}" for t in typologies)
+        lines.append(f"| {name} | {cells} |")
+    lines += [
+        "",
+        "| speed | measured | target |",
+        "|---|---|---|",
+        f"| batch scoring, end to end (txn/s) | {rates['end_to_end_onnxruntime']:,.0f} | >= 20,000 |",
+        f"| batch scoring core, ONNX Runtime (txn/s) | {rates['core_onnxruntime']:,.0f} | |",
+        f"| batch scoring core, eager torch peer (txn/s) | {rates['core_torch']:,.0f} | |",
+        f"| ONNX Runtime / torch | {rates['onnxruntime_vs_torch']:.2f}x | |",
+        f"| serving p50 at {serving['offered_rps']:.0f} req/s (ms) | {serving['p50_ms']:.2f} | <= 10 |",
+        f"| serving p99 at {serving['offered_rps']:.0f} req/s (ms) | {serving['p99_ms']:.2f} | <= 50 |",
+        f"| serving achieved req/s, failures | {serving['achieved_rps']:.0f}, {serving['failures']} | |",
+        f"| fused training time (min) | {timings['fused_train_s'] / 60:.1f} | <= 15 |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/fedsite-finance-bench"))
+    parser.add_argument("--accounts", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train-threads", type=int, default=1)
+    parser.add_argument("--score-threads", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--serve-seconds", type=float, default=20.0)
+    parser.add_argument("--max-in-flight", type=int, default=8)
+    args = parser.parse_args(argv)
+    from common.progress import set_quiet
+    from data_adapters.synth.transactions import write
+
+    set_quiet(True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data_csv = write(args.out / "data", args.accounts, args.days, seed=args.seed)
+    results, timings = _quality(args, data_csv, args.out)
+    rates = _throughput(args, data_csv, args.out)
+    serving = _serving(args, data_csv, args.out)
+    table = _table(results, timings, rates, serving)
+    print(table)
+    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "quality": results, "timings": timings}
+    summary.update({"throughput": rates, "serving": serving, "targets": TARGETS})
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    (args.out / "results.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
