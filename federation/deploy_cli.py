@@ -129,7 +129,7 @@ def hub_run(
         "vertical": vertical, "task-module": module, "config-toml": config.to_toml(cfg),
         "num-server-rounds": rounds, "sites": sites, "strategy": strategy, "seed": seed, "clip": clip,
         "noise": noise, "compression": compression, "min-results": min_results, "round-timeout": round_timeout,
-        "cross-site": cross_site, "out-dir": str(out), "local-epochs": 0,
+        "cross-site": cross_site, "out-dir": str(out), "local-epochs": 0, "synthesize-sites": False,
     }  # fmt: skip
     config_file = deploy.run_config_file(out / "run-config.toml", values)
     done = subprocess.run(deploy.run_command(config_file), env=deploy.offline_env(home))

@@ -10,6 +10,7 @@ talks to a Flower `Grid`, so Flower's simulation engine, a real SuperLink and th
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,24 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for `flwr run .` / the SuperLink: settings come from the run config."""
-    settings = FederationSettings.from_config(dict(context.run_config))
+    run_config = dict(context.run_config)
+    settings = FederationSettings.from_config(run_config)
     if not settings.out_dir:
         settings = settings.replace(out_dir=str(Path.cwd() / f"fedsite-run-{context.run_id}"))
+    if run_config.get("synthesize-sites") and not settings.data_root:
+        # `flwr run .` on the local simulation: no site has data yet, so make each one its own
+        from federation.partition import prepare_sites
+
+        root = Path(settings.out_dir) / "data"
+        scale = str(run_config.get("scale", "tiny"))
+        suffix = prepare_sites(load_task(settings), root, settings.sites, seed=settings.seed, scale=scale)
+        settings = settings.replace(data_root=str(root), source_suffix=suffix)
     run_federation(grid, settings)
+
+
+def natural(name: str) -> tuple:
+    """Sort key that puts site-2 before site-10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def wire_bytes(obj: Any) -> int:
@@ -62,16 +77,19 @@ class Hub:
         return ConfigRecord(values)
 
     def connect(self) -> list[str]:
-        """Wait for the sites, then ask each its name; returns the site names, sorted."""
+        """Wait for the sites, then ask each its name; returns the (at most `sites`) site names, sorted."""
         deadline = time.monotonic() + self.settings.node_wait
         while len(list(self.grid.get_node_ids())) < self.settings.sites and time.monotonic() < deadline:
             time.sleep(0.5)
         node_ids = sorted(self.grid.get_node_ids())
         messages = [Message(RecordDict({"job": self.job()}), dst_node_id=n, message_type="query") for n in node_ids]
+        named = {}
         for reply in self.exchange(messages, self.settings.node_wait):
             if not reply.has_error():
-                self.nodes[str(reply.content["site"]["name"])] = reply.metadata.src_node_id
-        return sorted(self.nodes)
+                named[str(reply.content["site"]["name"])] = reply.metadata.src_node_id
+        # the first `sites` names: a simulation may start more nodes than the run has data for
+        self.nodes = {name: named[name] for name in sorted(named, key=natural)[: self.settings.sites]}
+        return list(self.nodes)
 
     def exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
         """Push and pull replies, polling every 0.5 s (Flower's own send_and_receive sleeps 3 s per poll)."""
@@ -159,7 +177,7 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
     results = hub.send("train", content, round_)
     record: dict[str, Any] = {"round": round_, "sites": {}}
     updates, weights, new_ints = [], [], None
-    for site in sorted(results):
+    for site in sorted(results, key=natural):
         res = results[site]
         reply = res["reply"]
         entry = {

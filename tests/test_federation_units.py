@@ -97,3 +97,22 @@ def test_settings_survive_a_config_record_roundtrip():
     settings = FederationSettings(vertical="finance", sites=4, clip=1.5, cross_site=False, compression="int8")
     assert FederationSettings.from_config(settings.to_config()) == settings
     assert FederationSettings.from_config({"num-server-rounds": 7, "cross-site": "false"}).rounds == 7
+
+
+def test_dirichlet_partition_covers_every_example_once_and_skews_labels():
+    from federation.partition import dirichlet_partition
+
+    labels = np.repeat(np.arange(4), 250)
+    parts = dirichlet_partition(labels, 5, alpha=0.1, seed=0)
+    joined = np.sort(np.concatenate(parts))
+    assert np.array_equal(joined, np.arange(1000)) and all(len(p) > 0 for p in parts)
+    shares = np.array([[np.mean(labels[p] == c) for c in range(4)] for p in parts])
+    assert shares.max(axis=1).mean() > 0.6  # small alpha: most sites are dominated by one label
+    again = dirichlet_partition(labels, 5, alpha=0.1, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_sites_sort_naturally():
+    from federation.server_app import natural
+
+    assert sorted(["site-10", "site-2", "site-1"], key=natural) == ["site-1", "site-2", "site-10"]
