@@ -35,7 +35,10 @@ def federate(
     fail_site: int = typer.Option(-1, "--fail-site", help="Fault drill: this site index fails every round."),
     fail_mode: str = typer.Option("error", "--fail-mode", help="Fault drill: error or hang."),
 ) -> None:
-    """Simulate N sites with Flower: each trains on its own data, only model updates travel."""
+    """Simulate N sites with Flower: each trains on its own data, only model updates travel.
+
+    Exits 3 (partial success) when a site failed or timed out in some round; the run still completed.
+    """
     from common.errors import UserError
     from federation.sim import ENGINES, simulate
 
@@ -49,7 +52,7 @@ def federate(
         raise UserError(f"--fail-mode {fail_mode}: unknown (known: error, hang)")
     if clip < 0 or noise < 0 or not 0 < delta < 1:
         raise UserError("--clip/--noise must be >= 0 and --delta in (0, 1)")
-    simulate(
+    history = simulate(
         vertical,
         out,
         sites=sites,
@@ -77,6 +80,12 @@ def federate(
         fail_mode=fail_mode,
         eval_split=eval_split,
     )
+    from common.errors import PartialSuccess
     from common.progress import log
 
     log(f"wrote {out / 'history.json'}, {out / 'global_model'}, {out / 'report.md'}")
+    from federation.report import failed_sites
+
+    failed = failed_sites(history)
+    if failed:  # the run finished without them: a partial success, listed in report.md
+        raise PartialSuccess(f"site(s) {', '.join(failed)} failed in some rounds; see {out / 'report.md'}", len(failed))

@@ -121,7 +121,9 @@ def hub_run(
     if task is None:
         raise UserError(f"--vertical {vertical}: this vertical is not available in this build yet")
     base = task.tiny_config() if tiny else task.config_cls()
-    cfg = config.replace(base, **dict(item.split("=", 1) for item in set_ if "=" in item))
+    if any("=" not in item for item in set_):
+        raise UserError("--set: expected key=value")
+    cfg = config.replace(base, **dict(item.split("=", 1) for item in set_))
     home = deploy.flwr_home(state)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +137,14 @@ def hub_run(
     done = subprocess.run(deploy.run_command(config_file), env=deploy.offline_env(home))
     if done.returncode != 0 or not (out / "history.json").exists():
         raise UserError(f"{out}: the federated run did not complete (flwr run exited {done.returncode})")
+    import json
+
+    from common.errors import PartialSuccess
+    from federation.report import failed_sites
+
+    failed = failed_sites(json.loads((out / "history.json").read_text(encoding="utf-8")))
+    if failed:
+        raise PartialSuccess(f"site(s) {', '.join(failed)} failed in some rounds; see {out / 'report.md'}", len(failed))
 
 
 @site_app.command("start")

@@ -24,6 +24,11 @@ def new_history(settings: FederationSettings) -> dict[str, Any]:
     }
 
 
+def failed_sites(history: dict[str, Any]) -> list[str]:
+    """Sites that failed or timed out in at least one round (the run completed without them there)."""
+    return sorted({s for r in history["rounds"] for s, e in r["sites"].items() if e["status"] != "ok"})
+
+
 def compression_summary(history: dict[str, Any], codec_name: str, layout_size: int) -> dict[str, Any]:
     """Update bytes actually sent vs the same updates as dense float32 (4 bytes per weight)."""
     sent = payload = dense = 0

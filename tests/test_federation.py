@@ -48,7 +48,7 @@ def test_history_model_and_report_follow_the_contract(tmp_path, reference_regist
 
 def test_a_failing_site_is_recorded_and_rounds_go_on(tmp_path, reference_registered):
     code, out = run(tmp_path, "faulty", "--fail-site", "1", "--no-cross-site", "--min-results", "2")
-    assert code == 0
+    assert code == 3  # partial success: the run completed without one site
     history = json.loads((out / "history.json").read_text())
     for record in history["rounds"]:
         assert record["sites"]["site-1"]["status"] == "failed"
@@ -57,7 +57,7 @@ def test_a_failing_site_is_recorded_and_rounds_go_on(tmp_path, reference_registe
         assert record["aggregated"] is True
     # with min_results above the sites that answer, rounds are recorded but the model does not move
     code, strict = run(tmp_path, "strict", "--fail-site", "1", "--no-cross-site", "--min-results", "3")
-    assert code == 0
+    assert code == 3
     strict_history = json.loads((strict / "history.json").read_text())
     assert not any(r["aggregated"] for r in strict_history["rounds"])
     first = strict_history["rounds"][0]["global_eval"]["auroc"]
@@ -68,7 +68,7 @@ def test_a_hanging_site_times_out(tmp_path, reference_registered):
     code, out = run(
         tmp_path, "hang", "--fail-site", "2", "--fail-mode", "hang", "--round-timeout", "3", "--no-cross-site", rounds=1
     )
-    assert code == 0
+    assert code == 3
     entry = json.loads((out / "history.json").read_text())["rounds"][0]["sites"]["site-2"]
     assert entry["status"] == "failed" and entry["error"] == "timed out"
 

@@ -19,7 +19,7 @@ def test_three_sites_two_rounds_on_flower_simulation_engine(tmp_path, reference_
         + ["--tiny", "--scale", "tiny", "--engine", "ray", "--no-cross-site", "--fail-site", "0"]
     )
     elapsed = time.perf_counter() - start
-    assert code == 0
+    assert code == 3  # completed without site-0: partial success
     history = json.loads((out / "history.json").read_text())
     assert history["sites"] == ["site-0", "site-1", "site-2"]
     for record in history["rounds"]:
