@@ -210,6 +210,8 @@ def simulate(
     if cfg is None:
         cfg = _model_config(task, vertical, config_file, overrides, tiny)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
     settings = FederationSettings(

@@ -116,9 +116,12 @@ def test_dp_and_int8_are_reported(tmp_path, reference_registered):
         ["--vertical", "reference", "--strategy", "bogus"],
         ["--vertical", "reference", "--compression", "zip"],
         ["--vertical", "reference", "--set", "nosuchkey=1"],
+        ["--vertical", "reference", "--out", "FILE"],
     ],
 )
 def test_bad_options_exit_2(tmp_path, reference_registered, args, capsys):
+    (tmp_path / "FILE").write_text("not a directory")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
     code = main(["federate", "--out", str(tmp_path / "x"), "--engine", "inprocess", "--tiny", *args])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
