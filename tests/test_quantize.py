@@ -105,6 +105,7 @@ def test_sensitivity_ranks_nodes_and_exclusion_meets_the_budget(trained):
     )
     assert result.within_budget and result.drop <= budget
     assert result.kept_fp32_nodes, "a tighter budget than full INT8 achieves must keep some nodes fp32"
+    assert result.full_path is not None and result.full_path.exists()  # the fully int8 model stays a candidate
     assert result.kept_fp32_nodes == list(result.sensitivity)[: len(result.kept_fp32_nodes)]
     kept_in_graph = set(result.kept_fp32_nodes)
     import onnx

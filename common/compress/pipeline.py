@@ -256,6 +256,17 @@ def _int8_candidates(
             "tried": result.tried,
         }
     ]
+    if result.full_path is not None:  # mixed precision kept some nodes fp32: the fully int8 model is a candidate too
+        full = result.tried[0]
+        candidates.append(
+            {
+                "kind": "static_full",
+                "path": strip_debug_info(result.full_path),
+                "metric": full["metric"],
+                "drop": full["drop"],
+                "kept_fp32_nodes": [],
+            }
+        )
     if options.dynamic_int8 and _has_dense_ops(prepared):
         log("compress: dynamic int8 for MatMul/Gemm")
         dyn = strip_debug_info(quantize_dynamic_int8(prepared, workdir / "dynamic_int8.onnx"))

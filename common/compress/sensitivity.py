@@ -12,6 +12,7 @@ Activation ranges are calibrated once and cached, so step 1 costs one graph rewr
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,7 @@ class MixedPrecisionResult:
     within_budget: bool
     sensitivity: dict[str, float] = field(default_factory=dict)
     tried: list[dict[str, float]] = field(default_factory=list)
+    full_path: Path | None = None  # the fully quantized model, kept when some nodes had to stay fp32
 
 
 def mixed_precision(
@@ -137,6 +139,8 @@ def mixed_precision(
         return MixedPrecisionResult(out_path, metric, drop, [], True, {}, tried)
 
     log("int8: over budget; measuring per-node sensitivity")
+    full_path = workdir / "static_full_int8.onnx"
+    shutil.copyfile(out_path, full_path)
     sensitivity = node_sensitivity(fp32_path, batches, workdir, method=method)
     ranked = list(sensitivity)
     best = (drop, metric, [])
@@ -155,9 +159,9 @@ def mixed_precision(
         else:
             trial.unlink(missing_ok=True)
         if drop <= max_drop:
-            return MixedPrecisionResult(out_path, metric, drop, kept, True, sensitivity, tried)
+            return MixedPrecisionResult(out_path, metric, drop, kept, True, sensitivity, tried, full_path)
         if kept == ranked:
             break
         k = min(k * 2, len(ranked))
     drop, metric, kept = best
-    return MixedPrecisionResult(out_path, metric, drop, kept, False, sensitivity, tried)
+    return MixedPrecisionResult(out_path, metric, drop, kept, False, sensitivity, tried, full_path)

@@ -1,0 +1,271 @@
+"""Compression benchmark: size, latency and metric of each technique beside its uncompressed peer, one run.
+
+Why one script and one run: the machine is shared and noisy, so every ratio compares two numbers
+measured minutes apart in the same process, with the same thread count for torch and ONNX Runtime.
+For each model (the 1D/2D/3D reference CNNs, and the verticals' Tasks with --verticals):
+
+1. train it on synthetic data (`Task.synthesize` + `Task.fit`), score it on held-out data;
+2. `compress_model(int8="auto")`: ONNX fp32 vs static INT8 (per-channel QDQ, MinMax calibration on
+   `Task.calibration_batches`, sensitivity-based fp32 fallback) and, where the graph has MatMul/Gemm,
+   dynamic INT8; sizes, medians of repeated latencies, the metric through ORT, and auto's choice;
+3. structural channel pruning (50%, 10% per round, |w x grad| importance, fine-tuning via `Task.fit`),
+   without and with distillation from the unpruned model;
+4. unstructured magnitude pruning (50%): the metric and the sparsity (no speed-up expected).
+
+    python benchmarks/compression.py --out /tmp/compbench                 # reference CNNs, ~10 min
+    python benchmarks/compression.py --models cnn2d --scale small --epochs 2   # smoke run
+    python benchmarks/compression.py --verticals --out /tmp/compbench     # also the verticals' models
+
+Prints markdown tables (with the targets of issue 3) and writes OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGETS = {"int8_size_ratio_max": 0.3, "int8_speedup_1d2d_min": 1.5, "int8_drop_max": 0.01}
+TARGETS |= {"ort_vs_torch_3d_min": 2.0, "prune_speedup_min": 1.5, "prune_drop_max": 0.02}
+
+
+def _task_specs(models: list[str], verticals: bool, scale: str, epochs: int | None) -> list[tuple[str, Any, Any, str]]:
+    """(name, task, cfg, data scale) for every model to measure."""
+    from common.compress.reference_cnn import TASKS
+
+    specs = []
+    for task in TASKS.values():
+        if task.name in models:
+            cfg = task.default_config()
+            if epochs is not None:
+                cfg = dataclasses.replace(cfg, epochs=epochs)
+            specs.append((task.name, task, cfg, scale))
+    if verticals:
+        from common.registry import available_tasks
+
+        for name, task in available_tasks().items():
+            specs.append((name, task, task.tiny_config(), "small"))
+    return specs
+
+
+def _fit(task: Any, model: Any, data: Any, cfg: Any) -> float:
+    start = time.perf_counter()
+    task.fit(model, data, cfg)
+    return time.perf_counter() - start
+
+
+def measure(name: str, task: Any, cfg: Any, scale: str, root: Path, seed: int) -> dict[str, Any]:
+    """Every figure for one model; each compression run starts from the same trained model."""
+    from common.compress.pipeline import CompressOptions, compress_model
+    from common.compress.prune import magnitude_prune
+    from common.compress.sensitivity import relative_drop
+    from common.device import seed_everything
+
+    seed_everything(seed)
+    source = task.synthesize(root / name / "data", seed=seed, scale=scale)
+    train, test = task.load_data(cfg, source, "train"), task.load_data(cfg, source, "test")
+    model = task.build_model(cfg)
+    train_s = _fit(task, model, train, cfg)
+    model.eval()
+    print(f"[{name}] trained in {train_s:.0f}s", file=sys.stderr, flush=True)
+
+    def run(tag: str, options: CompressOptions) -> dict[str, Any]:
+        seed_everything(seed)
+        start = time.perf_counter()
+        result = compress_model(task, copy.deepcopy(model), cfg, train, test, root / name / tag, options)
+        result.report["seconds"] = time.perf_counter() - start
+        print(f"[{name}] {tag} done in {result.report['seconds']:.0f}s", file=sys.stderr, flush=True)
+        return result.report
+
+    quant = run("int8", CompressOptions(int8="auto", max_drop=TARGETS["int8_drop_max"]))
+    pruned = run("prune", CompressOptions(int8="off", prune=0.5))
+    distilled = run("distill", CompressOptions(int8="off", prune=0.5, distill=True))
+    sparse_model = copy.deepcopy(model)
+    sparsity = magnitude_prune(sparse_model, 0.5)["sparsity"]
+    sparse_metric = float(task.evaluate(sparse_model, test, cfg)[task.headline_metric])
+
+    kinds = {c["kind"]: c for c in quant["int8"]["candidates"]}
+    static = kinds.get("static_full", kinds["static"])  # every weighted node int8
+    mixed = kinds["static"]  # the most sensitive nodes kept fp32 until within the budget
+    m, lat, size = quant["metric"], quant["latency_ms"], quant["size_bytes"]
+    before, better = m["before"], task.higher_is_better
+    static_full = mixed["tried"][0]["metric"]
+    return {
+        "model": name,
+        "example_input": quant["example_input_shapes"],
+        "params": quant["params"]["before"],
+        "train_seconds": round(train_s, 1),
+        "size_fp32": size["fp32"],
+        "size_int8": static["size_bytes"],
+        "size_ratio": static["size_bytes"] / size["fp32"],
+        "lat_torch": lat["torch"],
+        "lat_ort_fp32": lat["ort_fp32"],
+        "lat_ort_int8_static": static["latency_ms"],
+        "lat_ort_int8_best": lat["ort_int8"],
+        "int8_kind_best": quant["int8"].get("kind"),
+        "ort_vs_torch": lat["torch"] / lat["ort_fp32"],
+        "int8_vs_fp32": lat["ort_fp32"] / static["latency_ms"],
+        "int8_mixed_vs_fp32": lat["ort_fp32"] / mixed["latency_ms"],
+        "chosen": quant["chosen"],
+        "auto_reason": quant["int8"].get("reason"),
+        "metric": m["name"],
+        "metric_before": before,
+        "metric_ort_fp32": m["ort_fp32"],
+        "metric_int8_full": static_full,
+        "int8_full_drop": relative_drop(m["ort_fp32"], static_full, better),
+        "metric_int8_mixed": mixed["metric"],
+        "int8_mixed_drop": mixed["drop"],
+        "kept_fp32_nodes": mixed["kept_fp32_nodes"],
+        "size_int8_mixed": mixed["size_bytes"],
+        "lat_ort_int8_mixed": mixed["latency_ms"],
+        "metric_after_auto": m["after"],
+        "prune_params_ratio": pruned["params"]["after"] / pruned["params"]["before"],
+        "prune_torch_speedup": pruned["latency_ms"]["torch_original"] / pruned["latency_ms"]["torch"],
+        "prune_ort_speedup": lat["ort_fp32"] / pruned["latency_ms"]["ort_fp32"],
+        "metric_pruned": pruned["metric"]["pruned"],
+        "prune_drop": pruned["metric"]["pruned_drop"],
+        "metric_pruned_distilled": distilled["metric"]["pruned"],
+        "prune_distill_drop": distilled["metric"]["pruned_drop"],
+        "sparsity": sparsity,
+        "metric_sparse": sparse_metric,
+        "sparse_drop": relative_drop(before, sparse_metric, better),
+        "seconds": {"int8": quant["seconds"], "prune": pruned["seconds"], "distill": distilled["seconds"]},
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.1%}"
+
+
+def tables(rows: list[dict[str, Any]]) -> str:
+    """The three markdown tables printed and pasted into common/README.md."""
+    lines = [
+        "Size and latency (median ms at the example input; ratios in the same run):",
+        "",
+        "| model | input | params | fp32 bytes | int8 bytes | int8/fp32 size | torch | ORT fp32 | ORT int8 "
+        "| ORT int8 mixed | ORT fp32 vs torch | int8 vs fp32 | auto chose |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {'x'.join(map(str, r['example_input'][0]))} | {r['params']:,} | {r['size_fp32']:,} "
+            f"| {r['size_int8']:,} | {r['size_ratio']:.2f}x | {r['lat_torch']:.2f} | {r['lat_ort_fp32']:.2f} "
+            f"| {r['lat_ort_int8_static']:.2f} | {r['lat_ort_int8_mixed']:.2f} | {r['ort_vs_torch']:.2f}x "
+            f"| {r['int8_vs_fp32']:.2f}x | {r['chosen']} |"
+        )
+    lines += [
+        "",
+        "Metric (headline, held-out synthetic data) before and after each technique (relative drop):",
+        "",
+        "| model | metric | torch | ORT fp32 | int8 full | int8 mixed (kept fp32) | pruned 50% | pruned+distilled "
+        "| magnitude 50% |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['metric']} | {r['metric_before']:.4f} | {r['metric_ort_fp32']:.4f} "
+            f"| {r['metric_int8_full']:.4f} ({_pct(-r['int8_full_drop'])}) "
+            f"| {r['metric_int8_mixed']:.4f} ({_pct(-r['int8_mixed_drop'])}, {len(r['kept_fp32_nodes'])}) "
+            f"| {r['metric_pruned']:.4f} ({_pct(-r['prune_drop'])}) "
+            f"| {r['metric_pruned_distilled']:.4f} ({_pct(-r['prune_distill_drop'])}) "
+            f"| {r['metric_sparse']:.4f} ({_pct(-r['sparse_drop'])}, sparsity {r['sparsity']:.0%}) |"
+        )
+    lines += [
+        "",
+        "Structural pruning, 50% of channels (latency ratios pruned vs unpruned):",
+        "",
+        "| model | params kept | torch speed-up | ORT fp32 speed-up |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['prune_params_ratio']:.0%} | {r['prune_torch_speedup']:.2f}x "
+            f"| {r['prune_ort_speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Each issue-3 target against the measured figure: met or missed, by how much."""
+    out = []
+    for r in rows:
+        size = r["size_ratio"]
+        checks = [(size <= TARGETS["int8_size_ratio_max"], f"int8 size {size:.3f}x fp32 (<= 0.3x)")]
+        if r["model"] == "cnn3d" or len(r["example_input"][0]) == 5:
+            ratio = r["ort_vs_torch"]
+            checks.append((ratio >= TARGETS["ort_vs_torch_3d_min"], f"ORT fp32 {ratio:.2f}x faster than torch (>= 2x)"))
+            checks.append((r["chosen"] == "ort_fp32", f"auto chose {r['chosen']} (int8 {r['int8_vs_fp32']:.2f}x fp32)"))
+        elif r["model"].startswith("cnn"):
+            ratio, drop = r["int8_mixed_vs_fp32"], r["int8_mixed_drop"]
+            ok = ratio >= TARGETS["int8_speedup_1d2d_min"] and drop <= TARGETS["int8_drop_max"]
+            checks.append((ok, f"int8 (mixed) {ratio:.2f}x faster than fp32 (>= 1.5x), drop {drop:.2%} (<= 1%)"))
+        ort, eager = r["prune_ort_speedup"], r["prune_torch_speedup"]
+        text = f"pruning speed-up {ort:.2f}x ORT, {eager:.2f}x torch (>= 1.5x)"
+        checks.append((max(ort, eager) >= TARGETS["prune_speedup_min"], text))
+        drop = min(r["prune_drop"], r["prune_distill_drop"])
+        checks.append((drop <= TARGETS["prune_drop_max"], f"pruning metric drop {drop:.2%} (<= 2%, best of two)"))
+        out += [f"{'MET   ' if ok else 'MISSED'} {r['model']}: {text}" for ok, text in checks]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cnn1d,cnn2d,cnn3d", help="reference CNNs to measure")
+    parser.add_argument("--verticals", action="store_true", help="also measure every registered vertical's Task")
+    parser.add_argument("--scale", default="full", choices=["tiny", "small", "full"])
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the config's)")
+    parser.add_argument("--threads", type=int, default=1, help="threads for torch and ONNX Runtime alike")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="directory for results.json")
+    args = parser.parse_args(argv)
+
+    os.environ["FEDSITE_THREADS"] = str(args.threads)
+    import onnxruntime
+    import torch
+
+    from common import progress
+
+    torch.set_num_threads(args.threads)
+    progress.set_quiet(True)
+    specs = _task_specs(args.models.split(","), args.verticals, args.scale, args.epochs)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedsite-compbench-") as tmp:
+        for name, task, cfg, scale in specs:
+            try:
+                rows.append(measure(name, task, cfg, scale, Path(tmp), args.seed))
+            except Exception as exc:  # one model failing must not lose the others' figures
+                print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    env = {
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "scale": args.scale,
+    }
+    text = tables(rows)
+    print(f"threads={args.threads} torch={env['torch']} onnxruntime={env['onnxruntime']} scale={args.scale}\n")
+    print(text)
+    print("\nTargets (issue 3):")
+    for line in verdicts(rows):
+        print(f"- {line}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2, default=float) + "\n")
+        (args.out / "tables.md").write_text(text + "\n")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
