@@ -101,7 +101,7 @@ def _self_patch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
 
 
 _KINDS = (_texture_blend, _intensity_blob, _scar, _self_patch)
-_WEIGHTS = np.array([0.4, 0.3, 0.15, 0.15])
+_WEIGHTS = np.array([0.35, 0.35, 0.15, 0.15])
 
 
 def synthesize_anomaly(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

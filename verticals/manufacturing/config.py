@@ -28,6 +28,7 @@ class InspectConfig:
     lr: float = 2e-3
     anomaly_prob: float = 0.7
     recon_weight: float = 1.0
+    max_train_seconds: float = 0.0  # stop early past this wall time (0: no limit); a guard for shared CPUs
     holdout: float = 0.2  # fraction of train/good kept aside to calibrate thresholds
     # calibration and post-processing (OpenCV)
     target_frr: float = 0.02  # image threshold: false-reject rate on held-out good parts

@@ -9,6 +9,7 @@ to a target false-positive pixel rate. They are stored as buffers in the model.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -42,6 +43,14 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (prob * tgt).sum(1)
     dice = 1 - (2 * inter + 1) / (prob.sum(1) + tgt.sum(1) + 1)
     return dice[has].mean()
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """LR factor: linear warm-up (BatchNorm statistics settle first), then cosine decay to 5 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _batch(images: np.ndarray, cfg: InspectConfig, rng: np.random.Generator):
@@ -94,10 +103,12 @@ def fit(
     steps = (epochs if epochs is not None else cfg.epochs) * cfg.steps_per_epoch
     rng = np.random.default_rng([cfg.seed if seed is None else seed, len(data), int(model.calibrated.item() * 7)])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.1)
+    warmup = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, max(steps, 1)))
     model.train()
     start = time.perf_counter()
     totals = {"loss": 0.0, "seg_loss": 0.0, "recon_loss": 0.0}
+    done = 0
     for _ in track(range(steps), "manufacturing: training", total=steps):
         clean, dirty, mask = (t.to(device) for t in _batch(train.images, cfg, rng))
         logits, _, recon = model.segment(dirty)
@@ -120,8 +131,12 @@ def fit(
         totals["loss"] += loss.item()
         totals["seg_loss"] += seg.item()
         totals["recon_loss"] += rec.item()
-    metrics = {k: v / max(steps, 1) for k, v in totals.items()}
+        done += 1
+        if cfg.max_train_seconds > 0 and time.perf_counter() - start > cfg.max_train_seconds:
+            break
+    metrics = {k: v / max(done, 1) for k, v in totals.items()}
     metrics["train_seconds"] = time.perf_counter() - start
+    metrics["train_steps"] = float(done)
     metrics.update(calibrate(model, holdout if holdout is not None else train, cfg))
     return metrics
 

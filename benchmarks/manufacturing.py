@@ -1,0 +1,117 @@
+"""Manufacturing benchmark: per category, the learned DefectNet beside the golden-template baseline.
+
+For every synthetic surface and every scikit-image texture: synthesise a full-scale dataset
+(256x256), train (timed), evaluate the model through the backend `inspect` uses and the classical
+baseline on the same test images, and time inference at 256x256 through torch, ONNX Runtime fp32
+and ONNX Runtime INT8 in the same process (so the ratios are fair even on a busy machine).
+
+    python benchmarks/manufacturing.py --out runs/bench-mfg [--categories metal,brick] [--set epochs=8]
+
+Prints a Markdown table and writes OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+LOW_CONTRAST = "stain"
+
+
+def run_category(category: str, out: Path, overrides: list[str], seed: int) -> dict:
+    """Synthesise, train, evaluate and time one category; return its row."""
+    import numpy as np
+
+    from common.config import resolve
+    from data_adapters.synth.inspection import write_dataset
+    from verticals.manufacturing.baseline import GoldenTemplate
+    from verticals.manufacturing.config import InspectConfig
+    from verticals.manufacturing.data import load_split
+    from verticals.manufacturing.workflows import evaluate_model, train
+
+    data_dir = out / "data" / category
+    if not (data_dir / "dataset.json").is_file():
+        write_dataset(data_dir, category, seed=seed, scale="full")
+    cfg = resolve(InspectConfig, None, overrides, section="manufacturing")
+    model_dir = out / "models" / category
+    start = time.perf_counter()
+    _, fit_metrics = train(data_dir, model_dir, cfg, seed=seed)
+    train_total = time.perf_counter() - start
+    learned = evaluate_model(data_dir, model_dir, backend="auto")
+    baseline = learned.pop("baseline")
+    deployment = json.loads((model_dir / "metadata.json").read_text())["deployment"]
+    batch = deployment["batch"]
+    ips = {k: 1000.0 * batch / v for k, v in deployment["latency_ms"].items()}
+    template = GoldenTemplate.from_bytes((model_dir / "baseline.npz").read_bytes())
+    test = load_split(cfg, data_dir, "test")
+    t0 = time.perf_counter()
+    for image in test.images:
+        template.score(image)
+    ips["baseline"] = len(test) / (time.perf_counter() - t0)
+    keys = ("image_auroc", "pixel_auroc", "aupro", "f1_image", "box_precision", "box_recall")
+    low = f"image_auroc_{LOW_CONTRAST}"
+    return {
+        "category": category,
+        "learned": {k: learned[k] for k in keys} | {"low_contrast_auroc": learned.get(low)},
+        "baseline": {k: baseline[k] for k in keys} | {"low_contrast_auroc": baseline.get(low)},
+        "per_kind": {k: v for k, v in learned.items() if k.startswith("image_auroc_")},
+        "per_kind_baseline": {k: v for k, v in baseline.items() if k.startswith("image_auroc_")},
+        "images_per_s": ips,
+        "backend": learned["backend"],
+        "int8_chosen": deployment["chosen"] == "ort_int8",
+        "train_seconds": fit_metrics["train_seconds"],
+        "train_steps": fit_metrics.get("train_steps"),
+        "train_total_seconds": train_total,
+        "n_test": int(len(test)),
+        "n_defective": int(np.sum(test.labels)),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table: quality learned vs baseline, throughput per backend, training time."""
+    head = (
+        "| category | image AUROC (learned / classical) | pixel AUROC | AUPRO | stain AUROC | "
+        "img/s torch | img/s ORT fp32 | img/s ORT int8 | train s |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        lrn, base, ips = r["learned"], r["baseline"], r["images_per_s"]
+        lines.append(
+            f"| {r['category']} | {lrn['image_auroc']:.3f} / {base['image_auroc']:.3f} | "
+            f"{lrn['pixel_auroc']:.3f} / {base['pixel_auroc']:.3f} | {lrn['aupro']:.3f} / {base['aupro']:.3f} | "
+            f"{lrn['low_contrast_auroc']:.3f} / {base['low_contrast_auroc']:.3f} | {ips['torch']:.1f} | "
+            f"{ips['ort_fp32']:.1f} | {ips.get('ort_int8', float('nan')):.1f} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-manufacturing"))
+    parser.add_argument("--categories", default="all", help="comma-separated, or 'all'")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config key=value")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from common.device import set_threads
+    from common.progress import log
+    from data_adapters.synth.surfaces import CATEGORIES
+
+    set_threads(None)
+    categories = list(CATEGORIES) if args.categories == "all" else args.categories.split(",")
+    rows = []
+    for category in categories:
+        log(f"benchmark: {category}")
+        rows.append(run_category(category, args.out, args.overrides, args.seed))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

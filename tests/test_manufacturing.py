@@ -1,0 +1,221 @@
+"""Manufacturing vertical: post-processing, metrics, baseline, training, and the four commands end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from common import cli
+from common.config import replace
+from common.task import Proximal
+from data_adapters.synth.inspection import write_dataset
+from verticals.manufacturing import TASK
+from verticals.manufacturing.baseline import baseline_predictions, fit_baseline
+from verticals.manufacturing.config import InspectConfig
+from verticals.manufacturing.data import InspectionData, load_split
+from verticals.manufacturing.evaluate import aupro, metrics_from
+from verticals.manufacturing.postprocess import decide, mask_boxes
+
+TINY = [
+    "--set",
+    "image_size=64",
+    "--set",
+    "width=8",
+    "--set",
+    "epochs=1",
+    "--set",
+    "steps_per_epoch=10",
+    "--set",
+    "crop=64",
+]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `fedsite ...` in this process through common.cli.main (same parsing and exit-code mapping,
+    without paying torch's import time again per call)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def test_decide_finds_each_blob_and_scales_boxes():
+    cfg = InspectConfig(blur_sigma=0.0, morph_kernel=1, min_area_frac=0.001)
+    logits = np.full((64, 64), -6.0, np.float32)
+    logits[10:20, 5:15] = 6.0
+    logits[40:44, 40:60] = 6.0
+    verdict = decide(logits, score=0.9, thresholds=(0.5, 0.5), cfg=cfg, image_shape=(128, 256))
+    assert verdict.is_defective and len(verdict.defects) == 2
+    boxes = sorted((d.x, d.y, d.w, d.h) for d in verdict.defects)
+    assert boxes == [(20, 20, 40, 20), (160, 80, 80, 8)]  # x scaled by 4, y by 2
+    assert all(len(d.contour) >= 4 for d in verdict.defects)
+    ok = decide(logits, score=0.1, thresholds=(0.5, 0.5), cfg=cfg)
+    assert not ok.is_defective and ok.defects == []
+
+
+def test_aupro_rewards_maps_that_cover_every_region():
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 2:6, 2:6] = True  # a small defect
+    masks[0, 10:30, 10:30] = True  # a large one
+    noise = np.random.default_rng(0).random((2, 32, 32)) * 0.1
+    perfect = noise + masks
+    only_large = noise.copy()
+    only_large[0, 10:30, 10:30] += 1
+    assert aupro(perfect, masks) > 0.95
+    assert 0.45 < aupro(only_large, masks) < 0.7  # one of two regions found: PRO ~ 0.5 + chance
+    assert aupro(noise, masks) < 0.3
+
+
+def _tiny_data(tmp_path, category="metal"):
+    cfg = TASK.tiny_config()
+    source = TASK.synthesize(tmp_path / category, seed=0, scale="tiny")
+    return cfg, TASK.load_data(cfg, source, "train"), TASK.load_data(cfg, source, "test")
+
+
+def test_baseline_flags_high_contrast_defects(tmp_path):
+    cfg = InspectConfig(image_size=128)
+    source = write_dataset(tmp_path / "metal", "metal", seed=0, scale="small")
+    train, test = load_split(cfg, source, "train"), load_split(cfg, source, "test")
+    template = fit_baseline(train, cfg)
+    scores, maps, boxes = baseline_predictions(template, test, cfg)
+    assert maps.shape == (len(test), 128, 128) and len(boxes) == len(test)
+    metrics = metrics_from(scores, maps, template.image_threshold, boxes, test, cfg)
+    assert metrics["image_auroc_hole"] >= 0.9  # dark holes on brushed metal: the template's easy case
+    assert list(metrics)[:4] == ["image_auroc", "pixel_auroc", "aupro", "f1_image"]
+    assert {"box_precision", "box_recall", "image_auroc_stain"} <= set(metrics)
+
+
+def test_fit_adds_proximal_and_extra_loss_and_calibrates(tmp_path):
+    cfg, train, _ = _tiny_data(tmp_path)
+    cfg = replace(cfg, steps_per_epoch=4)
+    model = TASK.build_model(cfg)
+    anchor = {k: v.detach().clone() + 1.0 for k, v in model.named_parameters()}
+    calls = []
+
+    def extra(m, inputs, outputs):
+        calls.append(outputs[0].shape)
+        return outputs[1].mean() * 0.0
+
+    metrics = TASK.fit(model, train, cfg, epochs=1, proximal=Proximal(anchor, mu=0.1), extra_loss=extra)
+    plain = TASK.fit(TASK.build_model(cfg), train, cfg, epochs=1)
+    assert metrics["loss"] > plain["loss"]  # the proximal term (far anchor) is in the loss
+    assert len(calls) == cfg.steps_per_epoch and calls[0][-1] == cfg.crop
+    assert float(model.calibrated) == 1.0
+    assert 0 < float(model.image_threshold) < 1 and float(model.pixel_threshold) >= cfg.min_pixel_threshold
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny dataset and a model directory trained on it through the CLI (shared by the tests below)."""
+    root = tmp_path_factory.mktemp("mfg")
+    proc = _cli("manufacturing", "synth", "--out", str(root / "data"), "--scale", "tiny", "--seed", "2")
+    assert proc.returncode == 0, proc.stderr
+    proc = _cli("manufacturing", "train", "--data", str(root / "data"), "--out", str(root / "model"), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_model_directory(trained):
+    model = trained / "model"
+    names = {p.name for p in model.iterdir()}
+    assert {"model.pt", "config.toml", "metadata.json", "model.onnx", "baseline.npz"} <= names
+    meta = json.loads((model / "metadata.json").read_text())
+    deployment = meta["deployment"]
+    assert deployment["chosen"] in ("ort_fp32", "ort_int8")
+    assert ("model.int8.onnx" in names) == (deployment["chosen"] == "ort_int8")
+    assert meta["data_fingerprint"].startswith("sha256:")
+
+
+@pytest.mark.slow
+def test_inspect_folder_with_video_and_bad_files_exits_3(trained, tmp_path):
+    data = trained / "data"
+    inbox = tmp_path / "inbox"
+    (inbox / "cam1").mkdir(parents=True)
+    good = cv2.imread(str(data / "test" / "good" / "000.png"))
+    cv2.imwrite(str(inbox / "cam1" / "part.jpg"), cv2.resize(good, (90, 70)))
+    cv2.imwrite(str(inbox / "gray.bmp"), cv2.cvtColor(good, cv2.COLOR_BGR2GRAY))
+    (inbox / "zero.png").write_bytes(b"")
+    (inbox / "cam1" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    writer = cv2.VideoWriter(str(inbox / "belt.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 64))
+    for _ in range(3):
+        writer.write(good)
+    writer.release()
+    out = tmp_path / "out"
+    proc = _cli("manufacturing", "inspect", str(inbox), "--model", str(trained / "model"), "--out", str(out))
+    assert proc.returncode == 3, proc.stderr
+    assert "rejected" in proc.stderr and "Traceback" not in proc.stderr
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == [
+        "belt.avi/frame_000000",
+        "belt.avi/frame_000001",
+        "belt.avi/frame_000002",
+        "cam1/bad.png",
+        "cam1/part.jpg",
+        "gray.bmp",
+        "zero.png",
+    ]
+    assert [r["status"] for r in rows].count("rejected") == 2
+    for row in rows:
+        if row["status"] == "ok":
+            assert (out / "annotated" / (row["image"].rsplit(".", 1)[0] + ".png")).is_file() or (
+                out / "annotated" / (row["image"] + ".png")
+            ).is_file()
+            assert int(row["num_defects"]) == 0 or row["is_defective"] == "1"
+    with open(out / "defects.csv", newline="") as fh:
+        assert next(csv.reader(fh)) == ["image", "x", "y", "w", "h", "area_px", "score"]
+    annotated = cv2.imread(str(out / "annotated" / "cam1" / "part.png"))
+    assert annotated.shape[:2] == (70, 90)  # drawn on the input at its own size
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 5 and summary["images_per_s"] > 0 and len(summary["rejected"]) == 2
+    assert (out / "contact_sheet.png").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_prints_metrics_for_model_and_baseline(trained):
+    proc = _cli("manufacturing", "evaluate", "--data", str(trained / "data"), "--model", str(trained / "model"))
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert list(metrics)[:4] == ["image_auroc", "pixel_auroc", "aupro", "f1_image"]
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ("image_auroc", "pixel_auroc", "aupro", "f1_image"))
+    assert metrics["baseline"]["image_auroc"] >= 0.0 and metrics["backend"].startswith("ort")
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path):
+    proc = _cli("manufacturing", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "missing" in proc.stderr
+    proc = _cli("manufacturing", "inspect", str(tmp_path), "--model", str(tmp_path / "nomodel"), "--out", "o")
+    assert proc.returncode == 2 and "model directory not found" in proc.stderr
+    proc = _cli("manufacturing", "synth", "--out", str(tmp_path / "d"), "--category", "plastic")
+    assert proc.returncode == 2 and "plastic" in proc.stderr
+
+
+def test_ort_wrapper_evaluates_like_torch(tmp_path):
+    from common.export import export_onnx
+    from verticals.manufacturing.deploy import OrtModel
+
+    cfg, _, test = _tiny_data(tmp_path)
+    model = TASK.build_model(cfg).eval()
+    path = export_onnx(model, TASK.example_input(cfg), tmp_path / "m.onnx")
+    torch_metrics = TASK.evaluate(model, test, cfg)
+    ort_metrics = TASK.evaluate(OrtModel(path), test, cfg)
+    assert abs(torch_metrics["image_auroc"] - ort_metrics["image_auroc"]) < 1e-6
+    assert abs(torch_metrics["pixel_auroc"] - ort_metrics["pixel_auroc"]) < 1e-3
+
+
+def test_inspection_data_batches_are_float_in_unit_range():
+    data = InspectionData(
+        np.full((5, 8, 8, 3), 255, np.uint8), np.zeros(5, np.int64), np.zeros((5, 8, 8), bool), np.ones(5, bool)
+    )
+    batches = data.batches(2)
+    assert [b.shape[0] for b in batches] == [2, 2, 1] and torch.allclose(batches[0], torch.ones(2, 3, 8, 8))
+    assert mask_boxes(np.pad(np.ones((3, 4), bool), 2)) == [(2, 2, 4, 3)]
