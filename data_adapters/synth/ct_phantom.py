@@ -10,7 +10,6 @@ what makes federated training non-IID.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,28 +263,4 @@ def synth_dataset(
         ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "kind", "juxtapleural"],
         rows,
     )
-    return out
-
-
-def read_annotations(path: str | Path) -> dict[str, list[tuple[np.ndarray, float]]]:
-    """LUNA16 annotations.csv -> {seriesuid: [(xyz world mm, diameter mm), ...]} (one-line errors)."""
-    from common.errors import UserError
-
-    path = Path(path)
-    out: dict[str, list[tuple[np.ndarray, float]]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"} - set(reader.fieldnames or [])
-            if missing:
-                raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    xyz = np.array([float(row["coordX"]), float(row["coordY"]), float(row["coordZ"])])
-                    diameter = float(row["diameter_mm"])
-                except (TypeError, ValueError):
-                    raise UserError(f"{path}:{line}: coordinates and diameter_mm must be numbers") from None
-                out.setdefault(row["seriesuid"], []).append((xyz, diameter))
-    except FileNotFoundError:
-        raise UserError(f"{path}: annotations file not found") from None
     return out

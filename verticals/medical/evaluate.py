@@ -103,37 +103,47 @@ def _rate_key(rate: float) -> str:
     return str(int(rate)) if rate >= 1 else str(rate)
 
 
-def read_candidates(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """candidates.csv (LUNA16 submission format) -> {seriesuid: (xyz (N,3), probability (N,))}."""
+def _read_luna_csv(path: str | Path, columns: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """{seriesuid: (N, len(columns)) floats} from a LUNA16-style CSV, with file:line errors."""
     path = Path(path)
     rows: dict[str, list[list[float]]] = {}
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            missing = {"seriesuid", "coordX", "coordY", "coordZ", "probability"} - set(reader.fieldnames or [])
+            missing = {"seriesuid", *columns} - set(reader.fieldnames or [])
             if missing:
                 raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
             for line, row in enumerate(reader, start=2):
                 try:
-                    vals = [float(row[k]) for k in ("coordX", "coordY", "coordZ", "probability")]
+                    vals = [float(row[k]) for k in columns]
                 except (TypeError, ValueError):
-                    raise UserError(f"{path}:{line}: coordinates and probability must be numbers") from None
+                    raise UserError(f"{path}:{line}: {', '.join(columns)} must be numbers") from None
                 if not np.all(np.isfinite(vals)):
                     raise UserError(f"{path}:{line}: non-finite value")
                 rows.setdefault(row["seriesuid"], []).append(vals)
     except FileNotFoundError:
-        raise UserError(f"{path}: candidates file not found") from None
+        raise UserError(f"{path}: {what} file not found") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 CSV file") from None
-    return {uid: (np.array(v)[:, :3], np.array(v)[:, 3]) for uid, v in rows.items()}
+    return {uid: np.array(v, dtype=np.float64) for uid, v in rows.items()}
+
+
+def read_candidates(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """candidates.csv (LUNA16 submission format) -> {seriesuid: (xyz (N,3), probability (N,))}."""
+    table = _read_luna_csv(path, ("coordX", "coordY", "coordZ", "probability"), "candidates")
+    return {uid: (v[:, :3], v[:, 3]) for uid, v in table.items()}
+
+
+def read_annotations(path: str | Path) -> dict[str, list[tuple[np.ndarray, float]]]:
+    """annotations.csv (LUNA16) -> {seriesuid: [(xyz world mm, diameter mm), ...]}."""
+    table = _read_luna_csv(path, ("coordX", "coordY", "coordZ", "diameter_mm"), "annotations")
+    return {uid: [(row[:3], float(row[3])) for row in v] for uid, v in table.items()}
 
 
 def evaluate_candidates(
     candidates_csv, annotations_csv, out_dir=None, *, n_bootstrap: int = 1000, seed: int = 0
 ) -> dict:
     """The `fedsite medical evaluate` result; writes froc.png and froc.json under `out_dir` when given."""
-    from data_adapters.synth.ct_phantom import read_annotations
-
     cands = read_candidates(candidates_csv)
     ann = read_annotations(annotations_csv)
     _, per_scan = score(cands, ann)

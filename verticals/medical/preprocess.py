@@ -100,7 +100,7 @@ def load_cases(
     `split` is "all", "train", or "test"/"val" (the same held-out quarter: phantom sites are small).
     """
     from common.progress import track
-    from data_adapters.synth.ct_phantom import read_annotations
+    from verticals.medical.evaluate import read_annotations
 
     series_list, skipped = dicom.read_series(data, load=False)
     labels = read_annotations(annotations) if annotations is not None else {}
