@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from common.errors import UserError
+from common.errors import PartialSuccess, UserError
 
 
 class Int8Mode(StrEnum):
@@ -66,7 +66,14 @@ def compress(
     report = compress_directory(model_dir, out, options, data=data, seed=seed, scale=data_scale.value)
     if as_json:
         print(json.dumps(report, indent=2, default=float))
-        return
+    else:
+        _print_summary(report)
+    stopped = (report.get("prune") or {}).get("stopped")
+    if stopped:  # outputs are written; the exit code says the pruning part was not done in full
+        raise PartialSuccess(f"{out}: written, but pruning stopped early: {stopped} (see compression.json)")
+
+
+def _print_summary(report: dict) -> None:
     lat, size, metric = report["latency_ms"], report["size_bytes"], report["metric"]
     print(f"chosen: {report['chosen']}  ({report['int8'].get('reason', 'int8 off')})")
     print(f"size bytes: fp32 {size['fp32']:,}  int8 {size['int8'] or 0:,}")

@@ -23,7 +23,7 @@ from torch import nn
 
 from common.compress.distill import distillation_loss
 from common.compress.latency import OrtModule, ort_latency_ms, torch_latency_ms
-from common.compress.prune import count_params, magnitude_prune, prune_channels, structure
+from common.compress.prune import PruningUnsupported, count_params, magnitude_prune, prune_channels, structure
 from common.compress.quantize import prepare, quantization_summary, quantize_dynamic_int8
 from common.compress.sensitivity import mixed_precision, relative_drop
 from common.export import export_onnx, onnx_size_bytes, parity
@@ -126,18 +126,22 @@ def compress_model(
             report["distill"] = {"teacher": "original model", "temperature": options.temperature}
             report["distill"]["weight"] = options.distill_weight
         log(f"compress: pruning {options.prune:.0%} of channels, {options.prune_step:.0%} per round")
-        report["prune"] = prune_channels(
-            task,
-            model,
-            train_data,
-            cfg,
-            example,
-            fraction=options.prune,
-            step=options.prune_step,
-            finetune_epochs=options.finetune_epochs,
-            final_epochs=options.finetune_epochs,
-            extra_loss=extra,
-        )
+        try:
+            report["prune"] = prune_channels(
+                task,
+                model,
+                train_data,
+                cfg,
+                example,
+                fraction=options.prune,
+                step=options.prune_step,
+                finetune_epochs=options.finetune_epochs,
+                final_epochs=options.finetune_epochs,
+                extra_loss=extra,
+            )
+        except PruningUnsupported as exc:
+            log(f"compress: pruning skipped: {exc}")
+            report["prune"] = {"fraction": options.prune, "rounds_done": 0, "stopped": str(exc)}
         metric["pruned"] = _headline(task, score_torch(model))
         metric["pruned_drop"] = relative_drop(before, metric["pruned"], better)
     if options.sparsity > 0:
@@ -208,7 +212,7 @@ def compress_model(
             "options": asdict(options),
         }
     )
-    if report["prune"]:
+    if report["prune"] and report["prune"]["rounds_done"]:
         report["pruned_structure"] = structure(model)
     return CompressResult(model, fp32, int8_path, chosen_path, report)
 

@@ -16,6 +16,7 @@ A pruned model no longer matches its config's shapes; `structure()` records the 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,14 +45,25 @@ def _param_behind(fn: Any, hops: int = 3) -> torch.Tensor | None:
 
 
 def output_layers(model: nn.Module, example: Sequence[torch.Tensor]) -> list[nn.Module]:
-    """Modules whose weights directly produce the model's outputs (walked back through elementwise ops).
+    """Modules whose weights directly produce the model's outputs, in eval and in train mode.
 
     Walking back from each output, the first op fed by a conv/linear weight (a parameter of rank > 1)
     fixes that output's channels: its module must keep its output width. Norm layers (rank-1
-    parameters) are walked through, since their width follows the layer before them.
+    parameters) are walked through, since their width follows the layer before them. Train mode is
+    probed too (on a copy, so running statistics stay untouched): models often return extra outputs
+    in training, such as a reconstruction, whose width the Task's loss depends on.
     """
+    names = {}
+    for mode in (False, True):
+        probe = copy.deepcopy(model).train(mode)
+        by_id = {id(m): n for n, m in probe.named_modules()}
+        names.update({by_id[id(m)]: None for m in _output_layers_of(probe, example)})
+    modules = dict(model.named_modules())
+    return [modules[n] for n in names]
+
+
+def _output_layers_of(model: nn.Module, example: Sequence[torch.Tensor]) -> list[nn.Module]:
     owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
-    model = model.eval()
     with torch.enable_grad():
         outputs = output_leaves(model(*example))
     found: dict[int, nn.Module] = {}
@@ -145,31 +157,84 @@ def prune_channels(
     rounds = max(1, math.ceil(fraction / step - 1e-9))
     params_before = count_params(model)
     example = tuple(example)
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=tp.importance.GroupTaylorImportance(),
-        pruning_ratio=fraction,
-        iterative_steps=rounds,
-        ignored_layers=output_layers(model, example),
-    )
-    history = []
+    shapes = _output_shapes(model, example)
+    try:
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=tp.importance.GroupTaylorImportance(),
+            pruning_ratio=fraction,
+            iterative_steps=rounds,
+            ignored_layers=output_layers(model, example),
+        )
+    except Exception as exc:  # noqa: BLE001 - a graph torch-pruning cannot trace is a fact to report
+        raise PruningUnsupported(f"torch-pruning cannot trace this model ({_one_line(exc)})") from None
+    history: list[dict[str, Any]] = []
+    stopped = None
+    snapshot = None
     for r in range(rounds):
-        fit = fit_measuring_gradients(task, model, train_data, cfg, finetune_epochs, extra_loss=extra_loss)
-        pruner.step()
+        try:
+            fit = fit_measuring_gradients(task, model, train_data, cfg, finetune_epochs, extra_loss=extra_loss)
+        except Exception as exc:
+            if snapshot is None:
+                raise  # the Task's own fit fails on the unpruned model: not a pruning problem
+            model.__dict__.update(snapshot.__dict__)
+            history.pop()
+            stopped = f"round {r}: the Task cannot train the pruned model ({_one_line(exc)}); kept round {r - 1}"
+            log(f"prune: stopped at {stopped}")
+            break
+        snapshot = copy.deepcopy(model)
+        try:
+            pruner.step()
+            problem = None if _output_shapes(model, example) == shapes else "the output shapes changed"
+        except Exception as exc:  # noqa: BLE001 - roll back below, whatever broke
+            problem = _one_line(exc)
         model.zero_grad(set_to_none=True)
+        if problem:  # a cut the dependency graph got wrong: undo it and keep the last model that ran
+            model.__dict__.update(snapshot.__dict__)
+            stopped = f"round {r + 1}: the pruned model no longer runs ({problem}); kept round {r}"
+            log(f"prune: stopped at {stopped}")
+            break
         history.append({"round": r + 1, "params": count_params(model), "loss": float(fit.get("loss", float("nan")))})
         log(f"prune: round {r + 1}/{rounds}, {history[-1]['params']:,} parameters")
-    if final_epochs:
-        task.fit(model, train_data, cfg, epochs=final_epochs, extra_loss=extra_loss)
+    if final_epochs and history and not stopped:
+        try:
+            task.fit(model, train_data, cfg, epochs=final_epochs, extra_loss=extra_loss)
+        except Exception as exc:
+            model.__dict__.update(snapshot.__dict__)
+            history.pop()
+            stopped = f"final fine-tuning: the Task cannot train the pruned model ({_one_line(exc)})"
+            log(f"prune: stopped at {stopped}")
     model.eval()
-    return {
+    report = {
         "fraction": fraction,
         "rounds": rounds,
+        "rounds_done": len(history),
         "params_before": params_before,
         "params_after": count_params(model),
         "history": history,
     }
+    if stopped:
+        report["stopped"] = stopped
+    return report
+
+
+class PruningUnsupported(ValueError):
+    """torch-pruning cannot build the dependency graph of this model."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _output_shapes(model: nn.Module, example: Sequence[torch.Tensor]) -> list[tuple[int, ...]]:
+    """Output shapes in eval mode and in train mode (on a copy, so running statistics stay untouched)."""
+    shapes = []
+    with torch.no_grad():
+        for probe in (model.eval(), copy.deepcopy(model).train()):
+            shapes += [tuple(o.shape) for o in output_leaves(probe(*example))]
+    model.eval()
+    return shapes
 
 
 def structure(model: nn.Module) -> dict[str, dict[str, Any]]:
