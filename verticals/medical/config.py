@@ -22,8 +22,8 @@ class MedicalConfig:
     # training: patches with positive/negative sampling and flip/transpose augmentation
     patch: int = 64
     batch_size: int = 4
-    epochs: int = 30
-    steps_per_epoch: int = 24
+    epochs: int = 40
+    steps_per_epoch: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
     positive_fraction: float = 0.6

@@ -28,6 +28,9 @@ def sample_patch(
     if positive and len(case.diameters):
         centre = case.nodules_vox[rng.integers(len(case.diameters))]
         start = np.round(centre - rng.uniform(0.2 * p, 0.8 * p, 3)).astype(int)
+    elif rng.random() < 0.5 and len(lung := _lung_points(case)):
+        # half the negatives centre on lung tissue, where the vessels that mimic nodules are
+        start = np.round(lung[rng.integers(len(lung))] - rng.uniform(0.3 * p, 0.7 * p, 3)).astype(int)
     else:
         start = np.array([rng.integers(-p // 4, max(int(s) - 3 * p // 4, -p // 4 + 1)) for s in shape])
     patch = np.zeros((p, p, p), np.float32)
@@ -38,6 +41,16 @@ def sample_patch(
         ]
     centres = case.nodules_vox - start if len(case.diameters) else np.zeros((0, 3))
     return patch, centres, case.diameters.copy()
+
+
+def _lung_points(case: Case) -> np.ndarray:
+    """Voxels (every 4th per axis) with aerated-lung density, cached on the case."""
+    cached = getattr(case, "_lung_points", None)
+    if cached is None:
+        sub = case.image[::4, ::4, ::4]
+        cached = np.argwhere((sub > 0.04) & (sub < 0.3)) * 4  # about -950..-580 HU in the default window
+        case._lung_points = cached
+    return cached
 
 
 def augment(patch, centres, rng: np.random.Generator):
