@@ -178,3 +178,16 @@ def test_inspect_of_a_folder_without_dicom_is_a_one_line_error(tmp_path, capsys)
     assert main(["dicom", "inspect", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "not found" in err
+
+
+def test_rle_compressed_series_decodes_natively(tmp_path):
+    from pydicom.uid import RLELossless
+
+    _, hu = _phantom_series(tmp_path, "rle", seed=10)
+    for path in (tmp_path / "rle").iterdir():
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(path)
+    (series,), skipped = dicom.read_series(tmp_path)
+    assert not skipped and series.status == "ok"
+    np.testing.assert_allclose(series.hu, hu, atol=0.5)
