@@ -174,7 +174,11 @@ def _serving(args, data_csv: Path, out: Path) -> dict:
                 if httpx.get(base + "/health").status_code == 200:
                     break
             except httpx.TransportError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"the server exited with code {server.returncode}") from None
                 time.sleep(0.1)
+        else:
+            raise RuntimeError("the server did not answer /health within 60 s")
         warm = rows[:200]
         for row in warm:  # warm-up: first requests pay for lazy initialisation
             httpx.post(base + "/score", json=row)
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=3000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-threads", type=int, default=1)
     parser.add_argument("--score-threads", type=int, default=2)
     parser.add_argument("--rate", type=float, default=200.0)

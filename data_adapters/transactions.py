@@ -79,10 +79,12 @@ def parse_timestamp(text: str) -> float:
     text = text.strip()
     if not text:
         raise ValueError("missing timestamp")
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
+    value = None
+    if "-" not in text[1:] and ":" not in text:  # not ISO 8601: Unix seconds (exceptions are slow)
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
     if value is not None:
         if not math.isfinite(value):
             raise ValueError(f"bad timestamp '{text}'")

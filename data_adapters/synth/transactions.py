@@ -19,10 +19,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from common.atomic import write_csv
+from data_adapters.transactions import iso_utc
 
 TYPOLOGIES = (
     "fan_in",
@@ -220,7 +222,7 @@ def generate(
     mix = {
         "merchant_share": 0.08 + 0.06 * shift,
         "business_share": 0.05 + 0.03 * (1 - shift),
-        "mule_share": 0.06,
+        "mule_share": 0.35,
         "mobile_share": 0.3 + 0.4 * shift,
         "activity": 0.9 + 0.5 * shift,
         "b2b_per_day": max(1.0, n_accounts / 150),
@@ -232,8 +234,9 @@ def generate(
     n_mule = max(12, int(n_accounts * mix["mule_share"]))
     roles = {"merchants": ids[:n_m], "businesses": ids[n_m : n_m + n_b], "people": ids[n_m + n_b :]}
     _background(led, n_accounts, days, mix, roles)
-    # mules: mostly quiet accounts, plus a few ordinary ones (camouflage: they also have normal history)
-    mules = rng.choice(roles["people"], size=min(n_mule, len(roles["people"]) // 2), replace=False)
+    # mules are ordinary customers with ordinary history (camouflage), recruited from a broad pool so
+    # most take part in only one or two schemes: their past alone does not give them away
+    mules = rng.choice(roles["people"], size=min(n_mule, len(roles["people"])), replace=False)
     n_legit = len(led.rows)
     weights = np.ones(len(TYPOLOGIES))
     weights[(site * 2) % len(TYPOLOGIES)] += 1.0  # each bank sees a somewhat different typology mix
@@ -250,21 +253,16 @@ def generate(
     return rows
 
 
-def write(
-    out: str | os.PathLike[str],
-    n_accounts: int = 3000,
-    days: int = 45,
-    *,
-    seed: int = 0,
-    site: int = 0,
-    n_sites: int = 1,
-    fraud_rate: float = 0.02,
-) -> Path:
-    """Write `out/transactions.csv` (the contract's columns plus `typology`) atomically; return its path."""
-    rows = generate(n_accounts, days, seed=seed, site=site, n_sites=n_sites, fraud_rate=fraud_rate)
+def write(out: str | os.PathLike[str], n_accounts: int = 3000, days: int = 45, **options: Any) -> Path:
+    """Write `out/transactions.csv` (the contract's columns plus `typology`) atomically; return its path.
+
+    `options` are `generate`'s keywords (seed, site, n_sites, fraud_rate).
+    """
+    rows = generate(n_accounts, days, **options)
+    site = int(options.get("site", 0))
     currency = ("EUR", "USD", "GBP", "CHF")[site % 4]
     prefix = f"s{site}"
-    stamp = [_dt.datetime.fromtimestamp(r[0], _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for r in rows]
+    stamp = [iso_utc(r[0]) for r in rows]
     lines = (
         (f"{prefix}-t{i:07d}", stamp[i], f"{prefix}-a{r[1]:05d}", f"{prefix}-a{r[2]:05d}", f"{r[3]:.2f}", currency)
         + (r[4], r[5], r[6])

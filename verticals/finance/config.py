@@ -27,7 +27,7 @@ class FinanceConfig:
     focal_gamma: float = 2.0
     focal_alpha: float = 0.5
     max_pos_weight: float = 20.0
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-5

@@ -124,6 +124,9 @@ class FraudNet(nn.Module):
             nn.Linear(fused, width), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(width, width // 2), nn.ReLU()
         )
         self.out = nn.Linear(width // 2, 1)
+        # one linear logit per branch added to the head's: each branch gets a direct gradient path, so
+        # the fused model does not learn slower than an ablation that has only one branch
+        self.branch_logits = nn.Linear(fused, 1)
 
     @torch.no_grad()
     def set_stats(self, seq: torch.Tensor, nbr: torch.Tensor, txn: torch.Tensor) -> None:
@@ -152,4 +155,5 @@ class FraudNet(nn.Module):
         if self.arch in ("fused", "gnn"):
             centre = txn_n[:, 2 * F_SEQ :].reshape(b, 2, F_AGG)
             parts.append(self.gnn(nbr, incoming, centre, txn_n[:, :F_SEQ]))
-        return self.out(self.head(torch.cat(parts, -1))).squeeze(-1)
+        joined = torch.cat(parts, -1)
+        return (self.out(self.head(joined)) + self.branch_logits(joined)).squeeze(-1)
