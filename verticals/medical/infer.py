@@ -119,9 +119,10 @@ def detect_case(case: Case, runner: Runner, cfg, fp: tuple[np.ndarray, float, bo
 
 
 def fit_fp_reduction(model, cases: list[Case], cfg) -> dict[str, float]:
-    """Detect on the training cases, label candidates by LUNA16 hits, fit the logistic FP stage into buffers."""
-    from verticals.medical.evaluate import match_scan
+    """Fit the logistic FP stage into the model's buffers from its candidates on the training cases.
 
+    Candidates are labelled by the LUNA16 hit rule (closer to a nodule's centre than its radius).
+    """
     runner = torch_runner(model)
     model.eval()
     feats, labels = [], []
@@ -132,7 +133,6 @@ def fit_fp_reduction(model, cases: list[Case], cfg) -> dict[str, float]:
         nod_xyz = case.to_world(case.nodules_vox) if len(case.diameters) else np.zeros((0, 3))
         dist = np.linalg.norm(found["xyz"][:, None] - nod_xyz[None], axis=-1) if len(case.diameters) else None
         hit = (dist < case.diameters[None] / 2).any(1) if dist is not None else np.zeros(len(found["score"]), bool)
-        match_scan(found["xyz"], found["score"], nod_xyz, case.diameters)  # same matching rule as scoring
         feats.append(found["features"])
         labels.append(hit.astype(int))
     if not feats:
