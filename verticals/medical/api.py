@@ -112,6 +112,13 @@ def train_model(
     return {"out": str(out), "metrics": metrics, "rejected": rejected, "skipped": skipped}
 
 
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
 def _runner_for(loaded, cfg, use_onnx: bool, tmp: Path):
     """ONNX Runtime on the model's exported graph (exported now if missing), torch when asked or on failure."""
     from verticals.medical.infer import onnx_runner, torch_runner
@@ -197,7 +204,8 @@ def detect_directory(
             "model": str(model_dir),
             "runner": runner_name,
             "series": records,
-            "skipped": skipped,
+            # paths relative to the input folder: the report may be shared, the site's folder layout need not be
+            "skipped": [{**item, "path": _relative(item["path"], data)} for item in skipped],
             "n_candidates": len(rows),
         }
         runs.write_json(tmp / "report.json", report)
