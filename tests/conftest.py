@@ -19,3 +19,14 @@ def reference_registered(monkeypatch):
     import reference_task
 
     return reference_task.TASK
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (timing on a shared 2-core machine), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

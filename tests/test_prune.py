@@ -18,13 +18,7 @@ from common.compress.prune import (
 from common.compress.reference_cnn import TASKS
 from common.export import export_onnx, parity
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_output_layers_are_the_ones_that_shape_the_outputs():
@@ -98,3 +92,30 @@ def test_magnitude_pruning_reports_sparsity():
     assert not any(name.endswith("_mask") for name, _ in model.named_buffers())  # zeros baked in, no masks
     with pytest.raises(ValueError):
         prune_channels(TASKS[1], model, None, None, (), fraction=1.5)
+
+
+class _WidthBoundTask:
+    """The reference Task, but its training needs the body's full width (like a loss on a hidden
+    reconstruction head that the forward pass does not return): a cut breaks training, not forward."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def fit(self, model, data, cfg, **kwargs):
+        if model.body[0].out_channels != cfg.channels:
+            raise RuntimeError(f"reconstruction expects {cfg.channels} channels, got {model.body[0].out_channels}")
+        return self.base.fit(model, data, cfg, **kwargs)
+
+
+def test_a_cut_that_breaks_training_is_rolled_back(reference_registered, tmp_path):
+    base = reference_registered
+    cfg = base.tiny_config()
+    source = base.synthesize(tmp_path / "data", seed=0, scale="tiny")
+    train = base.load_data(cfg, source, "train")
+    model = base.build_model(cfg)
+    before = count_params(model)
+    example = base.example_input(cfg)
+    report = prune_channels(_WidthBoundTask(base), model, train, cfg, example, fraction=0.5, step=0.25)
+    assert report["rounds_done"] == 0 and "cannot train the pruned model" in report["stopped"]
+    assert count_params(model) == before and model.body[0].out_channels == cfg.channels
+    assert model(example[0]).shape == (example[0].shape[0],)

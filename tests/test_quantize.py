@@ -19,18 +19,11 @@ from common.compress.reference_cnn import TASKS
 from common.compress.sensitivity import _first_outputs, mixed_precision, node_sensitivity, relative_error
 from common.export import export_onnx, onnx_size_bytes, run_session, session
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Timing on a shared 2-core machine: one torch thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread, tmp_path_factory):
+def trained(one_torch_thread, tmp_path_factory):
     """A tiny 2D reference CNN trained for one epoch, exported and pre-processed for quantization."""
     torch.manual_seed(0)
     tmp = tmp_path_factory.mktemp("quant")
