@@ -64,7 +64,7 @@ class ManufacturingTask:
     def tiny_config(self) -> InspectConfig:
         """64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects."""
         return InspectConfig(
-            image_size=64, width=8, epochs=2, steps_per_epoch=15, batch_size=8, crop=64, infer_batch=8, blur_sigma=1.0
+            image_size=64, width=8, epochs=3, steps_per_epoch=25, batch_size=8, crop=64, infer_batch=8, blur_sigma=1.0
         )
 
 
