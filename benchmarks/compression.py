@@ -39,7 +39,9 @@ TARGETS = {"int8_size_ratio_max": 0.3, "int8_speedup_1d2d_min": 1.5, "int8_drop_
 TARGETS |= {"ort_vs_torch_3d_min": 2.0, "prune_speedup_min": 1.5, "prune_drop_max": 0.02}
 
 
-def _task_specs(models: list[str], verticals: bool, scale: str, epochs: int | None) -> list[tuple[str, Any, Any, str]]:
+def _task_specs(
+    models: list[str], verticals: bool, scale: str, epochs: int | None, vertical_scale: str = "small"
+) -> list[tuple[str, Any, Any, str]]:
     """(name, task, cfg, data scale) for every model to measure."""
     from common.compress.reference_cnn import TASKS
 
@@ -54,7 +56,7 @@ def _task_specs(models: list[str], verticals: bool, scale: str, epochs: int | No
         from common.registry import available_tasks
 
         for name, task in available_tasks().items():
-            specs.append((name, task, task.tiny_config(), "small"))
+            specs.append((name, task, task.tiny_config(), vertical_scale))
     return specs
 
 
@@ -130,6 +132,8 @@ def measure(name: str, task: Any, cfg: Any, scale: str, root: Path, seed: int) -
         "lat_ort_int8_mixed": mixed["latency_ms"],
         "metric_after_auto": m["after"],
         "prune_params_ratio": pruned["params"]["after"] / pruned["params"]["before"],
+        "prune_rounds": f"{pruned['prune']['rounds_done']}/{pruned['prune'].get('rounds', '?')}",
+        "prune_stopped": pruned["prune"].get("stopped"),
         "prune_torch_speedup": pruned["latency_ms"]["torch_original"] / pruned["latency_ms"]["torch"],
         "prune_ort_speedup": lat["ort_fp32"] / pruned["latency_ms"]["ort_fp32"],
         "metric_pruned": pruned["metric"]["pruned"],
@@ -184,13 +188,13 @@ def tables(rows: list[dict[str, Any]]) -> str:
         "",
         "Structural pruning, 50% of channels (latency ratios pruned vs unpruned):",
         "",
-        "| model | params kept | torch speed-up | ORT fp32 speed-up |",
-        "|---|---|---|---|",
+        "| model | rounds done | params kept | torch speed-up | ORT fp32 speed-up | note |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['prune_params_ratio']:.0%} | {r['prune_torch_speedup']:.2f}x "
-            f"| {r['prune_ort_speedup']:.2f}x |"
+            f"| {r['model']} | {r.get('prune_rounds', '5/5')} | {r['prune_params_ratio']:.0%} "
+            f"| {r['prune_torch_speedup']:.2f}x | {r['prune_ort_speedup']:.2f}x | {r.get('prune_stopped') or ''} |"
         )
     return "\n".join(lines)
 
@@ -223,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="cnn1d,cnn2d,cnn3d", help="reference CNNs to measure")
     parser.add_argument("--verticals", action="store_true", help="also measure every registered vertical's Task")
     parser.add_argument("--scale", default="full", choices=["tiny", "small", "full"])
+    parser.add_argument("--vertical-scale", default="small", choices=["tiny", "small", "full"])
+    parser.add_argument("--tables-from", type=Path, default=None, help="reprint tables from a results.json")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the config's)")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and ONNX Runtime alike")
     parser.add_argument("--seed", type=int, default=0)
@@ -237,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     progress.set_quiet(True)
-    specs = _task_specs(args.models.split(","), args.verticals, args.scale, args.epochs)
+    if args.tables_from:  # merge earlier runs' rows (e.g. reference CNNs and verticals run separately)
+        rows = [row for path in str(args.tables_from).split(",") for row in json.loads(Path(path).read_text())["rows"]]
+        print(tables(rows) + "\n\nTargets (issue 3):\n" + "\n".join(f"- {line}" for line in verdicts(rows)))
+        return 0
+    specs = _task_specs(args.models.split(","), args.verticals, args.scale, args.epochs, args.vertical_scale)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedsite-compbench-") as tmp:
         for name, task, cfg, scale in specs:
