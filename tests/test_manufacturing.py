@@ -219,3 +219,9 @@ def test_inspection_data_batches_are_float_in_unit_range():
     batches = data.batches(2)
     assert [b.shape[0] for b in batches] == [2, 2, 1] and torch.allclose(batches[0], torch.ones(2, 3, 8, 8))
     assert mask_boxes(np.pad(np.ones((3, 4), bool), 2)) == [(2, 2, 4, 3)]
+
+
+def test_val_split_is_labelled_for_federated_monitoring(tmp_path):
+    cfg, train, test = _tiny_data(tmp_path)
+    val = TASK.load_data(cfg, tmp_path / "metal", "val")
+    assert set(train.labels) == {0} and set(val.labels) == {0, 1} and len(val) == len(test)

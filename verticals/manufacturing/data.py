@@ -54,15 +54,21 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_split(cfg: InspectConfig, source: str | Path, split: str) -> InspectionData:
-    """Read `source` (MVTec layout). "train" and "val" both read train/good (fit holds part out)."""
+    """Read `source` (MVTec layout): "train" is train/good; "val" and "test" are the labelled test folders.
+
+    MVTec AD has no validation split and metrics need defective parts, which only test/ holds, so
+    "val" (what federation reports per round) reads test/ too. Nothing is tuned on it: thresholds
+    are calibrated on good parts held out of train/good inside `fit`.
+    """
     if split not in ("train", "val", "test"):
         raise UserError(f"split must be train, val or test, got {split!r}")
+    labelled = split in ("val", "test")
     try:
-        listing = mvtec_split(source, "test" if split == "test" else "train")
+        listing = mvtec_split(source, "test" if labelled else "train")
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
     if not listing.paths:
-        where = "test/*" if split == "test" else "train/good"
+        where = "test/*" if labelled else "train/good"
         raise UserError(f"{source}: no PNG/JPEG/BMP images in {where}")
     size = cfg.image_size
     images = np.zeros((len(listing.paths), size, size, 3), np.uint8)
