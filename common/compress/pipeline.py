@@ -60,13 +60,15 @@ class CompressResult:
 
 
 def strip_debug_info(path: Path) -> Path:
-    """Drop per-node stack traces and doc strings the exporter embeds: a deployed file needs neither."""
+    """Drop what a deployed file does not need: per-node stack traces, doc strings and the intermediate
+    shape annotations (ORT infers shapes itself when it loads the model)."""
     import onnx
 
     model = onnx.load(str(path))
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
+    del model.graph.value_info[:]
     onnx.save(model, str(path))
     return path
 
