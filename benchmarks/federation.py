@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 # per vertical: data scale, rounds, epochs per round, DP clip (L2 of one site's update) and noise multiplier
 PLANS = {
-    "medical": {"scale": "small", "rounds": 3, "epochs": 2, "clip": 5.0, "noise": 0.3, "config": "small"},
-    "finance": {"scale": "small", "rounds": 4, "epochs": 2, "clip": 5.0, "noise": 0.3, "config": "tiny"},
-    "manufacturing": {"scale": "small", "rounds": 3, "epochs": 2, "clip": 5.0, "noise": 0.3, "config": "tiny"},
+    "medical": {"scale": "small", "rounds": 3, "epochs": 2, "clip": 2.0, "noise": 0.02, "config": "small"},
+    "finance": {"scale": "small", "rounds": 4, "epochs": 2, "clip": 2.0, "noise": 0.02, "config": "tiny"},
+    "manufacturing": {"scale": "small", "rounds": 3, "epochs": 2, "clip": 2.0, "noise": 0.02, "config": "tiny"},
 }
 SITES = 3
 
@@ -125,7 +125,7 @@ def bench_vertical(vertical: str, out: Path, seed: int) -> dict[str, Any]:
         "fedavg+dp": {"cross_site": False, "clip": plan["clip"], "noise": plan["noise"]},
         "fedavg, 1 of 3 sites failing": {"cross_site": False, "fail_site": 1},
     }.items():
-        run_dir = out / vertical / name.replace(" ", "_").replace(",", "").replace("+", "_")
+        run_dir = out / vertical / RUN_DIRS[name]
         run_dir.mkdir(parents=True, exist_ok=True)
         link = run_dir / "data"
         if not link.exists():
@@ -136,28 +136,48 @@ def bench_vertical(vertical: str, out: Path, seed: int) -> dict[str, Any]:
         runs[name] = {"history": history, "seconds": time.perf_counter() - start}
     log(f"bench {vertical}: centralized")
     central = centralized(vertical, data, suffix, cfg, plan, seed)
-    fed = runs["fedavg"]["history"]
+    result = summarize(metric, {k: v["history"] for k, v in runs.items()}, central, plan)
+    result["seconds"] = {k: v["seconds"] for k, v in runs.items()}
+    return result
+
+
+RUN_DIRS = {
+    "fedavg": "fedavg",
+    "fedavg+int8": "fedavg_int8",
+    "fedavg+dp": "fedavg_dp",
+    "fedavg, 1 of 3 sites failing": "fedavg_1_of_3_sites_failing",
+}
+
+
+def summarize(metric: str, runs: dict[str, dict], central: float | None, plan: dict) -> dict[str, Any]:
+    """The comparison numbers from the runs' history.json (centralized passed in: it has no history)."""
+    fed, int8, dp = runs["fedavg"], runs["fedavg+int8"], runs["fedavg+dp"]
+    failing = runs["fedavg, 1 of 3 sites failing"]
     local = [mean_test(fed, f"local:site-{k}", metric) for k in range(SITES)]
-    result = {
+    return {
         "metric": metric,
         "federated": mean_test(fed, "global", metric),
         "centralized": central,
         "local_only_mean": float(np.mean(local)),
         "local_only_per_site": local,
-        "int8": mean_test(runs["fedavg+int8"]["history"], "global", metric),
-        "int8_payload_ratio": runs["fedavg+int8"]["history"]["compression"]["payload_ratio"],
-        "int8_message_ratio": runs["fedavg"]["history"]["compression"]["message_bytes_sent"]
-        / max(runs["fedavg+int8"]["history"]["compression"]["message_bytes_sent"], 1),
-        "dp": mean_test(runs["fedavg+dp"]["history"], "global", metric),
-        "dp_epsilon": runs["fedavg+dp"]["history"]["privacy"]["epsilon"],
-        "failing_site_rounds_ok": all(
-            r["aggregated"] for r in runs["fedavg, 1 of 3 sites failing"]["history"]["rounds"]
-        ),
-        "failing_site": mean_test(runs["fedavg, 1 of 3 sites failing"]["history"], "global", metric),
-        "seconds": {k: v["seconds"] for k, v in runs.items()},
+        "int8": mean_test(int8, "global", metric),
+        "int8_payload_ratio": int8["compression"]["payload_ratio"],
+        "int8_message_ratio": fed["compression"]["message_bytes_sent"]
+        / max(int8["compression"]["message_bytes_sent"], 1),
+        "dp": mean_test(dp, "global", metric),
+        "dp_epsilon": dp["privacy"]["epsilon"],
+        "failing_site_rounds_ok": all(r["aggregated"] for r in failing["rounds"]),
+        "failing_site": mean_test(failing, "global", metric),
         "plan": plan,
     }
-    return result
+
+
+def from_runs(vertical: str, out: Path) -> dict[str, Any]:
+    """Rebuild a vertical's numbers from an earlier run's directories (centralized is not recorded there)."""
+    from common.registry import get_task
+
+    runs = {k: json.loads((out / vertical / d / "history.json").read_text()) for k, d in RUN_DIRS.items()}
+    return summarize(get_task(vertical).headline_metric, runs, None, PLANS[vertical])
 
 
 def bench_ray(vertical: str, out: Path, seed: int) -> dict[str, Any]:
@@ -184,11 +204,13 @@ def table(results: dict[str, Any]) -> str:
         if "error" in r:
             lines.append(f"| {vertical} | error: {r['error']} |" + " |" * 9)
             continue
-        ratio = r["federated"] / r["centralized"] if r["centralized"] else float("nan")
+        central = r["centralized"]
+        ratio = f"{r['federated'] / central:.1%}" if central else "n/a"
+        shown = "n/a" if central is None else f"{central:.3f}"
         fed, local, int8 = r["federated"], r["local_only_mean"], r["int8"]
         lines.append(
-            f"| {vertical} | {r['metric']} | {r['centralized']:.3f} | {fed:.3f} | {local:.3f} "
-            f"| {ratio:.1%} | {fed - local:+.3f} | {int8:.3f} ({int8 - fed:+.3f}) "
+            f"| {vertical} | {r['metric']} | {shown} | {fed:.3f} | {local:.3f} "
+            f"| {ratio} | {fed - local:+.3f} | {int8:.3f} ({int8 - fed:+.3f}) "
             f"| {r['int8_payload_ratio']:.2f}x payload, {r['int8_message_ratio']:.2f}x message "
             f"| {r['dp']:.3f} ({r['dp_epsilon']:.1f}) | {r['failing_site']:.3f} "
             f"({'rounds ok' if r['failing_site_rounds_ok'] else 'rounds FAILED'}) |"
@@ -203,8 +225,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--demo", action="store_true", help="Also time the full `fedsite demo`.")
+    parser.add_argument("--from-runs", action="store_true", help="Only re-tabulate an earlier run's directories.")
     args = parser.parse_args()
-    os.environ.setdefault("FEDSITE_THREADS", "2")
+    if args.from_runs:
+        verticals = [v for v in args.verticals.split(",") if (args.out / v / "fedavg_dp").exists()]
+        print(table({v: from_runs(v, args.out) for v in verticals}))
+        return
+    # one intra-op thread per process: with two OpenMP threads on a loaded 2-core box an epoch ran 10x slower
+    os.environ.setdefault("FEDSITE_THREADS", "1")
     from common.device import set_threads
 
     set_threads(None)
