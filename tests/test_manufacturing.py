@@ -195,6 +195,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "missing" in proc.stderr
     proc = _cli("manufacturing", "inspect", str(tmp_path), "--model", str(tmp_path / "nomodel"), "--out", "o")
     assert proc.returncode == 2 and "model directory not found" in proc.stderr
+    proc = _cli("manufacturing", "inspect", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "inside it" in proc.stderr
     proc = _cli("manufacturing", "synth", "--out", str(tmp_path / "d"), "--category", "plastic")
     assert proc.returncode == 2 and "plastic" in proc.stderr
 

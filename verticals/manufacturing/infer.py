@@ -101,6 +101,9 @@ def inspect(
     """Inspect `source` (image, folder or video) and write the outputs to `out_dir`; return the summary."""
     if not Path(source).exists():
         raise UserError(f"{source}: no such file or folder")
+    src, dst = Path(source).resolve(), Path(out_dir).resolve()
+    if dst == src or (src.is_dir() and src in dst.parents):
+        raise UserError(f"--out {out_dir}: must not be INPUT or inside it (inputs are never overwritten or re-read)")
     with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
         inspector = open_inspector(model_dir, backend, Path(work))
         cfg = inspector.cfg
