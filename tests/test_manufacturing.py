@@ -227,3 +227,14 @@ def test_val_split_is_labelled_for_federated_monitoring(tmp_path):
     cfg, train, test = _tiny_data(tmp_path)
     val = TASK.load_data(cfg, tmp_path / "metal", "val")
     assert set(train.labels) == {0} and set(val.labels) == {0, 1} and len(val) == len(test)
+
+
+def test_int8_calibration_covers_defective_parts(tmp_path):
+    from verticals.manufacturing.workflows import calibration_batches
+
+    cfg, train, _ = _tiny_data(tmp_path)
+    batches = calibration_batches(train, cfg, seed=0, n=4)
+    images = torch.cat(batches)
+    assert images.shape[0] == 8  # four good parts, then the same four with a synthetic anomaly
+    assert torch.equal(images[0], torch.from_numpy(train.images[0]).permute(2, 0, 1).float() / 255)
+    assert all((images[i] - images[i + 4]).abs().amax() > 0.05 for i in range(4))
