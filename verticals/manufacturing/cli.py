@@ -63,7 +63,11 @@ def inspect(
     every: int = typer.Option(1, "--every", min=1, help="For video: inspect every N-th frame."),
     no_annotated: bool = typer.Option(False, "--no-annotated", help="Skip annotated images (fastest)."),
 ) -> None:
-    """Inspect parts; OK/NG, score, defect boxes and annotated images. Exit 3 when some inputs were rejected."""
+    """Inspect parts: OK/NG, score, defect boxes and annotated images.
+
+    INPUT is an image (PNG/JPEG/BMP), a folder searched recursively, or a video file. Corrupt, empty
+    or unsupported files are listed in results.csv (status=rejected) and the command exits 3.
+    """
     from common.errors import UserError
 
     from .workflows import inspect as run
