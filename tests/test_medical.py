@@ -132,9 +132,12 @@ def test_train_and_detect_bad_input_are_one_line_errors(trained, tmp_path, capsy
     assert main([*base, "--annotations", str(other), "--set", "no_such_key=1"]) == 2
     assert main(["medical", "detect", data, "--model", str(trained / "model"), "--out", f"{data}/x"]) == 2
     assert main(["medical", "detect", data, "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main([*base, "--annotations", f"{data}/annotations.csv", "--set", "window=40"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and all(line.startswith("fedsite: error:") for line in err)
+    err = [line for line in err if line.startswith("fedsite:")]
+    assert len(err) == 6 and all(line.startswith("fedsite: error:") for line in err)
     assert "missing.csv" in err[0] and "no annotated nodule" in err[1] and "no_such_key" in err[2]
+    assert "multiple of 16" in err[5]
     assert not (tmp_path / "m").exists()
 
 

@@ -71,6 +71,13 @@ class NoduleDetector(nn.Module):
 
 def build_detector(cfg) -> NoduleDetector:
     """The detector for `cfg` (stride is fixed at 2 by the architecture)."""
+    from common.errors import UserError
+
     if cfg.stride != 2:
-        raise ValueError("this detector's output stride is 2")
+        raise UserError(f"config key 'stride': this detector's output stride is 2, got {cfg.stride}")
+    for key in ("patch", "window"):
+        if getattr(cfg, key) % 16 or getattr(cfg, key) < 16:
+            raise UserError(
+                f"config key '{key}': must be a multiple of 16 (four stride-2 stages), got {getattr(cfg, key)}"
+            )
     return NoduleDetector(tuple(cfg.channels), cfg.attention)
