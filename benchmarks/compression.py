@@ -213,6 +213,10 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
             ratio, drop = r["int8_mixed_vs_fp32"], r["int8_mixed_drop"]
             ok = ratio >= TARGETS["int8_speedup_1d2d_min"] and drop <= TARGETS["int8_drop_max"]
             checks.append((ok, f"int8 (mixed) {ratio:.2f}x faster than fp32 (>= 1.5x), drop {drop:.2%} (<= 1%)"))
+        if str(r.get("prune_rounds", "1")).startswith("0/"):  # rolled back or untraceable: nothing to judge
+            checks.append((False, f"pruning not applied ({r.get('prune_stopped')})"))
+            out += [f"{'MET   ' if ok else 'MISSED'} {r['model']}: {text}" for ok, text in checks]
+            continue
         ort, eager = r["prune_ort_speedup"], r["prune_torch_speedup"]
         text = f"pruning speed-up {ort:.2f}x ORT, {eager:.2f}x torch (>= 1.5x)"
         checks.append((max(ort, eager) >= TARGETS["prune_speedup_min"], text))

@@ -98,3 +98,16 @@ def test_size_counts_external_weight_files(tmp_path):
     assert abs(onnx_size_bytes(external) - onnx_size_bytes(inline)) < 0.1 * onnx_size_bytes(inline)
     x = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
     np.testing.assert_allclose(run_session(session(external), [x])[0], run_session(session(inline), [x])[0])
+
+
+def test_relative_tolerance_allows_for_large_outputs(tmp_path):
+    model = nn.Linear(4, 1).eval()
+    with torch.no_grad():
+        model.bias.fill_(1000.0)
+    path = export_onnx(model, (torch.randn(2, 4),), tmp_path / "big.onnx")
+    with torch.no_grad():
+        model.bias += 0.01  # 0.01 off on outputs near 1000
+    x = (torch.randn(3, 4),)
+    with pytest.raises(ParityError, match="tolerance"):
+        parity(model, path, x)
+    assert parity(model, path, x, atol=1e-4, rtol=1e-4) == pytest.approx(0.01, rel=0.01)
