@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
@@ -270,10 +271,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     history["seconds"] = time.perf_counter() - began
     state = dict(model.state_dict())
     state.update(codec.unflatten(vector, layout))
-    for name, value in ints.items():
-        import torch
-
-        state[name] = torch.from_numpy(np.array(value))
+    state.update({name: torch.from_numpy(np.array(value)) for name, value in ints.items()})
     model.load_state_dict(state)
     report.write_outputs(out, settings, history, model, cfg, task)
     return history
