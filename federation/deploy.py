@@ -107,8 +107,15 @@ def run_command(config_file: Path) -> list[str]:
 
 
 def offline_env(home: Path) -> dict[str, str]:
-    """Environment for Flower processes: our FLWR_HOME, no runtime dependency installation."""
+    """Environment for Flower processes: our FLWR_HOME, no runtime dependency installation.
+
+    Flower's SuperLink and SuperNode start helpers (`flower-superexec`, ...) by name, so this
+    interpreter's script directory goes first on PATH: `.venv/bin/fedsite hub start` then works
+    without an activated virtual environment.
+    """
     env = dict(os.environ)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]])
     env["FLWR_HOME"] = str(home)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     return env
