@@ -77,6 +77,22 @@ def test_chunking_does_not_change_features(trained):
         np.testing.assert_array_equal(getattr(one, name), np.concatenate([getattr(p, name) for p in singles]))
 
 
+def test_event_store_compaction_keeps_features(trained):
+    """A long-running service compacts its event store; the features must not notice."""
+    _, data, _ = trained
+    txns, _ = read_transactions(data)
+    txns = txns.take(time_order(txns)[:600])
+    one = _features(txns, history=2)[0]
+    state, parts = AccountState(2, store_rows=2), []
+    for i in range(0, len(txns), 7):
+        s = slice(i, i + 7)
+        parts.append(featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s]))
+        state._compact(0)  # compact after every chunk (normally only when the store is full)
+    assert state.store_used < 2 * len(txns)  # dead rows were dropped
+    for name in ("seq", "nbr", "txn"):
+        np.testing.assert_array_equal(getattr(one, name), np.concatenate([getattr(p, name) for p in parts]))
+
+
 def test_score_rejects_bad_rows_and_exits_3(trained, tmp_path):
     root, data, model = trained
     lines = data.read_text().splitlines()

@@ -76,7 +76,14 @@ TXN_NAMES = (
     *(f"payee_{n}" for n in AGG_NAMES),
 )
 F_SEQ, F_AGG, F_EDGE, F_NBR, F_TXN = len(SEQ_NAMES), len(AGG_NAMES), len(EDGE_NAMES), len(NBR_NAMES), len(TXN_NAMES)
-_CHANNEL_ID = {c: i for i, c in enumerate(CHANNELS)}
+
+
+class _ChannelIds(dict):
+    def __missing__(self, key: str) -> int:
+        return len(CHANNELS)  # "other"
+
+
+_CHANNEL_ID = _ChannelIds({c: i for i, c in enumerate(CHANNELS)})
 
 
 @dataclass
@@ -105,13 +112,24 @@ class FeatureBatch:
 
 
 class AccountState:
-    """Per-account memory: the last `history` events (right-aligned, newest last) and counters."""
+    """Per-account memory: the last `history` events (right-aligned, newest last) and counters.
 
-    def __init__(self, history: int) -> None:
+    The wide rows of an event (its TCN row and its edge row) are written once into an append-only
+    event store; an account remembers only the store ids of its last `history` events (id 0 is an
+    all-zero row: "no event"). A window is then one gather from the store straight into the model
+    input, instead of copying every touched account's history through a combined buffer. The store
+    is compacted when dead rows (events no account remembers) outnumber the live ones, so a service
+    that runs for months stays bounded by accounts x history rows.
+    """
+
+    def __init__(self, history: int, store_rows: int = 4096) -> None:
         self.history = history
         self.accounts = AccountIndex()
         self._cap = 0
         self._alloc(1024)
+        self.store_seq = np.zeros((max(store_rows, 2), F_SEQ), np.float32)
+        self.store_nbr = np.zeros((max(store_rows, 2), F_NBR), np.float32)
+        self.store_used = 1  # row 0: the empty slot
 
     def _alloc(self, cap: int) -> None:
         h, old = self.history, self._cap
@@ -121,8 +139,7 @@ class AccountState:
             "dir": ((h,), np.int8, 0),
             "amt": ((h,), np.float64, 0.0),
             "valid": ((h,), bool, False),
-            "seqf": ((h, F_SEQ), np.float32, 0.0),
-            "edge": ((h, F_EDGE), np.float32, 0.0),
+            "eid": ((h,), np.int64, 0),  # event-store row of each remembered event (0: none)
             "count": ((4,), np.float64, 0.0),  # n_out, n_in, sum_out, sum_in
             "first_t": ((), np.float64, np.nan),
         }
@@ -137,10 +154,36 @@ class AccountState:
         if n_accounts > self._cap:
             self._alloc(max(n_accounts, 2 * self._cap))
 
+    def append_events(self, seq: np.ndarray, nbr: np.ndarray) -> np.ndarray:
+        """Store new events' rows; returns their store ids."""
+        n = len(seq)
+        if self.store_used + n > len(self.store_seq):
+            self._compact(n)
+        ids = np.arange(self.store_used, self.store_used + n)
+        self.store_seq[ids], self.store_nbr[ids] = seq, nbr
+        self.store_used += n
+        return ids
+
+    def _compact(self, incoming: int) -> None:
+        """Drop store rows no account remembers (or grow), keeping room for `incoming` more rows."""
+        n_acc = len(self.accounts)
+        live = np.unique(np.concatenate([[0], self.eid[:n_acc].ravel()]))
+        if 2 * len(live) < self.store_used:
+            self.eid[:n_acc] = np.searchsorted(live, self.eid[:n_acc])
+            self.store_seq[: len(live)], self.store_nbr[: len(live)] = self.store_seq[live], self.store_nbr[live]
+            self.store_used = len(live)
+        need = self.store_used + incoming
+        if need > len(self.store_seq):
+            size = max(need, 2 * len(self.store_seq))
+            for name in ("store_seq", "store_nbr"):
+                old = getattr(self, name)
+                grown = np.zeros((size, old.shape[1]), np.float32)
+                grown[: self.store_used] = old[: self.store_used]
+                setattr(self, name, grown)
+
 
 def channel_ids(channel: np.ndarray) -> np.ndarray:
-    other = len(CHANNELS)
-    return np.fromiter((_CHANNEL_ID.get(c, other) for c in channel), dtype=np.int64, count=len(channel))
+    return np.fromiter(map(_CHANNEL_ID.__getitem__, channel), dtype=np.int64, count=len(channel))
 
 
 def _amount_flags(amount: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,11 +237,14 @@ def featurise(
     gap = np.where(w_valid[:, -2], np.clip(t_self - w_t[:, -2], 0, GAP_CAP_S), GAP_CAP_S) if h > 1 else t_self * 0
     age_dt = np.clip(t_self[:, None] - w_t, 0, None)
     in1h, in24 = w_valid & (age_dt <= 3600), w_valid & (age_dt <= 86_400)
-    eq = w_cp[:, :, None] == w_cp[:, None, :]
-    earlier = np.tril(np.ones((h, h), bool), -1)
-    dup = (eq & (w_dir[:, :, None] == w_dir[:, None, :]) & w_valid[:, None, :] & earlier).any(2)
+    # first sighting of a (counterparty, direction) pair in the window: one key compare instead of
+    # three; empty slots get distinct negative keys so they never match anything
+    key = np.where(w_valid, w_cp * 2 + w_dir, -1 - np.arange(h))
+    dup = np.zeros_like(w_valid)
+    for d in range(1, h):  # slot i seen d slots earlier (H-1 strided compares: no (E,H,H) temporary)
+        dup[:, d:] |= key[:, d:] == key[:, :-d]
     first_seen = w_valid & ~dup
-    new_cp = ~(eq[:, -1, :] & w_valid & earlier[-1]).any(1)
+    new_cp = ~((w_cp[:, :-1] == w_cp[:, -1:]) & w_valid[:, :-1]).any(1)
     # running counters: remembered totals + this chunk's inclusive cumulative sums
     is_out, is_in = (dir_s == 0).astype(np.float64), (dir_s == 1).astype(np.float64)
     prior_count = state.count[acc[order]]
@@ -259,23 +305,26 @@ def featurise(
     agg_ev[order], seq_ev[order] = agg, seqf
     paired = np.arange(2 * n) ^ 1
     edge_ev = np.concatenate([seq_ev[:, [0, 1, 6, 7]], seq_ev[:, 10 : 10 + N_CHANNELS], agg_ev[paired]], 1)
-    c_seqf, c_edge = combined("seqf", seqf), combined("edge", edge_ev[order])
-    w_valid_f = w_valid[..., None].astype(np.float32)
-    seq_w = c_seqf[win] * w_valid_f
-    nbr_w = np.concatenate([c_edge[win], np.log1p(age_dt / 3600.0)[..., None].astype(np.float32), w_valid_f], 2)
-    nbr_w *= w_valid_f
     inverse = np.empty_like(order)
     inverse[order] = np.arange(2 * n)
+    # wide rows go to the event store once; each window is one gather from it, in event order
+    nbr_rows = np.zeros((2 * n, F_NBR), np.float32)
+    nbr_rows[:, :F_EDGE], nbr_rows[:, F_NBR - 1] = edge_ev[order], 1.0
+    new_ids = state.append_events(seqf, nbr_rows)  # may compact the store: read state.eid after it
+    c_eid = combined("eid", new_ids)
+    w_eid = c_eid[win][inverse]
+    age = np.log1p(age_dt / 3600.0).astype(np.float32) * w_valid
+    nbr = state.store_nbr[w_eid]
+    nbr[..., F_EDGE] = age[inverse]
     batch = FeatureBatch(
-        seq=seq_w[inverse].reshape(n, 2, h, F_SEQ),
-        nbr=nbr_w[inverse].reshape(n, 2, h, F_NBR),
+        seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ),
+        nbr=nbr.reshape(n, 2, h, F_NBR),
         txn=np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1),
     )
     # advance the state: each account keeps the last H rows of its combined group
     keep = (starts + counts)[:, None] + np.arange(h)
-    for name, source in (("t", c_t), ("cp", c_cp), ("dir", c_dir), ("amt", c_amt), ("valid", c_valid)):
+    for name, source in (("t", c_t), ("cp", c_cp), ("dir", c_dir), ("amt", c_amt), ("valid", c_valid), ("eid", c_eid)):
         getattr(state, name)[uniq] = source[keep]
-    state.seqf[uniq], state.edge[uniq] = c_seqf[keep], c_edge[keep]
     last = first + counts - 1
     state.count[uniq] = np.stack([n_out[last], n_in[last], sum_out[last], sum_in[last]], 1)
     state.first_t[uniq] = first_t[last]

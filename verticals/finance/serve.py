@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from data_adapters.transactions import REQUIRED, check_row
-from verticals.finance.infer import StreamingScorer
+from verticals.finance.infer import StreamingScorer, load_scorer
 
 MAX_ITEMS = 10_000
 
@@ -132,14 +132,9 @@ class ScoringService:
 
 def load_service(model_dir: str | Path) -> ScoringService:
     """A service around the model directory's ONNX model (torch when model.onnx is absent)."""
-    from common.config import replace
-    from common.runs import load_model
-
-    loaded = load_model(model_dir, expect="finance")
     # one request is one small ONNX call: a second intra-op thread only adds hand-off latency (the
     # measured p99 of a single call doubled with 2 threads on a busy 2-core machine)
-    cfg = replace(loaded.cfg, threads=1)
-    scorer = StreamingScorer(loaded.model, cfg, Path(model_dir) / "model.onnx")
+    scorer = load_scorer(model_dir, cfg_threads=1)
     return ScoringService(scorer, str(model_dir))
 
 
