@@ -107,44 +107,64 @@ def _free_port() -> int:
 
 
 def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int) -> dict:
-    """Open-loop load at `rate` req/s from `workers` threads with keep-alive connections (http.client:
-    far lighter than an async client, which matters when the generator shares the server's 2 cores).
-    Latency is counted from each request's *scheduled* time, so a stalled server cannot hide its
-    queue (no coordinated omission); at most `workers` requests are in flight."""
-    import http.client
-    import itertools
-    import threading
+    """Open-loop load at `rate` req/s over `workers` keep-alive connections, from ONE thread.
+
+    Non-blocking sockets and a selector instead of a thread per connection: a Python thread that
+    wakes up to send must first win the GIL (up to the 5 ms switch interval when another thread is
+    parsing a response), and that wait was counted as server latency. Latency runs from each
+    request's *scheduled* time, so a stalled server cannot hide its queue (no coordinated omission);
+    at most `workers` requests are in flight, later ones wait (and that wait counts)."""
+    import re
+    import selectors
+    from collections import deque
 
     n = min(len(rows), int(rate * seconds))
-    bodies = [json.dumps(r).encode() for r in rows[:n]]
-    latencies = np.zeros(n)
-    statuses = np.zeros(n, dtype=int)
-    counter = itertools.count()
-    lock = threading.Lock()
+    head = "POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+    requests = []
+    for row in rows[:n]:
+        body = json.dumps(row).encode()
+        requests.append(head.format(len(body)).encode() + body)
+    length = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+    latencies, statuses = np.zeros(n), np.zeros(n, dtype=int)
+    selector = selectors.SelectSelector()  # select(2) sleeps to the microsecond; epoll rounds up to 1 ms
+    idle, inflight, buffers = deque(), {}, {}  # FIFO: every connection stays warm (uvicorn drops idle ones)
+    for _ in range(workers):
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        selector.register(conn, selectors.EVENT_READ)
+        idle.append(conn)
+        buffers[conn] = b""
     start = time.perf_counter() + 0.2
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while True:
-            with lock:
-                i = next(counter)
-            if i >= n:
-                break
-            due = start + i / rate
-            time.sleep(max(0.0, due - time.perf_counter()))
-            conn.request("POST", "/score", bodies[i], {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            response.read()
-            latencies[i] = time.perf_counter() - due
-            statuses[i] = response.status
-        conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    sent = done = 0
+    while done < n:
+        now = time.perf_counter()
+        while sent < n and idle and start + sent / rate <= now:
+            conn = idle.popleft()
+            conn.sendall(requests[sent])  # < 1 kB: fits the socket buffer at once
+            inflight[conn] = sent
+            sent += 1
+        timeout = max(0.0, start + sent / rate - time.perf_counter()) if sent < n and idle else 1.0
+        for key, _ in selector.select(timeout):
+            conn = key.fileobj
+            data = conn.recv(65536)
+            if not data:
+                raise RuntimeError("the server closed a connection")
+            buf = buffers[conn] + data
+            end = buf.find(b"\r\n\r\n")
+            size = int(length.search(buf, 0, end).group(1)) if end >= 0 else -1
+            if end < 0 or len(buf) < end + 4 + size:
+                buffers[conn] = buf
+                continue
+            i = inflight.pop(conn)
+            latencies[i] = time.perf_counter() - (start + i / rate)
+            statuses[i] = int(buf[9:12])
+            buffers[conn] = buf[end + 4 + size :]
+            idle.append(conn)
+            done += 1
     elapsed = time.perf_counter() - start
+    for conn in buffers:
+        selector.unregister(conn)
+        conn.close()
     lat = latencies * 1000
     return {
         "requests": n,
@@ -158,10 +178,27 @@ def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int
     }
 
 
-def _serving(args, data_csv: Path, out: Path) -> dict:
-    import csv
+def _get(port: int, path: str) -> tuple[int, str]:
+    import http.client
 
-    import httpx
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def _serving(args, data_csv: Path, out: Path) -> dict:
+    """Latency of `fedsite finance serve` under an open-loop load generator in its own process.
+
+    Three processes: the server, the load generator (`--loadgen`: stdlib + numpy only, GC off) and
+    this one, which only waits. The generator used to run as threads inside this benchmark process,
+    which holds torch, the data and the models (a heavy interpreter whose GIL and GC pauses landed in
+    the measured latency).
+    """
+    import csv
 
     rows = list(csv.DictReader(data_csv.open()))
     rows = rows[int(0.7 * len(rows)) :]  # the test period, in time order
@@ -169,25 +206,53 @@ def _serving(args, data_csv: Path, out: Path) -> dict:
     env = {**os.environ, "FEDSITE_THREADS": "1"}
     cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(out / "model"), "--port", str(port)]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
             try:
-                if httpx.get(base + "/health").status_code == 200:
+                if _get(port, "/health")[0] == 200:
                     break
-            except httpx.TransportError:
+            except OSError:
                 if server.poll() is not None:
                     raise RuntimeError(f"the server exited with code {server.returncode}") from None
                 time.sleep(0.1)
         else:
             raise RuntimeError("the server did not answer /health within 60 s")
-        warm = rows[:200]
-        for row in warm:  # warm-up: first requests pay for lazy initialisation
-            httpx.post(base + "/score", json=row)
-        return _load(port, rows[200:], args.rate, args.serve_seconds, args.max_in_flight)
+        bodies = out / "serve_requests.jsonl"
+        bodies.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        gen = [sys.executable, str(Path(__file__).resolve()), "--loadgen", str(bodies), "--port", str(port)]
+        gen += ["--rate", str(args.rate), "--serve-seconds", str(args.serve_seconds)]
+        gen += ["--max-in-flight", str(args.max_in_flight), "--warmup", "200"]
+        load_before = os.getloadavg()[0]
+        done = subprocess.run(gen, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the load generator failed: {done.stderr.strip()[-2000:]}")
+        result = json.loads(done.stdout)
+        result["loadavg_1min"] = max(load_before, os.getloadavg()[0])
+        # the server's own view: time from request parsed to response built (its /metrics summary)
+        for line in _get(port, "/metrics")[1].splitlines():
+            if line.startswith("fedsite_finance_request_seconds{"):
+                q = line.split('quantile="')[1].split('"')[0]
+                result[f"server_p{float(q) * 100:g}_ms"] = float(line.split()[-1]) * 1000
+        return result
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _loadgen_main(args) -> int:
+    """`--loadgen FILE`: warm the server up, then run `_load` and print its JSON (a separate process)."""
+    import gc
+    import http.client
+
+    gc.disable()  # a few thousand small objects: no collection pauses inside the measurement
+    rows = [json.loads(line) for line in Path(args.loadgen).read_text().splitlines() if line]
+    conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+    for row in rows[: args.warmup]:  # first requests pay for lazy initialisation
+        conn.request("POST", "/score", json.dumps(row).encode(), {"Content-Type": "application/json"})
+        conn.getresponse().read()
+    conn.close()
+    print(json.dumps(_load(args.port, rows[args.warmup :], args.rate, args.serve_seconds, args.max_in_flight)))
+    return 0
 
 
 def _table(results: dict, timings: dict, rates: dict, serving: dict) -> str:
@@ -239,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve-seconds", type=float, default=20.0)
     parser.add_argument("--max-in-flight", type=int, default=8)
     parser.add_argument("--speed-only", action="store_true", help="reuse --out's data, model and quality")
+    parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.loadgen:
+        return _loadgen_main(args)
     from common.progress import set_quiet
     from data_adapters.synth.transactions import write
 

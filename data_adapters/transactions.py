@@ -165,35 +165,123 @@ def iter_chunks(
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} in the header")
         extra = [h for h in header if h not in REQUIRED + OPTIONAL]
         seen: dict[str, int] = {}
+        n_fields, id_at = len(header), header.index("txn_id")
         while True:
-            rows, rejects, done = [], [], True
+            raws, lines, rejects, done = [], [], [], True
             try:
                 for raw in reader:
                     line = reader.line_num
                     done = False
-                    if not raw or (len(raw) == 1 and not raw[0].strip()):
+                    if len(raw) == n_fields:
+                        raws.append(raw)
+                        lines.append(line)
+                    elif not raw or (len(raw) == 1 and not raw[0].strip()):
                         rejects.append(Rejection("", line, "empty row"))
-                    elif len(raw) != len(header):
-                        txn = raw[header.index("txn_id")].strip() if len(raw) > header.index("txn_id") else ""
-                        rejects.append(Rejection(txn, line, f"expected {len(header)} fields, found {len(raw)}"))
                     else:
-                        values = dict(zip(header, raw))
-                        txn = values["txn_id"].strip()
-                        checked = check_row(values, require_label)
-                        if isinstance(checked, str):
-                            rejects.append(Rejection(txn, line, checked))
-                        elif txn in seen:
-                            rejects.append(Rejection(txn, line, f"duplicate txn_id (first at line {seen[txn]})"))
-                        else:
-                            seen[txn] = line
-                            rows.append((txn, line, *checked, values))
-                    if len(rows) + len(rejects) >= chunk_rows:
+                        txn = raw[id_at].strip() if len(raw) > id_at else ""
+                        rejects.append(Rejection(txn, line, f"expected {n_fields} fields, found {len(raw)}"))
+                    if len(raws) + len(rejects) >= chunk_rows:
                         break
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise UserError(f"{path}: line {reader.line_num}: unreadable CSV ({exc})") from None
             if done:
                 return
-            yield _columns(rows, len(rows) + len(rejects), str(path), extra), rejects
+            parts, read = [], len(raws) + len(rejects)
+            for i in range(0, len(raws), _BLOCK):
+                block, block_lines = raws[i : i + _BLOCK], lines[i : i + _BLOCK]
+                fast = _clean_block(block, block_lines, header, require_label, seen)
+                parts.append(
+                    fast
+                    if fast is not None
+                    else _checked_rows(block, block_lines, header, require_label, seen, rejects)
+                )
+            rejects.sort(key=lambda r: r.line)
+            chunk = concat(parts) if parts else _columns([], 0, str(path), extra)
+            chunk.rows_read, chunk.source, chunk.extra_columns = read, str(path), extra
+            yield chunk, rejects
+
+
+_BLOCK = 16_384  # rows validated column-wise at once; a block with any bad row is re-checked row by row
+_LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+
+
+def _checked_rows(
+    raws: list[list[str]], lines: list[int], header: list[str], require_label: bool, seen: dict[str, int], rejects: list
+) -> Transactions:
+    """Row by row (`check_row`): the reference rules, and the reasons for every rejected row."""
+    rows = []
+    for raw, line in zip(raws, lines):
+        values = dict(zip(header, raw))
+        txn = values["txn_id"].strip()
+        checked = check_row(values, require_label)
+        if isinstance(checked, str):
+            rejects.append(Rejection(txn, line, checked))
+        elif txn in seen:
+            rejects.append(Rejection(txn, line, f"duplicate txn_id (first at line {seen[txn]})"))
+        else:
+            seen[txn] = line
+            rows.append((txn, line, *checked, values))
+    return _columns(rows, 0, "", [])
+
+
+def _clean_block(
+    raws: list[list[str]], lines: list[int], header: list[str], require_label: bool, seen: dict[str, int]
+) -> Transactions | None:
+    """Columns of a block in which every row passes `check_row` and no id repeats, else None.
+
+    Why: checking 140k rows one dict at a time cost more than featurising them. Column-wise, each
+    rule is one C-level pass (map, set, numpy); the rules are exactly `check_row`'s, and any block
+    that breaks one goes back to `_checked_rows`, which finds the reasons.
+    """
+    columns = list(zip(*raws))
+    where = {name: i for i, name in enumerate(header)}  # a repeated name: the last wins, as in dict(zip())
+
+    def text(name: str) -> list[str]:
+        return list(map(str.strip, columns[where[name]])) if name in where else [""] * len(raws)
+
+    txn, stamp, src, dst, amount_text = (text(name) for name in REQUIRED)
+    if "" in txn or "" in stamp or "" in src or "" in dst or "" in amount_text:
+        return None
+    try:
+        if not any(":" in t or "-" in t[1:] for t in stamp):  # Unix seconds (parse_timestamp's rule)
+            ts = np.array(list(map(float, stamp)), dtype=np.float64)
+            if not np.isfinite(ts).all():
+                return None
+        elif all(":" in t for t in stamp):  # ISO 8601
+            when = list(map(_dt.datetime.fromisoformat, stamp))
+            if any(w.tzinfo is None for w in when):
+                return None
+            ts = np.fromiter(map(_dt.datetime.timestamp, when), dtype=np.float64, count=len(when))
+        else:
+            return None
+        amount = np.array(list(map(float, amount_text)), dtype=np.float64)
+    except ValueError:
+        return None
+    if not (np.isfinite(amount).all() and (amount > 0).all()):
+        return None
+    currency = text("currency")
+    if any(c and not _CURRENCY.match(c) for c in set(currency)):
+        return None
+    label_text = text("is_fraud")
+    allowed = set(_LABELS) if require_label else {*_LABELS, ""}
+    if not set(label_text) <= allowed:
+        return None
+    ids = set(txn)
+    if len(ids) != len(txn) or not seen.keys().isdisjoint(ids):
+        return None
+    seen.update(zip(txn, lines))
+    return Transactions(
+        txn_id=np.array(txn, dtype=object),
+        line=np.array(lines, dtype=np.int64),
+        ts=ts,
+        src=np.array(src, dtype=object),
+        dst=np.array(dst, dtype=object),
+        amount=amount,
+        currency=np.array(currency, dtype=object),
+        channel=np.array([c.lower() for c in text("channel")], dtype=object),
+        label=np.array([_LABELS.get(v, -1) for v in label_text], dtype=np.int8),
+        typology=np.array(text("typology"), dtype=object),
+    )
 
 
 def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactions:

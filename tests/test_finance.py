@@ -93,6 +93,33 @@ def test_event_store_compaction_keeps_features(trained):
         np.testing.assert_array_equal(getattr(one, name), np.concatenate([getattr(p, name) for p in parts]))
 
 
+def test_column_wise_validation_matches_row_by_row(trained, tmp_path, monkeypatch):
+    """The fast column-wise reader keeps and rejects exactly what `check_row` does, row by row."""
+    import data_adapters.transactions as adapter
+
+    _, data, _ = trained
+    lines = data.read_text().splitlines()
+    head = lines[0].split(",")
+    body = lines[1:]
+    amount, stamp, label = head.index("amount"), head.index("timestamp"), head.index("is_fraud")
+    for i, (column, value) in enumerate([(amount, "-1"), (stamp, "2026-03-01T09:30:00"), (label, "2"), (stamp, "17")]):
+        fields = body[40 + 50 * i].split(",")
+        fields[column] = value
+        body[40 + 50 * i] = ",".join(fields)
+    body.append(body[3])  # a duplicate id
+    messy = tmp_path / "messy.csv"
+    messy.write_text("\n".join([lines[0], *body]) + "\n")
+    for path in (data, messy):
+        fast = read_transactions(path, chunk_rows=97)
+        monkeypatch.setattr(adapter, "_clean_block", lambda *args: None)
+        slow = read_transactions(path, chunk_rows=97)
+        monkeypatch.undo()
+        for name in adapter._COLUMNS:
+            np.testing.assert_array_equal(getattr(fast[0], name), getattr(slow[0], name))
+        assert fast[1] == slow[1] and fast[0].rows_read == slow[0].rows_read
+    assert len(fast[1]) == 4  # three bad rows and the duplicate; "17" is a valid Unix timestamp
+
+
 def test_score_rejects_bad_rows_and_exits_3(trained, tmp_path):
     root, data, model = trained
     lines = data.read_text().splitlines()

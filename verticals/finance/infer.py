@@ -111,6 +111,16 @@ class OnnxFraudModel(nn.Module):
         feeds = {n: t.numpy() for n, t in zip(self.names, (seq, nbr, txn))}
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
+    def probabilities(self, features: FeatureBatch, batch: int = ORT_MAX_BATCH) -> np.ndarray:
+        """Fraud probabilities straight from numpy (no torch tensors: a single request saves ~0.1 ms)."""
+        out = []
+        for i in range(0, len(features), batch):
+            s = slice(i, i + batch)
+            feeds = dict(zip(self.names, (features.seq[s], features.nbr[s], features.txn[s])))
+            logits = self.session.run(None, feeds)[0].astype(np.float64)  # float64: exp(-x) stays finite
+            out.append((1.0 / (1.0 + np.exp(-logits))).astype(np.float32))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
 
 class StreamingScorer:
     """Causal scorer with per-account memory. Call `score` with transactions in processing order.
@@ -131,6 +141,11 @@ class StreamingScorer:
         elif self.model is None:
             raise ValueError("StreamingScorer needs a torch model or an existing ONNX file")
 
+    def _predict(self, features: FeatureBatch) -> np.ndarray:
+        if isinstance(self.model, OnnxFraudModel):
+            return self.model.probabilities(features)
+        return predict(self.model, features)
+
     def score(
         self, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
     ) -> np.ndarray:
@@ -143,7 +158,7 @@ class StreamingScorer:
         starts = range(0, len(ts), self.cfg.chunk_rows)
         if len(starts) <= 1:
             features = featurise(self.state, ts, src, dst, amount, channel)
-            return predict(self.model, features) if len(ts) else np.zeros(0, np.float32)
+            return self._predict(features) if len(ts) else np.zeros(0, np.float32)
         out, pending = [], None
         with ThreadPoolExecutor(max_workers=1) as pool:
             for i in starts:
@@ -151,7 +166,7 @@ class StreamingScorer:
                 features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s])
                 if pending is not None:
                     out.append(pending.result())
-                pending = pool.submit(predict, self.model, features)
+                pending = pool.submit(self._predict, features)
             out.append(pending.result())
         return np.concatenate(out)
 
