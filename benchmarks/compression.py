@@ -8,7 +8,8 @@ For each model (the 1D/2D/3D reference CNNs, and the verticals' Tasks with --ver
 2. `compress_model(int8="auto")`: ONNX fp32 vs static INT8 (per-channel QDQ, MinMax calibration on
    `Task.calibration_batches`, sensitivity-based fp32 fallback) and, where the graph has MatMul/Gemm,
    dynamic INT8; sizes, medians of repeated latencies, the metric through ORT, and auto's choice;
-3. structural channel pruning (50%, 10% per round, |w x grad| importance, fine-tuning via `Task.fit`),
+3. structural channel pruning (50%, 10% per round, |w x grad| importance, 2 epochs of fine-tuning via
+   `Task.fit` per round and after the last),
    without and with distillation from the unpruned model;
 4. unstructured magnitude pruning (50%): the metric and the sparsity (no speed-up expected).
 
@@ -66,8 +67,9 @@ def _fit(task: Any, model: Any, data: Any, cfg: Any) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, task: Any, cfg: Any, scale: str, root: Path, seed: int) -> dict[str, Any]:
+def measure(name: str, task: Any, cfg: Any, scale: str, root: Path, seed: int, finetune: int = 2) -> dict[str, Any]:
     """Every figure for one model; each compression run starts from the same trained model."""
+    from common.compress.compact import size_breakdown
     from common.compress.pipeline import CompressOptions, compress_model
     from common.compress.prune import magnitude_prune
     from common.compress.sensitivity import relative_drop
@@ -90,8 +92,8 @@ def measure(name: str, task: Any, cfg: Any, scale: str, root: Path, seed: int) -
         return result.report
 
     quant = run("int8", CompressOptions(int8="auto", max_drop=TARGETS["int8_drop_max"]))
-    pruned = run("prune", CompressOptions(int8="off", prune=0.5))
-    distilled = run("distill", CompressOptions(int8="off", prune=0.5, distill=True))
+    pruned = run("prune", CompressOptions(int8="off", prune=0.5, finetune_epochs=finetune))
+    distilled = run("distill", CompressOptions(int8="off", prune=0.5, distill=True, finetune_epochs=finetune))
     sparse_model = copy.deepcopy(model)
     sparsity = magnitude_prune(sparse_model, 0.5)["sparsity"]
     sparse_metric = float(task.evaluate(sparse_model, test, cfg)[task.headline_metric])
@@ -110,6 +112,13 @@ def measure(name: str, task: Any, cfg: Any, scale: str, root: Path, seed: int) -
         "size_fp32": size["fp32"],
         "size_int8": static["size_bytes"],
         "size_ratio": static["size_bytes"] / size["fp32"],
+        "size_int8_chosen_kind": quant["int8"].get("kind"),
+        "size_int8_chosen": size["int8"],
+        "bytes_fp32": size_breakdown(root / name / "int8" / "model_fp32.onnx"),
+        "bytes_int8": size_breakdown(root / name / "int8" / "model_int8.onnx"),
+        "prune_ignored": pruned["prune"].get("ignored_layers", []),
+        "prune_unsafe": pruned["prune"].get("unsafe_groups", []),
+        "finetune_epochs": finetune,
         "lat_torch": lat["torch"],
         "lat_ort_fp32": lat["ort_fp32"],
         "lat_ort_int8_static": static["latency_ms"],
@@ -186,6 +195,25 @@ def tables(rows: list[dict[str, Any]]) -> str:
         )
     lines += [
         "",
+        "Where the bytes go (the INT8 file auto kept, beside the fp32 file; tensor data by type, `graph` = "
+        "nodes, names and tensor headers; `fp32 in int8` = scales, fp32 biases and tensors of nodes kept fp32):",
+        "",
+        "| model | int8 kind | fp32 file | of it fp32 weights | int8 file | int8/fp32 | int8 weights | fp32 in int8 "
+        "| int32 | graph (fp32 -> int8) | nodes (fp32 -> int8) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "bytes_int8" not in r:
+            continue
+        f, q = r["bytes_fp32"], r["bytes_int8"]
+        lines.append(
+            f"| {r['model']} | {r.get('size_int8_chosen_kind')} | {r['size_fp32']:,} | {f.get('float', 0):,} "
+            f"| {r['size_int8_chosen']:,} | {r['size_int8_chosen'] / r['size_fp32']:.3f}x | {q.get('int8', 0):,} "
+            f"| {q.get('float', 0):,} ({q['float_tensors']} tensors) | {q.get('int32', 0):,} "
+            f"| {f['graph']:,} -> {q['graph']:,} | {f['nodes']} -> {q['nodes']} |"
+        )
+    lines += [
+        "",
         "Structural pruning, 50% of channels (latency ratios pruned vs unpruned):",
         "",
         "| model | rounds done | params kept | torch speed-up | ORT fp32 speed-up | note |",
@@ -236,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the config's)")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch and ONNX Runtime alike")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs per pruning round")
     parser.add_argument("--out", type=Path, default=None, help="directory for results.json")
     args = parser.parse_args(argv)
 
@@ -256,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fedsite-compbench-") as tmp:
         for name, task, cfg, scale in specs:
             try:
-                rows.append(measure(name, task, cfg, scale, Path(tmp), args.seed))
+                rows.append(measure(name, task, cfg, scale, Path(tmp), args.seed, args.finetune_epochs))
             except Exception as exc:  # one model failing must not lose the others' figures
                 print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     env = {

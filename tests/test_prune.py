@@ -119,3 +119,107 @@ def test_a_cut_that_breaks_training_is_rolled_back(reference_registered, tmp_pat
     assert report["rounds_done"] == 0 and "cannot train the pruned model" in report["stopped"]
     assert count_params(model) == before and model.body[0].out_channels == cfg.channels
     assert model(example[0]).shape == (example[0].shape[0],)
+
+
+class _TinyUNet(nn.Module):
+    """What the verticals combine: InstanceNorm + in-place activation, scSE, a skip concatenation, an
+    output head, and a reconstruction head that only the training loss sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from common.blocks import attention
+
+        self.enc = nn.Sequential(
+            nn.Conv3d(1, 8, 3, padding=1), nn.InstanceNorm3d(8, affine=True), nn.LeakyReLU(0.1, True)
+        )
+        self.down = nn.Sequential(nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.att = attention("scse", 3, 16)
+        self.up = nn.ConvTranspose3d(16, 8, 2, stride=2)
+        self.dec = nn.Sequential(
+            nn.Conv3d(16, 8, 3, padding=1), nn.InstanceNorm3d(8, affine=True), nn.LeakyReLU(0.1, True)
+        )
+        self.head = nn.Conv3d(8, 2, 1)
+        self.recon = nn.Conv3d(16, 1, 1)  # used by the loss only
+
+    def features(self, x):
+        e = self.enc(x)
+        d = self.att(self.down(e))
+        return self.dec(torch.cat([self.up(d), e], 1)), d
+
+    def forward(self, x):
+        return self.head(self.features(x)[0])
+
+
+class _UNetTask:
+    headline_metric = "neg_loss"
+    higher_is_better = True
+
+    def fit(self, model, data, cfg, *, epochs=1, extra_loss=None, **_):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        model.train()
+        for _ in range(epochs):
+            for x in data:
+                feats, deep = model.features(x)
+                recon = nn.functional.interpolate(model.recon(deep), size=x.shape[-3:])
+                loss = model.head(feats).pow(2).mean() + (recon - x).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return {"loss": float(loss)}
+
+
+def test_unet_with_attention_norms_skips_and_a_loss_only_head_prunes():
+    torch.manual_seed(0)
+    model = _TinyUNet()
+    data = [torch.randn(2, 1, 8, 8, 8) for _ in range(2)]
+    example = (torch.randn(1, 1, 8, 8, 8),)
+    report = prune_channels(_UNetTask(), model, data, None, example, fraction=0.5, step=0.25)
+    assert report["rounds_done"] == 2 and "stopped" not in report, report
+    assert {"head", "recon"} <= set(report["ignored_layers"])  # recon found through the loss, not forward
+    assert model.head.out_channels == 2 and model.recon.out_channels == 1
+    assert model.enc[0].out_channels < 8 and model.enc[1].num_features == model.enc[0].out_channels
+    assert model.att.spatial.conv.out_channels == 1
+    assert model.att.spatial.conv.in_channels == model.down[0].out_channels < 16
+    assert model(torch.randn(3, 1, 8, 8, 8)).shape == (3, 2, 8, 8, 8)
+    _UNetTask().fit(model, data, None)  # and the loss-only head still trains
+
+
+class _FixedPick(nn.Module):
+    """Reads channels 0, 2 and 5 of a conv by position: a cut Torch-Pruning's trace cannot follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv1d(1, 8, 3, padding=1)
+        self.b = nn.Conv1d(1, 8, 3, padding=1)
+        self.c = nn.Conv1d(8, 8, 3, padding=1)
+        self.head = nn.Linear(11, 1)
+
+    def forward(self, x):
+        picked = self.a(x)[:, [0, 2, 5]].mean(-1)
+        return self.head(torch.cat([picked, self.c(torch.relu(self.b(x))).mean(-1)], 1))
+
+
+def test_groups_the_dependency_graph_gets_wrong_are_found_and_left_whole():
+    from common.compress.prune import breaking_groups
+
+    model = _FixedPick()
+    example = (torch.randn(2, 1, 16),)
+    assert breaking_groups(model, example, [model.head]) == ["a"]
+
+
+def test_a_task_can_name_layers_to_leave_whole(reference_registered, tmp_path):
+    base = reference_registered
+    cfg = base.tiny_config()
+    train = base.load_data(cfg, base.synthesize(tmp_path / "data", seed=0, scale="tiny"), "train")
+
+    class Declaring:
+        def fit(self, *args, **kwargs):
+            return base.fit(*args, **kwargs)
+
+        def prune_ignored_layers(self, model):
+            return ["body.0"]
+
+    model = base.build_model(cfg)
+    report = prune_channels(Declaring(), model, train, cfg, base.example_input(cfg), fraction=0.5, step=0.5)
+    assert "body.0" in report["ignored_layers"] and model.body[0].out_channels == cfg.channels
+    assert model.body[2].out_channels < cfg.channels

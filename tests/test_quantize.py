@@ -143,3 +143,22 @@ def test_ort_module_scores_like_the_torch_model(trained):
     torch_metrics = task.evaluate(model, trained["test"], cfg)
     ort_metrics = task.evaluate(wrapper, trained["test"], cfg)
     assert ort_metrics["auroc"] == pytest.approx(torch_metrics["auroc"], abs=1e-6)
+
+
+def test_compaction_keeps_the_numbers_and_sheds_graph_bytes(trained):
+    import numpy as np
+
+    from common.compress.compact import compact_onnx, size_breakdown
+
+    tmp = trained["tmp"]
+    int8 = quantize_static_int8(trained["prepared"], tmp / "int8_for_compact.onnx", trained["batches"])
+    for path in (trained["fp32"], int8):
+        small = compact_onnx(path, tmp / f"compact_{path.name}")
+        assert onnx_size_bytes(small) < onnx_size_bytes(path)
+        for batch in trained["batches"][:2]:
+            a, b = run_session(session(path), batch), run_session(session(small), batch)
+            assert all(np.array_equal(x, y) for x, y in zip(a, b))  # bit-identical outputs
+        parts = size_breakdown(small)
+        assert sum(v for k, v in parts.items() if k not in ("nodes", "float_tensors")) == onnx_size_bytes(small)
+    parts = size_breakdown(tmp / f"compact_{int8.name}")
+    assert parts["int8"] > 0.8 * sum(p.numel() for p in trained["model"].parameters() if p.dim() > 1)

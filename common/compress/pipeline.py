@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from common.compress.compact import compact_onnx
 from common.compress.distill import distillation_loss
 from common.compress.latency import OrtModule, ort_latency_ms, torch_latency_ms
 from common.compress.prune import PruningUnsupported, count_params, magnitude_prune, prune_channels, structure
@@ -168,6 +169,7 @@ def compress_model(
         data = (train_data, eval_data)
         candidates = _int8_candidates(task, model, cfg, data, fp32, workdir, options, metric["ort_fp32"])
         for cand in candidates:
+            compact_onnx(cand["path"])  # sensitivity is done: node names are no longer needed
             cand["latency_ms"] = ort_latency_ms(cand["path"], example)
             cand["size_bytes"] = onnx_size_bytes(cand["path"])
             log(f"compress: {cand['kind']} int8 {cand['latency_ms']:.3g} ms vs ort fp32 {latency['ort_fp32']:.3g} ms")
@@ -200,6 +202,8 @@ def compress_model(
             reasons.append(f"int8 drops the metric by {best['drop']:.2%} > {options.max_drop:.2%}")
         int8_report["reason"] = "; ".join(reasons) or "int8 is faster and within the metric budget"
 
+    compact_onnx(fp32)  # the same lossless compaction as the INT8 file, so their sizes compare weights
+    sizes["fp32"] = onnx_size_bytes(fp32)
     chosen_path = int8_path if chosen == "ort_int8" else fp32
     metric["after"] = _headline(task, chosen_metrics)
     metric["drop"] = relative_drop(before, metric["after"], better)

@@ -7,6 +7,17 @@ during the preceding fine-tuning pass through `Task.fit`; fine-tuning between ro
 recover before the next cut. Layers whose outputs are the model's outputs are never cut (found by
 walking the autograd graph back from the outputs), so the output shapes do not change.
 
+Three things Torch-Pruning's dependency graph gets wrong on our models, fixed here rather than in
+each vertical:
+- a `torch.cat` whose input widths it cannot infer (U-Net skips fed by attention blocks: the 3D
+  detector failed with `int + NoneType`): the widths are recorded from the traced forward pass;
+- the spatial gate of scSE/CBAM (one channel, broadcast-multiplied onto x) would be coupled to x's
+  channels: it gets its own pruner (its input channels follow x, its single output is never cut);
+- output layers that forward does not return (a reconstruction head only the training loss sees):
+  besides the forward outputs, the layers nearest the Task's loss are found by walking back from the
+  loss tensor of the first `backward()` in `Task.fit`, and a Task may name more layers to leave
+  alone with a `prune_ignored_layers(model) -> [module or name]` method (read with getattr).
+
 Unstructured magnitude pruning zeroes the smallest weights; it is reported as sparsity because dense
 kernels run no faster on zeros.
 
@@ -16,6 +27,7 @@ A pruned model no longer matches its config's shapes; `structure()` records the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Sequence
@@ -66,9 +78,14 @@ def _output_layers_of(model: nn.Module, example: Sequence[torch.Tensor]) -> list
     owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
     with torch.enable_grad():
         outputs = output_leaves(model(*example))
+    return _walk_to_weighted([o.grad_fn for o in outputs], owners)
+
+
+def _walk_to_weighted(roots: Sequence[Any], owners: dict[int, nn.Module]) -> list[nn.Module]:
+    """From autograd nodes, walk back to the first op fed by a conv/linear weight on every path."""
     found: dict[int, nn.Module] = {}
     seen: set[int] = set()
-    stack = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    stack = [fn for fn in roots if fn is not None]
     while stack:
         fn = stack.pop()
         if fn is None or id(fn) in seen:
@@ -84,12 +101,213 @@ def _output_layers_of(model: nn.Module, example: Sequence[torch.Tensor]) -> list
             and getattr(owners[id(p)], "weight", None) is not None
             and owners[id(p)].weight.dim() > 1
         ]
-        if weighted:  # a conv / linear: it sets the output's channels; stop walking this branch
+        if weighted:  # a conv / linear: it sets this path's channels; stop walking this branch
             for module in weighted:
                 found[id(module)] = module
             continue
         stack.extend(child for child, param in zip(children, params) if param is None)
     return list(found.values())
+
+
+@contextlib.contextmanager
+def loss_layers(model: nn.Module, found: list[nn.Module]):
+    """While active, the first `loss.backward()` appends to `found` the layers nearest that loss.
+
+    These are the layers whose output widths the Task's loss depends on, including heads that the
+    forward pass does not return (e.g. a reconstruction compared with the input).
+    """
+    owners = {id(p): m for m in model.modules() for p in m.parameters(recurse=False)}
+    original = torch.Tensor.backward
+    done = []
+
+    def backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not done and self.grad_fn is not None:
+            done.append(True)
+            found.extend(_walk_to_weighted([self.grad_fn], owners))
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.backward = backward
+    try:
+        yield found
+    finally:
+        torch.Tensor.backward = original
+
+
+def declared_ignored_layers(task: Any, model: nn.Module) -> list[nn.Module]:
+    """Layers the Task asks pruning to leave alone: `task.prune_ignored_layers(model)` (modules or names)."""
+    declare = getattr(task, "prune_ignored_layers", None)
+    if declare is None:
+        return []
+    modules = dict(model.named_modules())
+    out = []
+    for item in declare(model) if callable(declare) else declare:
+        if isinstance(item, str):
+            if item not in modules:
+                raise ValueError(f"prune_ignored_layers names '{item}', which the model does not have")
+            out.append(modules[item])
+        else:
+            out.append(item)
+    return out
+
+
+@contextlib.contextmanager
+def _traceable(model: nn.Module):
+    """While Torch-Pruning traces `model`: activations are not in place, and each channel-wise torch.cat
+    records its input widths for Torch-Pruning's index mapping (which otherwise infers them and fails
+    on some U-Net skips).
+
+    In-place activations after InstanceNorm (whose output is a view) rewrite the autograd graph into
+    CopySlices/AsStrided nodes, which hides the norm layer from the tracer: its channels then stay
+    while the conv before it is cut (the 3D detector broke exactly so).
+    """
+    import torch_pruning.dependency.index_mapping as index_mapping
+
+    inplace = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    for module in inplace:
+        module.inplace = False
+
+    widths: dict[Any, list[int]] = {}
+    originals = {name: getattr(torch, name) for name in ("cat", "concat", "concatenate")}
+
+    def recording(original: Callable) -> Callable:
+        def cat(tensors: Sequence[torch.Tensor], dim: int = 0, *args: Any, **kwargs: Any) -> torch.Tensor:
+            out = original(tensors, dim, *args, **kwargs)
+            if out.grad_fn is not None and out.dim() > 1 and dim % out.dim() == 1:
+                widths[out.grad_fn] = [int(t.shape[1]) for t in tensors]
+            return out
+
+        return cat
+
+    update = index_mapping.update_concat_index_mapping
+
+    def update_with_widths(graph: Any, node: Any) -> None:
+        if getattr(node.module, "concat_sizes", "absent") is None and node.grad_fn in widths:
+            node.module.concat_sizes = list(widths[node.grad_fn])
+        update(graph, node)
+
+    for name, fn in originals.items():
+        setattr(torch, name, recording(fn))
+    index_mapping.update_concat_index_mapping = update_with_widths
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(torch, name, fn)
+        index_mapping.update_concat_index_mapping = update
+        for module in inplace:
+            module.inplace = True
+
+
+def _gate_pruners() -> dict[type, Any]:
+    """A pruner for the attention blocks' spatial gate: a leaf whose one output channel is broadcast."""
+    import torch_pruning as tp
+
+    from common.blocks import SpatialGate
+
+    class SpatialGatePruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+            return layer  # one broadcast channel: x's channels are cut, the gate's single map stays
+
+        def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+            if not layer.pooled:  # scSE: a 1x1 conv over x's channels; CBAM pools them to 2 first
+                tp.prune_conv_in_channels(layer.conv, idxs)
+            return layer
+
+        def get_out_channels(self, layer: nn.Module) -> None:
+            return None
+
+        def get_in_channels(self, layer: nn.Module) -> int | None:
+            return None if layer.pooled else layer.conv.in_channels
+
+    return {SpatialGate: SpatialGatePruner()}
+
+
+class _LossReached(BaseException):
+    """Raised by the patched `backward()` to stop `Task.fit` at its first loss (BaseException, so a
+    Task's own `except Exception` cannot swallow it)."""
+
+
+def loss_forward(task: Any, data: Any, cfg: Any, extra_loss: Any = None) -> Callable:
+    """A Torch-Pruning `forward_fn` that runs the Task's own training step up to its first loss.
+
+    Tracing the loss rather than `model(*example)` puts layers only the loss sees (a reconstruction
+    head) in the dependency graph, so their input channels are cut with the layers that feed them.
+    No optimizer step runs; the model's state (e.g. BatchNorm statistics) and gradients are put back.
+    """
+
+    def forward_fn(model: nn.Module, example: Any) -> torch.Tensor:
+        original = torch.Tensor.backward
+        state = copy.deepcopy(model.state_dict())
+        grads = {p: p.grad for p in model.parameters()}  # the Taylor gradients: fit's zero_grad drops them
+        training = model.training
+
+        def stop(self: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+            raise _LossReached(self)
+
+        torch.Tensor.backward = stop
+        try:
+            task.fit(model, data, cfg, epochs=1, extra_loss=extra_loss)
+        except _LossReached as reached:
+            return reached.args[0]
+        finally:
+            torch.Tensor.backward = original
+            model.load_state_dict(state)
+            model.train(training)
+            for param, grad in grads.items():
+                param.grad = grad
+        raise RuntimeError("Task.fit never called loss.backward()")
+
+    return forward_fn
+
+
+def _dependency_graph(model: nn.Module, example: Sequence[torch.Tensor], forward_fn: Callable | None = None) -> Any:
+    import torch_pruning as tp
+
+    with _traceable(model):
+        return tp.DependencyGraph().build_dependency(
+            model, example, forward_fn=forward_fn, customized_pruners=_gate_pruners()
+        )
+
+
+def breaking_groups(
+    model: nn.Module, example: Sequence[torch.Tensor], ignored: Sequence[nn.Module], forward_fn: Callable | None = None
+) -> list[str]:
+    """Layers whose channel group Torch-Pruning gets wrong: cutting half its channels (every other one and
+    the last), on a copy of the model, breaks the forward pass (train or eval mode) or changes an output's shape.
+
+    The dependency graph is a trace; data-dependent indexing, flattening reshapes and gathers over
+    features (the fraud model's ego-graphs) can fool it. Probing each group alone finds those groups,
+    and leaving them out lets the rest of the model be pruned instead of rolling everything back.
+    """
+    import torch_pruning as tp
+
+    shapes = _output_shapes(model, example)
+    skip = {n for n, m in model.named_modules() if any(m is i for i in ignored)}
+    graph = _dependency_graph(copy.deepcopy(model), example, forward_fn)
+    names = {id(m): n for n, m in graph.model.named_modules()}
+    roots = []
+    for group in graph.get_all_groups(root_module_types=(tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)):
+        root = names.get(id(group[0].dep.target.module))
+        if root is not None and root not in skip:
+            roots.append(root)
+    broken = []
+    for root in roots:
+        probe = copy.deepcopy(model)
+        try:
+            graph = _dependency_graph(probe, example, forward_fn)
+            layer = dict(probe.named_modules())[root]
+            pruner = graph.get_pruner_of_module(layer)
+            width = pruner.get_out_channels(layer)
+            if width < 3:
+                continue
+            cut = sorted({*range(0, width, 2), width - 1} - {width - 2})
+            graph.get_pruning_group(layer, pruner.prune_out_channels, cut).prune()
+            ok = _output_shapes(probe, example) == shapes
+        except Exception:  # noqa: BLE001 - any failure means this group's cut is not safe
+            ok = False
+        if not ok:
+            broken.append(root)
+    return broken
 
 
 class _GradientMeter:
@@ -158,23 +376,19 @@ def prune_channels(
     params_before = count_params(model)
     example = tuple(example)
     shapes = _output_shapes(model, example)
-    try:
-        pruner = tp.pruner.MetaPruner(
-            model,
-            example,
-            importance=tp.importance.GroupTaylorImportance(),
-            pruning_ratio=fraction,
-            iterative_steps=rounds,
-            ignored_layers=output_layers(model, example),
-        )
-    except Exception as exc:  # noqa: BLE001 - a graph torch-pruning cannot trace is a fact to report
-        raise PruningUnsupported(f"torch-pruning cannot trace this model ({_one_line(exc)})") from None
+    untouched = copy.deepcopy(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    ignored: list[nn.Module] = []
+    pruner = None
     history: list[dict[str, Any]] = []
     stopped = None
     snapshot = None
     for r in range(rounds):
+        near_loss: list[nn.Module] = []
+        capture = loss_layers(model, near_loss) if pruner is None else contextlib.nullcontext()
         try:
-            fit = fit_measuring_gradients(task, model, train_data, cfg, finetune_epochs, extra_loss=extra_loss)
+            with capture:
+                fit = fit_measuring_gradients(task, model, train_data, cfg, finetune_epochs, extra_loss=extra_loss)
         except Exception as exc:
             if snapshot is None:
                 raise  # the Task's own fit fails on the unpruned model: not a pruning problem
@@ -183,6 +397,38 @@ def prune_channels(
             stopped = f"round {r}: the Task cannot train the pruned model ({_one_line(exc)}); kept round {r - 1}"
             log(f"prune: stopped at {stopped}")
             break
+        if pruner is None:  # built after the first fit: the loss it saw names the heads to keep whole
+            found = [*output_layers(model, example), *near_loss, *declared_ignored_layers(task, model)]
+            trace = loss_forward(task, train_data, cfg, extra_loss)
+            try:  # trace the Task's loss; a Task whose fit cannot be traced so falls back to forward
+                _dependency_graph(copy.deepcopy(model), example, trace)
+            except Exception as exc:  # noqa: BLE001
+                log(f"prune: tracing the Task's loss failed ({_one_line(exc)}); tracing forward only")
+                trace = None
+            try:
+                broken = breaking_groups(model, example, found, trace)
+            except Exception as exc:  # noqa: BLE001 - reported as untraceable just below
+                log(f"prune: probing channel groups failed ({_one_line(exc)})")
+                broken = []
+            if broken:
+                log(f"prune: leaving {len(broken)} group(s) the dependency graph gets wrong: {', '.join(broken)}")
+            modules = dict(model.named_modules())
+            ignored = list({id(m): m for m in [*found, *(modules[n] for n in broken)]}.values())
+            try:
+                with _traceable(model):
+                    pruner = tp.pruner.MetaPruner(
+                        model,
+                        example,
+                        importance=tp.importance.GroupTaylorImportance(),
+                        pruning_ratio=fraction,
+                        iterative_steps=rounds,
+                        ignored_layers=ignored,
+                        customized_pruners=_gate_pruners(),
+                        forward_fn=trace,
+                    )
+            except Exception as exc:  # noqa: BLE001 - a graph torch-pruning cannot trace is a fact to report
+                model.__dict__.update(untouched.__dict__)
+                raise PruningUnsupported(f"torch-pruning cannot trace this model ({_one_line(exc)})") from None
         snapshot = copy.deepcopy(model)
         try:
             pruner.step()
@@ -213,6 +459,8 @@ def prune_channels(
         "params_before": params_before,
         "params_after": count_params(model),
         "history": history,
+        "ignored_layers": sorted(names.get(id(m), type(m).__name__) for m in ignored),
+        "unsafe_groups": broken if pruner is not None else [],
     }
     if stopped:
         report["stopped"] = stopped
