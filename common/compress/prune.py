@@ -368,7 +368,6 @@ def prune_channels(
     Before each cut, a fine-tuning pass (`Task.fit`, with `extra_loss` e.g. distillation) measures the
     gradients that rank channels; after the last cut, `final_epochs` more of fine-tuning.
     """
-    import torch_pruning as tp
 
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"pruning fraction must be in (0, 1), got {fraction}")
@@ -377,8 +376,8 @@ def prune_channels(
     example = tuple(example)
     shapes = _output_shapes(model, example)
     untouched = copy.deepcopy(model)
-    names = {id(m): n for n, m in model.named_modules()}
-    ignored: list[nn.Module] = []
+    keep: list[str] = []
+    broken: list[str] = []
     pruner = None
     history: list[dict[str, Any]] = []
     stopped = None
@@ -399,42 +398,35 @@ def prune_channels(
             break
         if pruner is None:  # built after the first fit: the loss it saw names the heads to keep whole
             found = [*output_layers(model, example), *near_loss, *declared_ignored_layers(task, model)]
+            keep = [n for n, m in model.named_modules() if any(m is f for f in found)]
             trace = loss_forward(task, train_data, cfg, extra_loss)
             try:  # trace the Task's loss; a Task whose fit cannot be traced so falls back to forward
                 _dependency_graph(copy.deepcopy(model), example, trace)
             except Exception as exc:  # noqa: BLE001
                 log(f"prune: tracing the Task's loss failed ({_one_line(exc)}); tracing forward only")
                 trace = None
+            broken += _probe(model, example, keep, trace)
             try:
-                broken = breaking_groups(model, example, found, trace)
-            except Exception as exc:  # noqa: BLE001 - reported as untraceable just below
-                log(f"prune: probing channel groups failed ({_one_line(exc)})")
-                broken = []
-            if broken:
-                log(f"prune: leaving {len(broken)} group(s) the dependency graph gets wrong: {', '.join(broken)}")
-            modules = dict(model.named_modules())
-            ignored = list({id(m): m for m in [*found, *(modules[n] for n in broken)]}.values())
-            try:
-                with _traceable(model):
-                    pruner = tp.pruner.MetaPruner(
-                        model,
-                        example,
-                        importance=tp.importance.GroupTaylorImportance(),
-                        pruning_ratio=fraction,
-                        iterative_steps=rounds,
-                        ignored_layers=ignored,
-                        customized_pruners=_gate_pruners(),
-                        forward_fn=trace,
-                    )
+                pruner = _meta_pruner(model, example, [*keep, *broken], trace, fraction, rounds)
             except Exception as exc:  # noqa: BLE001 - a graph torch-pruning cannot trace is a fact to report
                 model.__dict__.update(untouched.__dict__)
                 raise PruningUnsupported(f"torch-pruning cannot trace this model ({_one_line(exc)})") from None
         snapshot = copy.deepcopy(model)
-        try:
-            pruner.step()
-            problem = None if _output_shapes(model, example) == shapes else "the output shapes changed"
-        except Exception as exc:  # noqa: BLE001 - roll back below, whatever broke
-            problem = _one_line(exc)
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        problem = _cut(pruner, model, example, shapes)
+        if problem:  # a group the probe on the full-width model missed: find it at these widths, retry once
+            _restore(model, snapshot, grads)
+            more = [n for n in _probe(model, example, [*keep, *broken], trace) if n not in broken]
+            if more:
+                broken += more
+                left = rounds - r  # the remaining cuts, as a ratio of today's widths
+                ratio = 1.0 - (1.0 - fraction) / (1.0 - fraction * r / rounds)
+                try:
+                    pruner = _meta_pruner(model, example, [*keep, *broken], trace, ratio, left)
+                    snapshot = copy.deepcopy(model)
+                    problem = _cut(pruner, model, example, shapes)
+                except Exception as exc:  # noqa: BLE001
+                    problem = _one_line(exc)
         model.zero_grad(set_to_none=True)
         if problem:  # a cut the dependency graph got wrong: undo it and keep the last model that ran
             model.__dict__.update(snapshot.__dict__)
@@ -459,12 +451,64 @@ def prune_channels(
         "params_before": params_before,
         "params_after": count_params(model),
         "history": history,
-        "ignored_layers": sorted(names.get(id(m), type(m).__name__) for m in ignored),
-        "unsafe_groups": broken if pruner is not None else [],
+        "ignored_layers": sorted({*keep, *broken}),
+        "unsafe_groups": broken,
     }
     if stopped:
         report["stopped"] = stopped
     return report
+
+
+def _probe(model: nn.Module, example: Sequence[torch.Tensor], keep: Sequence[str], trace: Callable | None) -> list[str]:
+    modules = dict(model.named_modules())
+    try:
+        broken = breaking_groups(model, example, [modules[n] for n in keep], trace)
+    except Exception as exc:  # noqa: BLE001 - then the rollback after a bad cut is the safety net
+        log(f"prune: probing channel groups failed ({_one_line(exc)})")
+        return []
+    if broken:
+        log(f"prune: leaving {len(broken)} group(s) the dependency graph gets wrong: {', '.join(broken)}")
+    return broken
+
+
+def _meta_pruner(
+    model: nn.Module,
+    example: Sequence[torch.Tensor],
+    ignored: Sequence[str],
+    trace: Callable | None,
+    ratio: float,
+    steps: int,
+) -> Any:
+    import torch_pruning as tp
+
+    modules = dict(model.named_modules())
+    with _traceable(model):
+        return tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=tp.importance.GroupTaylorImportance(),
+            pruning_ratio=ratio,
+            iterative_steps=steps,
+            ignored_layers=[modules[n] for n in ignored],
+            customized_pruners=_gate_pruners(),
+            forward_fn=trace,
+        )
+
+
+def _cut(pruner: Any, model: nn.Module, example: Sequence[torch.Tensor], shapes: list) -> str | None:
+    """One pruning step; what went wrong, or None when the model still runs with the same output shapes."""
+    try:
+        pruner.step()
+        return None if _output_shapes(model, example) == shapes else "the output shapes changed"
+    except Exception as exc:  # noqa: BLE001 - the caller rolls back, whatever broke
+        return _one_line(exc)
+
+
+def _restore(model: nn.Module, snapshot: nn.Module, grads: dict[str, torch.Tensor | None]) -> None:
+    """Put `snapshot` back into `model`, with the gradients that rank channels (deepcopy drops them)."""
+    model.__dict__.update(copy.deepcopy(snapshot).__dict__)
+    for name, param in model.named_parameters():
+        param.grad = grads.get(name)
 
 
 class PruningUnsupported(ValueError):
