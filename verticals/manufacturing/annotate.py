@@ -24,6 +24,9 @@ def annotate(image_rgb: np.ndarray, verdict: Verdict, image_threshold: float) ->
     alpha = np.clip(heat, 0.15, 0.6)[..., None]  # strong where the model is sure, faint elsewhere
     out = (base * (1 - alpha) + coloured * alpha).astype(np.uint8)
     thick = max(1, round(min(h, w) / 200))
+    if verdict.roi is not None:  # the located part (roi.py): what the model looked at
+        x, y, rw, rh = verdict.roi
+        cv2.rectangle(out, (x, y), (x + rw - 1, y + rh - 1), (200, 200, 0), thick)
     for defect in verdict.defects:
         if len(defect.contour):
             cv2.drawContours(out, [defect.contour], -1, (255, 255, 255), thick)

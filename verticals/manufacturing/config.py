@@ -19,9 +19,16 @@ class InspectConfig:
     model_stride: int = 2  # the network runs at image_size / model_stride
     attention: str = "scse"  # common.blocks: scse, cbam or none
     reconstruction: bool = True  # DRAEM-style reconstruction branch feeding the segmenter
+    memory_size: int = 2048  # patch memory of good parts (memory.py); 0 disables it
+    memory_patch: int = 5  # grey patch side at a quarter of image_size (model_stride 2)
+    memory_weights: str = "0,0.5,1,2"  # candidate weights of the memory logits, chosen on validation
     score_pool: int = 9  # image score = max of the map averaged over score_pool^2 (as a fraction of 256)
+    # optional part localisation before the model (roi.py): crop every image to the part it shows
+    roi: bool = False
+    roi_margin: float = 0.05  # padding around the part's bounding box, as a fraction of its size
+    roi_min_area_frac: float = 0.02  # smaller foreground: no part found, the whole frame is used
     # training (good images only; anomalies are synthesised on the fly)
-    epochs: int = 8
+    epochs: int = 24  # 1200 steps: about 3-5 min on one thread of a shared 2-core machine
     steps_per_epoch: int = 50
     batch_size: int = 8
     crop: int = 128  # training crop (the model is fully convolutional)
@@ -34,7 +41,8 @@ class InspectConfig:
     target_frr: float = 0.02  # image threshold: false-reject rate on held-out good parts
     pixel_fpr: float = 0.002  # pixel threshold: false-positive pixel rate on held-out good parts
     min_pixel_threshold: float = 0.3
-    blur_sigma: float = 1.5  # Gaussian smoothing of the anomaly map, in model pixels
+    blur_sigma: float = 1.5  # Gaussian smoothing of the anomaly map, in image_size pixels
+    blur_candidates: str = "1.5,4,8"  # train picks blur_sigma among these on validation ("": keep blur_sigma)
     morph_kernel: int = 3
     min_area_frac: float = 0.0005  # components smaller than this fraction of the image are dropped
     box_iou: float = 0.1  # a predicted box matches a ground-truth defect at this IoU

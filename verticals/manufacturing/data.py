@@ -18,6 +18,7 @@ from common.errors import UserError
 from data_adapters.images import ImageError, mvtec_split, read_image, read_mask
 
 from .config import InspectConfig
+from .roi import full_frame, locate_part
 
 
 @dataclass
@@ -76,11 +77,14 @@ def load_split(cfg: InspectConfig, source: str | Path, split: str) -> Inspection
     has_mask = np.zeros(len(listing.paths), bool)
     for i, (path, label, mask_path) in enumerate(zip(listing.paths, listing.labels, listing.masks)):
         try:
-            images[i] = resize_rgb(read_image(path), size)
+            image = read_image(path)
+            roi = locate_part(image, cfg.roi_margin, cfg.roi_min_area_frac) if cfg.roi else full_frame(image)
+            images[i] = resize_rgb(roi.crop(image), size)
             if label == 0:
                 has_mask[i] = True
             elif mask_path is not None:
-                masks[i] = read_mask(mask_path, (size, size))
+                mask = read_mask(mask_path, image.shape[:2])
+                masks[i] = read_mask_crop(roi.crop(mask), size)
                 has_mask[i] = True
         except ImageError as exc:
             raise UserError(f"{path}: {exc}") from None
@@ -89,6 +93,13 @@ def load_split(cfg: InspectConfig, source: str | Path, split: str) -> Inspection
     return InspectionData(
         images, np.asarray(listing.labels, np.int64), masks, has_mask, list(listing.kinds), names, root
     )
+
+
+def read_mask_crop(mask: np.ndarray, size: int) -> np.ndarray:
+    """A boolean mask (already cropped to the ROI) at the model's square size (nearest neighbour)."""
+    if mask.shape == (size, size):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def split_holdout(data: InspectionData, fraction: float) -> tuple[InspectionData, InspectionData | None]:

@@ -31,6 +31,7 @@ from .config import InspectConfig
 from .data import resize_rgb, to_tensor
 from .deploy import load_backend
 from .postprocess import Verdict, decide
+from .roi import locate_part, shift_verdict
 
 RESULT_HEADER = ["image", "anomaly_score", "is_defective", "num_defects", "status", "reason"]
 DEFECT_HEADER = ["image", "x", "y", "w", "h", "area_px", "score"]
@@ -51,16 +52,20 @@ class Inspector:
         """Verdicts for uint8 RGB images of any sizes (boxes in each image's own pixels)."""
         if not images:
             return []
-        batch = to_tensor(np.stack([resize_rgb(img, self.cfg.image_size) for img in images]))
+        cfg = self.cfg
+        rois = [locate_part(img, cfg.roi_margin, cfg.roi_min_area_frac) if cfg.roi else None for img in images]
+        crops = [roi.crop(img) if roi is not None else img for roi, img in zip(rois, images)]
+        batch = to_tensor(np.stack([resize_rgb(img, cfg.image_size) for img in crops]))
         start = time.perf_counter()
         logits, scores, thresholds = self.module(batch)
         self.model_seconds += time.perf_counter() - start
         self.thresholds = (float(thresholds[0, 0]), float(thresholds[0, 1]))
         logits_np, scores_np = logits[:, 0].float().numpy(), scores.float().numpy()
-        return [
-            decide(logits_np[i], float(scores_np[i]), self.thresholds, self.cfg, image_shape=img.shape[:2])
-            for i, img in enumerate(images)
-        ]
+        verdicts = []
+        for i, (roi, crop, img) in enumerate(zip(rois, crops, images)):
+            verdict = decide(logits_np[i], float(scores_np[i]), self.thresholds, cfg, image_shape=crop.shape[:2])
+            verdicts.append(shift_verdict(verdict, roi, img.shape[:2]) if roi is not None else verdict)
+        return verdicts
 
 
 def open_inspector(model_dir: str | Path, backend: str = "auto", workdir: Path | None = None) -> Inspector:

@@ -84,6 +84,19 @@ class Segmenter(nn.Module):
         return self.head(d1)
 
 
+def patch_features(xn: torch.Tensor, patch: int) -> torch.Tensor:
+    """Grey `patch` x `patch` neighbourhoods of the normalised input at half the working resolution.
+
+    Built from padded slices (Slice/Concat in ONNX, not a Conv), so INT8 quantization of the
+    convolutions never touches the features the memory compares. Output (B, patch^2, H/2, W/2).
+    """
+    grey = F.avg_pool2d(xn.mean(1, keepdim=True), 2)
+    r = patch // 2
+    padded = F.pad(grey, (r, r, r, r), mode="replicate")
+    h, w = grey.shape[-2:]
+    return torch.cat([padded[..., i : i + h, j : j + w] for i in range(patch) for j in range(patch)], 1)
+
+
 class DefectNet(nn.Module):
     """The inspector: normalise -> reconstruct -> segment -> (map logits, image score, thresholds)."""
 
@@ -100,6 +113,14 @@ class DefectNet(nn.Module):
         self.register_buffer("image_threshold", torch.tensor(0.5))
         self.register_buffer("pixel_threshold", torch.tensor(0.5))
         self.register_buffer("calibrated", torch.tensor(0.0))  # 1 once fit has set stats and thresholds
+        # patch memory (PatchCore-style nearest neighbour over good parts; memory.py fits it):
+        # distance -> logit as (d - memory_loc) / memory_scale * memory_weight, added to the segmenter's
+        self.memory_patch = cfg.memory_patch
+        self.memory_size = cfg.memory_size
+        if cfg.memory_size > 0:
+            self.register_buffer("memory", torch.zeros(cfg.memory_size, cfg.memory_patch**2))
+            self.register_buffer("memory_norm", torch.zeros(cfg.memory_size))
+            self.register_buffer("memory_affine", torch.tensor([0.0, 1.0, 0.0]))  # loc, scale, weight (0: off)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -118,6 +139,30 @@ class DefectNet(nn.Module):
         recon = self.reconstructor(xn)
         return self.segmenter(torch.cat([xn, recon], 1)), xn, recon
 
+    def memory_distance(self, xn: torch.Tensor) -> torch.Tensor:
+        """Distance of every patch to its nearest good patch in memory, (B, 1, H/2, W/2) at working scale."""
+        feats = patch_features(xn, self.memory_patch)
+        b, c, h, w = feats.shape
+        q = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
+        # |q - m|^2 = |q|^2 + (|m|^2 - 2 q.m): one MatMul against [-2m, |m|^2] and one ReduceMin
+        # over the (B, HW, M) products; |q|^2 is added after the min (it does not depend on m)
+        bank = torch.cat([-2 * self.memory, self.memory_norm[:, None]], 1)
+        q1 = torch.cat([q, torch.ones_like(q[..., :1])], -1)
+        d2 = (q1 @ bank.t()).amin(-1) + (q * q).sum(-1)
+        return d2.clamp_min(0).sqrt().view(b, 1, h, w)
+
+    def memory_logits(self, xn: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        loc, scale, weight = self.memory_affine[0], self.memory_affine[1], self.memory_affine[2]
+        z = ((self.memory_distance(xn) - loc) / scale).clamp_min(0)  # evidence for a defect, never against
+        return _up(z * weight, like)
+
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Segmenter logits plus, when a memory is fitted, the memory's calibrated distance logits."""
+        small, xn, _ = self.segment(x)
+        if self.memory_size > 0:
+            small = small + self.memory_logits(xn, small)
+        return small
+
     def image_score(self, logits: torch.Tensor) -> torch.Tensor:
         """Max of the locally averaged defect probability (DRAEM): one confident blob, not one pixel."""
         prob = torch.sigmoid(logits)
@@ -125,7 +170,7 @@ class DefectNet(nn.Module):
         return pooled.amax(dim=(1, 2, 3))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        small, _, _ = self.segment(x)
+        small = self.fused(x)
         score = self.image_score(small)
         logits = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
         thresholds = torch.stack([self.image_threshold, self.pixel_threshold]).unsqueeze(0)

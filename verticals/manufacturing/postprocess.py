@@ -38,6 +38,7 @@ class Verdict:
     is_defective: bool
     defects: list[Defect]
     heatmap: np.ndarray  # smoothed defect probability at model resolution, float32 [0, 1]
+    roi: tuple[int, int, int, int] | None = None  # (x, y, w, h) of the part when cropped to it (roi.py)
 
 
 def smooth(prob: np.ndarray, sigma: float) -> np.ndarray:

@@ -62,9 +62,22 @@ class ManufacturingTask:
         )
 
     def tiny_config(self) -> InspectConfig:
-        """64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects."""
+        """64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects.
+
+        No patch memory: FedAvg would average different sites' memories row by row, which means
+        nothing; a federated memory needs its own aggregation (concatenate + coreset), not done yet.
+        """
         return InspectConfig(
-            image_size=64, width=8, epochs=3, steps_per_epoch=25, batch_size=8, crop=64, infer_batch=8, blur_sigma=1.0
+            image_size=64,
+            width=8,
+            epochs=3,
+            steps_per_epoch=25,
+            batch_size=8,
+            crop=64,
+            infer_batch=8,
+            blur_sigma=1.0,
+            blur_candidates="",
+            memory_size=0,
         )
 
 

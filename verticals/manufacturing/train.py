@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from common.task import ExtraLoss, Proximal, added_loss
 from .anomalies import synthesize_anomaly
 from .config import InspectConfig
 from .data import InspectionData, split_holdout, to_tensor
+from .memory import choose_blur, fit_memory, validation_set
 from .model import DefectNet
 
 
@@ -137,7 +139,13 @@ def fit(
     metrics = {k: v / max(done, 1) for k, v in totals.items()}
     metrics["train_seconds"] = time.perf_counter() - start
     metrics["train_steps"] = float(done)
-    metrics.update(calibrate(model, holdout if holdout is not None else train, cfg))
+    seed = cfg.seed if seed is None else seed
+    validation = validation_set(holdout, seed) if holdout is not None else None
+    metrics.update(fit_memory(model, train, holdout, cfg, seed, validation))
+    sigma, report = choose_blur(model, validation, cfg)
+    metrics.update(report)
+    metrics.update(calibrate(model, holdout if holdout is not None else train, replace(cfg, blur_sigma=sigma)))
+    metrics["blur_sigma"] = sigma  # workflows.train stores it in the model directory's config
     return metrics
 
 

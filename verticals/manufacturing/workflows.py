@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from common import atomic, runs
+from common.config import replace
 from common.device import seed_everything, set_threads
 from common.errors import UserError
 from common.progress import log
@@ -61,6 +62,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
     data = load_split(cfg, data_dir, "train")
     model = DefectNet(cfg)
     metrics = fit(model, data, cfg, seed=seed)
+    cfg = replace(cfg, blur_sigma=metrics.get("blur_sigma", cfg.blur_sigma))  # chosen on validation
     log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
     baseline = fit_baseline(data, cfg)
     model = model.cpu().eval()
