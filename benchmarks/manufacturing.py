@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,9 +38,11 @@ def run_category(category: str, out: Path, overrides: list[str], seed: int) -> d
         write_dataset(data_dir, category, seed=seed, scale="full")
     cfg = resolve(InspectConfig, None, overrides, section="manufacturing")
     model_dir = out / "models" / category
-    start = time.perf_counter()
+    load_before = os.getloadavg()
+    start, cpu_start = time.perf_counter(), time.process_time()
     _, fit_metrics = train(data_dir, model_dir, cfg, seed=seed)
-    train_total = time.perf_counter() - start
+    train_total, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    load_after = os.getloadavg()
     learned = evaluate_model(data_dir, model_dir, backend="auto")
     baseline = learned.pop("baseline")
     deployment = json.loads((model_dir / "metadata.json").read_text())["deployment"]
@@ -65,6 +68,9 @@ def run_category(category: str, out: Path, overrides: list[str], seed: int) -> d
         "train_seconds": fit_metrics["train_seconds"],
         "train_steps": fit_metrics.get("train_steps"),
         "train_total_seconds": train_total,
+        "train_total_cpu_seconds": train_cpu,
+        "load_average_1m": [load_before[0], load_after[0]],
+        "chosen": {k: fit_metrics.get(k) for k in ("memory_weight", "blur_sigma")},
         "n_test": int(len(test)),
         "n_defective": int(np.sum(test.labels)),
     }
@@ -84,6 +90,25 @@ def table(rows: list[dict]) -> str:
             f"{lrn['pixel_auroc']:.3f} / {base['pixel_auroc']:.3f} | {lrn['aupro']:.3f} / {base['aupro']:.3f} | "
             f"{lrn['low_contrast_auroc']:.3f} / {base['low_contrast_auroc']:.3f} | {ips['torch']:.1f} | "
             f"{ips['ort_fp32']:.1f} | {ips.get('ort_int8', float('nan')):.1f} | {r['train_seconds']:.0f} |"
+        )
+    kinds = sorted({k[len("image_auroc_") :] for r in rows for k in r["per_kind"]})
+    lines += ["", "| category | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for r in rows:
+        cells = []
+        for kind in kinds:
+            a, b = r["per_kind"].get(f"image_auroc_{kind}"), r["per_kind_baseline"].get(f"image_auroc_{kind}")
+            cells.append("-" if a is None else f"{a:.2f} / {b:.2f}")
+        lines.append(f"| {r['category']} | " + " | ".join(cells) + " |")
+    lines += ["", "| category | backend | F1 image | box P | box R | steps | train+export s (wall / CPU) | load 1m |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        lrn, base = r["learned"], r["baseline"]
+        lines.append(
+            f"| {r['category']} | {r['backend']} | {lrn['f1_image']:.3f} / {base['f1_image']:.3f} | "
+            f"{lrn['box_precision']:.2f} / {base['box_precision']:.2f} | "
+            f"{lrn['box_recall']:.2f} / {base['box_recall']:.2f} | "
+            f"{r['train_steps']:.0f} | {r['train_total_seconds']:.0f} / {r['train_total_cpu_seconds']:.0f} | "
+            f"{r['load_average_1m'][0]:.1f}-{r['load_average_1m'][1]:.1f} |"
         )
     return "\n".join(lines)
 
