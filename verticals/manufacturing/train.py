@@ -140,7 +140,8 @@ def fit(
     metrics["train_seconds"] = time.perf_counter() - start
     metrics["train_steps"] = float(done)
     seed = cfg.seed if seed is None else seed
-    validation = validation_set(holdout, seed) if holdout is not None else None
+    choosing = cfg.memory_size > 0 or "," in str(cfg.blur_candidates)
+    validation = validation_set(holdout, seed) if holdout is not None and choosing else None
     metrics.update(fit_memory(model, train, holdout, cfg, seed, validation))
     sigma, report = choose_blur(model, validation, cfg)
     metrics.update(report)
