@@ -399,7 +399,8 @@ def prune_channels(
         if pruner is None:  # built after the first fit: the loss it saw names the heads to keep whole
             found = [*output_layers(model, example), *near_loss, *declared_ignored_layers(task, model)]
             keep = [n for n, m in model.named_modules() if any(m is f for f in found)]
-            trace = loss_forward(task, train_data, cfg, extra_loss)
+            # the Task's own loss: a distillation term would only add the teacher's graph to the trace
+            trace = loss_forward(task, train_data, cfg)
             try:  # trace the Task's loss; a Task whose fit cannot be traced so falls back to forward
                 _dependency_graph(copy.deepcopy(model), example, trace)
             except Exception as exc:  # noqa: BLE001
