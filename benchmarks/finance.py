@@ -30,6 +30,8 @@ TARGETS = {"serve_p50_ms": 10.0, "serve_p99_ms": 50.0, "batch_txn_per_s": 20_000
 
 
 def _quality(args, data_csv: Path, out: Path) -> tuple[dict, dict]:
+    import pickle
+
     import torch
 
     from common import runs
@@ -54,6 +56,8 @@ def _quality(args, data_csv: Path, out: Path) -> tuple[dict, dict]:
     for kind in ("raw", "graph"):
         t = time.perf_counter()
         model = fit_baseline(train, kind, seed=args.seed)
+        if kind == "graph":  # the speed section scores with it too (a peer measured in the same run)
+            (out / "hgb_graph.pkl").write_bytes(pickle.dumps(model))
         results[f"hgb_{kind}"] = fraud_metrics(test.label, predict_baseline(model, test, kind), test.typology)
         timings[f"hgb_{kind}_train_s"] = time.perf_counter() - t
         print(f"hgb_{kind}: auprc {results[f'hgb_{kind}']['auprc']:.3f}", file=sys.stderr)
@@ -73,30 +77,75 @@ def _quality(args, data_csv: Path, out: Path) -> tuple[dict, dict]:
     return results, timings
 
 
+def _graph_baseline(args, data_csv: Path, out: Path):
+    """The HGB graph-feature baseline of the quality run (refitted on the 70 % split if not saved)."""
+    import pickle
+
+    path = out / "hgb_graph.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    from verticals.finance.baselines import fit_baseline
+    from verticals.finance.config import FinanceConfig
+    from verticals.finance.infer import load_dataset
+    from verticals.finance.task import split_by_time
+
+    print("fitting the HGB graph baseline for the speed peer (not saved by this --out's quality run)", file=sys.stderr)
+    model = fit_baseline(split_by_time(load_dataset(data_csv, FinanceConfig()), "train", 0.7), "graph", seed=args.seed)
+    path.write_bytes(pickle.dumps(model))
+    return model
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of fn()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def _throughput(args, data_csv: Path, out: Path) -> dict:
-    """Rows/s of `score` end to end (read, validate, featurise, infer, write) and of the scorer core."""
+    """Rows/s of `score` end to end (read, validate, featurise, infer, write) and of the scorer core,
+    beside two peers on the same rows in the same run: eager torch, and the HGB graph baseline
+    (featurise + graph features + predict_proba). Wall-clock rates depend on what else the shared
+    machine runs; rates per CPU-second of this process much less so, and the ratios to the peers
+    least of all."""
     from common.device import set_threads
     from common.runs import load_model
     from data_adapters.transactions import read_transactions, time_order
-    from verticals.finance.infer import StreamingScorer, score_csv
+    from verticals.finance.baselines import graph_features
+    from verticals.finance.infer import StreamingScorer, featurise_all, score_csv
 
     set_threads(args.score_threads)
     os.environ["FEDSITE_THREADS"] = str(args.score_threads)
-    cpu = time.process_time()
-    report = score_csv(data_csv, out / "model", out / "scores.csv")
-    cpu = time.process_time() - cpu  # CPU seconds of this process (all threads): immune to other users
+    runs = []
+    for _ in range(args.repeats):  # median of a few: the other users' load comes and goes
+        load = os.getloadavg()[0]
+        wall, cpu = _timed(lambda: runs.append(score_csv(data_csv, out / "model", out / "scores.csv")))
+        runs[-1] = (runs[-1].scored / wall, runs[-1].scored / cpu, load)
+    wall_rates, cpu_rates, loads = (sorted(x) for x in zip(*runs))
     loaded = load_model(out / "model")
     txns, _ = read_transactions(data_csv)
     txns = txns.take(time_order(txns))
     cols = (txns.ts, txns.src, txns.dst, txns.amount, txns.channel)
-    rates = {"end_to_end_onnxruntime": report.scored / report.seconds, "end_to_end_per_cpu_s": report.scored / cpu}
+    n = len(txns)
+    rates = {
+        "end_to_end_onnxruntime": wall_rates[len(runs) // 2],
+        "end_to_end_per_cpu_s": cpu_rates[len(runs) // 2],
+        "end_to_end_runs": runs,
+        "loadavg_1min": loads[len(runs) // 2],
+    }
     for name, onnx in (("core_onnxruntime", out / "model" / "model.onnx"), ("core_torch", None)):
         scorer = StreamingScorer(loaded.model, loaded.cfg, onnx)
-        t = time.perf_counter()
-        scorer.score(*cols)
-        rates[name] = len(txns) / (time.perf_counter() - t)
-    rates["rows"] = len(txns)
+        wall, cpu = _timed(lambda scorer=scorer: scorer.score(*cols))
+        rates[name], rates[f"{name}_per_cpu_s"] = n / wall, n / cpu
+    hgb = _graph_baseline(args, data_csv, out)
+    wall, cpu = _timed(lambda: hgb.predict_proba(graph_features(featurise_all(txns, loaded.cfg)))[:, 1])
+    rates["core_hgb_graph"], rates["core_hgb_graph_per_cpu_s"] = n / wall, n / cpu
+    rates["rows"] = n
     rates["onnxruntime_vs_torch"] = rates["core_onnxruntime"] / rates["core_torch"]
+    rates["onnxruntime_vs_hgb_graph"] = rates["core_onnxruntime"] / rates["core_hgb_graph"]
+    rates["onnxruntime_vs_hgb_graph_per_cpu_s"] = (
+        rates["core_onnxruntime_per_cpu_s"] / rates["core_hgb_graph_per_cpu_s"]
+    )
     return rates
 
 
@@ -255,6 +304,28 @@ def _loadgen_main(args) -> int:
     return 0
 
 
+def _honest_ratios(results: dict) -> dict:
+    """The issue asked for fused AUPRC >= 2x the graph baseline's; with that baseline above 0.5 no
+    model can reach it (AUPRC <= 1). These are the nearest comparisons that can still show a 2x gap:
+    how much of the baseline's remaining error the fused model removes."""
+    f, g = results["fused"], results["hgb_graph"]
+    typologies = [k for k in f if k.startswith("recall_") and k != "recall_at_1pct_fpr"]
+    worst = min(typologies, key=lambda k: g.get(k, 1.0)) if typologies else None
+    out = {
+        "auprc_error_ratio": (1 - g["auprc"]) / max(1 - f["auprc"], 1e-9),
+        "miss_rate_at_1pct_fpr_ratio": (1 - g["recall_at_1pct_fpr"]) / max(1 - f["recall_at_1pct_fpr"], 1e-9),
+    }
+    if worst:
+        out.update(
+            {
+                "baseline_hardest_typology": worst[7:],
+                "hardest_typology_recall": (f[worst], g[worst]),
+                "hardest_typology_recall_ratio": f[worst] / max(g[worst], 1e-9),
+            }
+        )
+    return out
+
+
 def _table(results: dict, timings: dict, rates: dict, serving: dict) -> str:
     graph = results["hgb_graph"]["auprc"]
     lines = [
@@ -268,23 +339,50 @@ def _table(results: dict, timings: dict, rates: dict, serving: dict) -> str:
             f"| {name} | {r['auprc']:.3f} | {r['auprc'] / max(graph, 1e-9):.2f} | {r['roc_auc']:.3f} "
             f"| {r['recall_at_1pct_fpr']:.3f} | {r['f1_best']:.3f} | {seconds:.0f} |"
         )
+    honest = _honest_ratios(results)
+    lines += [
+        "",
+        "| fused vs HGB graph baseline (the 2x AUPRC target cannot hold: baseline AUPRC > 0.5) | ratio |",
+        "|---|---|",
+        f"| AUPRC error, (1 - AUPRC_hgb) / (1 - AUPRC_fused) | {honest['auprc_error_ratio']:.2f}x |",
+        "| miss rate at 1% FPR, (1 - recall_hgb) / (1 - recall_fused) "
+        f"| {honest['miss_rate_at_1pct_fpr_ratio']:.2f}x |",
+    ]
+    if "baseline_hardest_typology" in honest:
+        f, g = honest["hardest_typology_recall"]
+        lines.append(
+            f"| recall at 1% FPR on the baseline's hardest typology ({honest['baseline_hardest_typology']}): "
+            f"{f:.2f} vs {g:.2f} | {honest['hardest_typology_recall_ratio']:.2f}x |"
+        )
     typologies = sorted(k for k in results["fused"] if k.startswith("recall_") and k != "recall_at_1pct_fpr")
     lines += ["", "| recall at 1% FPR | " + " | ".join(t[7:] for t in typologies) + " |"]
     lines.append("|---" * (len(typologies) + 1) + "|")
     for name in ("fused", "tcn", "gnn", "hgb_graph", "hgb_raw"):
         cells = " | ".join(f"{results[name].get(t, float('nan')):.2f}" for t in typologies)
         lines.append(f"| {name} | {cells} |")
+    runs = ", ".join(f"{w:,.0f}" for w, _, _ in rates["end_to_end_runs"])
     lines += [
         "",
-        "| speed | measured | target |",
+        f"| speed ({rates['rows']:,} rows; 1-min load average {rates['loadavg_1min']:.1f} on 2 cores) "
+        "| measured | target |",
         "|---|---|---|",
-        f"| batch scoring, end to end (txn/s) | {rates['end_to_end_onnxruntime']:,.0f} | >= 20,000 |",
-        f"| batch scoring, end to end, per CPU-second used | {rates['end_to_end_per_cpu_s']:,.0f} | |",
-        f"| batch scoring core, ONNX Runtime (txn/s) | {rates['core_onnxruntime']:,.0f} | |",
-        f"| batch scoring core, eager torch peer (txn/s) | {rates['core_torch']:,.0f} | |",
-        f"| ONNX Runtime / torch | {rates['onnxruntime_vs_torch']:.2f}x | |",
-        f"| serving p50 at {serving['offered_rps']:.0f} req/s (ms) | {serving['p50_ms']:.2f} | <= 10 |",
+        f"| batch `score` end to end, median of {len(rates['end_to_end_runs'])} (txn/s, wall; runs: {runs}) "
+        f"| {rates['end_to_end_onnxruntime']:,.0f} | >= 20,000 |",
+        f"| the same per CPU-second this process used | {rates['end_to_end_per_cpu_s']:,.0f} | |",
+        f"| scorer core, ONNX Runtime: featurise + infer (txn/s wall; per CPU-s) "
+        f"| {rates['core_onnxruntime']:,.0f}; {rates['core_onnxruntime_per_cpu_s']:,.0f} | |",
+        "| peer: eager torch (txn/s wall; per CPU-s) "
+        f"| {rates['core_torch']:,.0f}; {rates['core_torch_per_cpu_s']:,.0f} | |",
+        f"| peer: HGB graph baseline, featurise + predict (txn/s wall; per CPU-s) "
+        f"| {rates['core_hgb_graph']:,.0f}; {rates['core_hgb_graph_per_cpu_s']:,.0f} | |",
+        f"| ONNX Runtime / torch (wall) | {rates['onnxruntime_vs_torch']:.2f}x | |",
+        f"| ONNX Runtime / HGB graph baseline (wall; per CPU-s) | {rates['onnxruntime_vs_hgb_graph']:.2f}x; "
+        f"{rates['onnxruntime_vs_hgb_graph_per_cpu_s']:.2f}x | |",
+        f"| serving p50 at {serving['offered_rps']:.0f} req/s (ms; 1-min load {serving['loadavg_1min']:.1f}) "
+        f"| {serving['p50_ms']:.2f} | <= 10 |",
         f"| serving p99 at {serving['offered_rps']:.0f} req/s (ms) | {serving['p99_ms']:.2f} | <= 50 |",
+        f"| serving max (ms); server-side scoring p50 / p99 (ms) | {serving['max_ms']:.1f}; "
+        f"{serving.get('server_p50_ms', float('nan')):.2f} / {serving.get('server_p99_ms', float('nan')):.2f} | |",
         f"| serving achieved req/s, failures | {serving['achieved_rps']:.0f}, {serving['failures']} | |",
         f"| fused training time (min) | {timings['fused_train_s'] / 60:.1f} | <= 15 |",
     ]
@@ -303,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--serve-seconds", type=float, default=20.0)
     parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="end-to-end `score` runs (the median is reported)")
     parser.add_argument("--speed-only", action="store_true", help="reuse --out's data, model and quality")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -327,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(results, timings, rates, serving)
     print(table)
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "quality": results, "timings": timings}
-    summary.update({"throughput": rates, "serving": serving, "targets": TARGETS})
+    summary.update(
+        {"throughput": rates, "serving": serving, "targets": TARGETS, "vs_graph_baseline": _honest_ratios(results)}
+    )
     (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     (args.out / "results.md").write_text(table + "\n")
     return 0
