@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from common.task import added_loss
+from common.compress.reference_cnn import fit_binary_classifier
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,16 @@ class ReferenceTask:
 
     def fit(self, model, data, cfg, *, epochs=None, proximal=None, extra_loss=None):
         x, y = data
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        model.train()
-        loss_sum, steps = 0.0, 0
-        for _ in range(epochs or cfg.epochs):
-            for i in range(0, len(y), cfg.batch_size):
-                xb, yb = x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]
-                out = model(xb)
-                loss = nn.functional.binary_cross_entropy_with_logits(out, yb)
-                loss = loss + added_loss(model, (xb,), out, proximal, extra_loss)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss)
-                steps += 1
-        return {"loss": loss_sum / max(steps, 1)}
+        return fit_binary_classifier(
+            model,
+            x,
+            y,
+            lr=cfg.lr,
+            epochs=epochs or cfg.epochs,
+            batch_size=cfg.batch_size,
+            proximal=proximal,
+            extra_loss=extra_loss,
+        )
 
     def evaluate(self, model, data, cfg):
         x, y = data

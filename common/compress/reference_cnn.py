@@ -18,10 +18,49 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from common.blocks import attention, conv_nd
-from common.task import added_loss
+from common.task import ExtraLoss, Proximal, added_loss
 
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _SIZES = {"tiny": 96, "small": 384, "full": 1024}
+
+
+def fit_binary_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    proximal: Proximal | None = None,
+    extra_loss: ExtraLoss | None = None,
+    shuffle_seed: int | None = None,
+) -> dict[str, float]:
+    """Adam on binary cross-entropy plus the Task protocol's added terms (FedProx, distillation).
+
+    The reference CNNs here and the contract-test Task in tests/ share it, so the Task protocol's
+    `fit` contract (train in place, honour `proximal` and `extra_loss`, return the mean loss) is
+    written once. `shuffle_seed` None keeps the data order (cheapest, fully deterministic).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    model.train()
+    loss_sum, steps = 0.0, 0
+    for _ in range(epochs):
+        order = torch.arange(len(y)) if generator is None else torch.randperm(len(y), generator=generator)
+        for i in range(0, len(y), batch_size):
+            idx = order[i : i + batch_size]
+            xb, yb = x[idx], y[idx]
+            out = model(xb)
+            loss = nn.functional.binary_cross_entropy_with_logits(out, yb)
+            loss = loss + added_loss(model, (xb,), out, proximal, extra_loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss)
+            steps += 1
+    model.eval()
+    return {"loss": loss_sum / max(steps, 1)}
 
 
 @dataclass(frozen=True)
@@ -126,25 +165,17 @@ class ReferenceCNNTask:
 
     def fit(self, model, data, cfg, *, epochs=None, proximal=None, extra_loss=None):
         x, y = data
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        generator = torch.Generator().manual_seed(len(y))
-        model.train()
-        loss_sum, steps = 0.0, 0
-        for _ in range(epochs if epochs is not None else cfg.epochs):
-            order = torch.randperm(len(y), generator=generator)
-            for i in range(0, len(y), cfg.batch_size):
-                idx = order[i : i + cfg.batch_size]
-                xb, yb = x[idx], y[idx]
-                out = model(xb)
-                loss = nn.functional.binary_cross_entropy_with_logits(out, yb)
-                loss = loss + added_loss(model, (xb,), out, proximal, extra_loss)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss)
-                steps += 1
-        model.eval()
-        return {"loss": loss_sum / max(steps, 1)}
+        return fit_binary_classifier(
+            model,
+            x,
+            y,
+            lr=cfg.lr,
+            epochs=epochs if epochs is not None else cfg.epochs,
+            batch_size=cfg.batch_size,
+            proximal=proximal,
+            extra_loss=extra_loss,
+            shuffle_seed=len(y),
+        )
 
     def evaluate(self, model, data, cfg):
         x, y = data
