@@ -10,7 +10,9 @@ model (10 K parameters, 350 nodes) more than half of it.
 What `compact_onnx` does, all of it lossless for inference:
 - renames every internal value to a short base-36 id (graph inputs and outputs keep their names, so
   callers feed and read the same names), drops node names, doc strings, per-node metadata and
-  intermediate shape annotations (ONNX Runtime infers shapes when it loads the model);
+  intermediate shape annotations (ONNX Runtime infers shapes when it loads the model), and the
+  exporter's graph-level metadata (torch.export's graph signature as text: 8 % of the fraud model's
+  fp32 file, 3 % of the defect model's);
 - merges initializers with identical type, shape and bytes (ORT's quantizer writes one scalar scale and
   zero point per Q/DQ pair, many of them equal);
 - drops node attributes equal to their ONNX schema default, Conv's implicit ones (unit strides and
@@ -149,6 +151,13 @@ def compact_onnx(path: str | os.PathLike[str], out: str | os.PathLike[str] | Non
             node.ClearField(name)
     del graph.value_info[:]
     graph.ClearField("doc_string")
+    # the dynamo exporter writes torch.export's graph signature as text into the graph's metadata (one
+    # line per parameter and buffer: 4.3 KB of the 53 KB fraud model, 11 KB of the defect model) and
+    # tags each graph input/output; ONNX Runtime reads none of it. Model-level metadata (ours) stays.
+    graph.ClearField("metadata_props")
+    for value in (*graph.input, *graph.output):
+        value.ClearField("metadata_props")
+        value.ClearField("doc_string")
     domains = {n.domain or "ai.onnx" for n in graph.node} | {"ai.onnx"}
     imports = [o for o in model.opset_import if (o.domain or "ai.onnx") in domains]
     del model.opset_import[:]
