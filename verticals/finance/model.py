@@ -32,6 +32,19 @@ _EDGE_ATTR = [0, 2, 3, *range(4, 4 + N_CHANNELS), F_EDGE]  # amount, flags, chan
 _CP_STATE = slice(4 + N_CHANNELS, F_EDGE)  # the counterparty's snapshot: the neighbour's node features
 
 
+def pair_rows(x: torch.Tensor) -> torch.Tensor:
+    """(2B, C) rows ordered payer, payee, payer, ... -> (B, 2C) = [payer | payee]: `x.reshape(B, 2C)`.
+
+    Written as a channel concat of the even and odd rows (same numbers) because structural pruning
+    cannot follow channels through a reshape that moves rows into channels: Torch-Pruning's
+    dependency graph cut the wrong head columns, so the TCN's residual channels and the GNN's node
+    update had to be left whole, and those dominate the model's arithmetic. The rows are sliced from
+    a 3-D view: Torch-Pruning 1.6 reads any slice of a 2-D tensor as a slice of its channels.
+    """
+    y = x.unsqueeze(-1)
+    return torch.cat([y[0::2], y[1::2]], 1).squeeze(-1)
+
+
 class DirectedEdgeConv(MessagePassing):
     """Sum over one direction's edges of `weight * MLP([x_src, edge_attr])` (GINE-like, masked).
 
@@ -96,7 +109,7 @@ class EgoGraphGNN(nn.Module):
         to_payee = self.pay_conv(node, torch.stack([payer, payer + 1]), txn_edge, ones)
         to_payer = self.paid_conv(node, torch.stack([payer + 1, payer]), txn_edge, ones)
         node = node + self.update(torch.cat([node, to_payee + to_payer], -1))
-        return node.reshape(b, -1)
+        return pair_rows(node)
 
 
 class FraudNet(nn.Module):
@@ -151,7 +164,7 @@ class FraudNet(nn.Module):
             h = seq.shape[2]
             steps = self.tcn(seq.reshape(2 * b, h, F_SEQ).transpose(1, 2))  # (2B, C, H), causal along H
             steps = self.tcn_attention(steps)
-            parts.append(steps[:, :, -1].reshape(b, -1))
+            parts.append(pair_rows(steps[:, :, -1]))
         if self.arch in ("fused", "gnn"):
             centre = txn_n[:, 2 * F_SEQ :].reshape(b, 2, F_AGG)
             parts.append(self.gnn(nbr, incoming, centre, txn_n[:, :F_SEQ]))
