@@ -180,3 +180,24 @@ def test_compaction_drops_the_exporters_graph_signature(trained):
     assert not after.graph.metadata_props
     assert not any(v.metadata_props for v in (*after.graph.input, *after.graph.output))
     assert [v.name for v in after.graph.input] == [v.name for v in before.graph.input]
+
+
+def test_paired_timing_keeps_each_callable_its_own_median():
+    """Calls alternate (a, b, a, b, ...) so load hits both alike; each median still belongs to its callable."""
+    import time
+
+    from common.compress.latency import paired_median_ms
+
+    calls: list[str] = []
+
+    def fast() -> None:
+        calls.append("a")
+        time.sleep(0.001)
+
+    def slow() -> None:
+        calls.append("b")
+        time.sleep(0.006)
+
+    a, b = paired_median_ms([fast, slow], repeats=7, warmup=1)
+    assert 0.9 <= a < 4.0 and b >= 5.5 and b > a + 3.0
+    assert calls == ["a", "b"] * 8  # one warm-up round, then seven alternating rounds

@@ -39,6 +39,52 @@ def median_ms(fn: Callable[[], Any], *, repeats: int = 20, warmup: int = 3, budg
     return statistics.median(times) * 1000.0
 
 
+def paired_median_ms(
+    fns: Sequence[Callable[[], Any]], *, repeats: int = 20, warmup: int = 3, budget_s: float = 40.0
+) -> list[float]:
+    """Median wall time of each of `fns` in ms, calling them in turn (a, b, c, a, b, c, ...).
+
+    Why: a ratio of two latencies measured minutes apart on a shared machine measures the load as
+    much as the models (the benchmark once reported the pruned fraud model 0.63x "slower": its 0.1 ms
+    and the unpruned one's came from different runs; interleaved they were equal). Alternating calls
+    let a neighbour's burst hit every model alike.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    spent = 0.0
+    for _ in range(max(repeats, 1)):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            bucket.append(elapsed)
+            spent += elapsed
+        if spent > budget_s and len(times[0]) >= 3:
+            break
+    return [statistics.median(t) * 1000.0 for t in times]
+
+
+def torch_caller(model: nn.Module, example: Sequence[torch.Tensor]) -> Callable[[], Any]:
+    """One eval-mode, no-grad CPU forward of `model` at `example`, as a zero-argument call."""
+    model = model.eval().cpu()
+    example = tuple(t.cpu() for t in example)
+
+    def call() -> None:
+        with torch.inference_mode():
+            model(*example)
+
+    return call
+
+
+def ort_caller(onnx_path: str | os.PathLike[str], example: Sequence[torch.Tensor]) -> Callable[[], Any]:
+    """One ONNX Runtime run of the model at `onnx_path` at `example`, as a zero-argument call."""
+    sess = session(onnx_path)
+    arrays = [t.detach().cpu().numpy() for t in example]  # converted once, not inside the timed call
+    return lambda: run_session(sess, arrays)
+
+
 def torch_latency_ms(model: nn.Module, example: Sequence[torch.Tensor], **kwargs: Any) -> float:
     """Median eager-torch latency of `model` at `example` (eval mode, no grad, on CPU)."""
     model = model.eval().cpu()

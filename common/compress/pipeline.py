@@ -23,7 +23,14 @@ from torch import nn
 
 from common.compress.compact import compact_onnx
 from common.compress.distill import distillation_loss
-from common.compress.latency import OrtModule, ort_latency_ms, torch_latency_ms
+from common.compress.latency import (
+    OrtModule,
+    ort_caller,
+    ort_latency_ms,
+    paired_median_ms,
+    torch_caller,
+    torch_latency_ms,
+)
 from common.compress.prune import PruningUnsupported, count_params, magnitude_prune, prune_channels, structure
 from common.compress.quantize import prepare, quantization_summary, quantize_dynamic_int8
 from common.compress.sensitivity import mixed_precision, relative_drop
@@ -170,9 +177,13 @@ def compress_model(
         candidates = _int8_candidates(task, model, cfg, data, fp32, workdir, options, metric["ort_fp32"])
         for cand in candidates:
             compact_onnx(cand["path"])  # sensitivity is done: node names are no longer needed
-            cand["latency_ms"] = ort_latency_ms(cand["path"], example)
             cand["size_bytes"] = onnx_size_bytes(cand["path"])
-            log(f"compress: {cand['kind']} int8 {cand['latency_ms']:.3g} ms vs ort fp32 {latency['ort_fp32']:.3g} ms")
+        # fp32 and every candidate timed in turn, so a load change during the search moves them alike
+        paired = paired_median_ms([ort_caller(p, example) for p in (fp32, *(c["path"] for c in candidates))])
+        latency["ort_fp32"] = paired[0]
+        for cand, ms in zip(candidates, paired[1:]):
+            cand["latency_ms"] = ms
+            log(f"compress: {cand['kind']} int8 {ms:.3g} ms vs ort fp32 {latency['ort_fp32']:.3g} ms")
         int8_report["candidates"] = [
             {k: (str(v) if isinstance(v, Path) else v) for k, v in c.items() if k != "sensitivity"} for c in candidates
         ]
@@ -204,6 +215,10 @@ def compress_model(
 
     compact_onnx(fp32)  # the same lossless compaction as the INT8 file, so their sizes compare weights
     sizes["fp32"] = onnx_size_bytes(fp32)
+    if report["prune"] and report["prune"].get("rounds_done"):  # pruned vs original eager torch, in turn
+        latency["torch_original"], latency["torch"] = paired_median_ms(
+            [torch_caller(original, example), torch_caller(model, example)]
+        )
     chosen_path = int8_path if chosen == "ort_int8" else fp32
     metric["after"] = _headline(task, chosen_metrics)
     metric["drop"] = relative_drop(before, metric["after"], better)
