@@ -32,6 +32,9 @@ class MedicalConfig:
     # inference: sliding window (voxels at model spacing), decoding, NMS, FP reduction
     window: int = 96
     overlap: float = 0.25
+    # test-time augmentation: also run the volume flipped along these axes (0 z, 1 y, 2 x = left-right)
+    # and average the outputs mapped back onto the same grid; () turns it off (half the network time)
+    tta_flip_axes: tuple[int, ...] = (2,)
     score_threshold: float = 0.05
     max_candidates: int = 40
     nms_mm: float = 8.0

@@ -80,6 +80,45 @@ def sliding_window(image: np.ndarray, runner: Runner, cfg) -> np.ndarray:
     return acc[(slice(None), *keep)]
 
 
+def _flip_onto_grid(image: np.ndarray, axis: int, stride: int) -> tuple[np.ndarray, int]:
+    """`image` mirrored along `axis` so its stride grid lands on the original one; returns (image, last).
+
+    A plain flip maps voxel i to W-1-i, which for even W moves the stride-2 grid by half a cell
+    (one voxel): the flipped pass would then blur every peak and shift centres. Mirroring about
+    c = ceil((W-1)/stride)*stride instead (voxel i -> c-i, zero-padded in front when c > W-1) maps
+    output cell k of the flipped pass exactly onto cell last-k of the original, last = c/stride.
+    """
+    size = image.shape[axis]
+    last = -(-(size - 1) // stride)
+    flipped = np.flip(image, axis)
+    pad = last * stride - (size - 1)
+    if pad:
+        widths = [(0, 0)] * image.ndim
+        widths[axis] = (pad, 0)
+        flipped = np.pad(flipped, widths)
+    return np.ascontiguousarray(flipped, dtype=np.float32), last
+
+
+def _unflip_output(out: np.ndarray, axis: int, last: int, n_cells: int) -> np.ndarray:
+    """Map the flipped pass's (5, ...) output back: cell k -> last-k, and the offset on `axis` changes sign."""
+    back = np.take(out, np.arange(last, last - n_cells, -1), axis=axis + 1)
+    back[1 + axis] *= -1.0
+    return back
+
+
+def predict(image: np.ndarray, runner: Runner, cfg) -> np.ndarray:
+    """Model output on the whole volume, averaged over the flips of `cfg.tta_flip_axes` (raw channels).
+
+    Heat logits, sub-voxel offsets (sign-corrected) and log diameters are averaged on the original grid.
+    """
+    out = sliding_window(image, runner, cfg)
+    axes = tuple(getattr(cfg, "tta_flip_axes", ()) or ())
+    for axis in axes:
+        flipped, last = _flip_onto_grid(image, axis, cfg.stride)
+        out += _unflip_output(sliding_window(flipped, runner, cfg), axis, last, out.shape[axis + 1])
+    return out / (1 + len(axes)) if axes else out
+
+
 def fp_params(model) -> tuple[np.ndarray, float, bool]:
     """FP-reduction weights from the model's buffers (absent on an ORT wrapper: rescoring is skipped)."""
     weights = getattr(model, "fp_weights", None)
@@ -95,7 +134,7 @@ def fp_params(model) -> tuple[np.ndarray, float, bool]:
 def detect_case(case: Case, runner: Runner, cfg, fp: tuple[np.ndarray, float, bool] | None = None) -> dict:
     """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings}."""
     t0 = time.perf_counter()
-    out = sliding_window(case.image, runner, cfg)
+    out = predict(case.image, runner, cfg)
     t1 = time.perf_counter()
     centres, scores, diam = postprocess.decode(out, cfg)
     xyz = case.to_world(centres) if len(scores) else np.zeros((0, 3))

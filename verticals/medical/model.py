@@ -16,7 +16,7 @@ from torch import nn
 
 from common.blocks import attention
 
-N_FP_FEATURES = 5
+N_FP_FEATURES = 7
 
 
 def _conv_block(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
@@ -80,4 +80,7 @@ def build_detector(cfg) -> NoduleDetector:
             raise UserError(
                 f"config key '{key}': must be a multiple of 16 (four stride-2 stages), got {getattr(cfg, key)}"
             )
+    bad_axes = [a for a in getattr(cfg, "tta_flip_axes", ()) if a not in (0, 1, 2)]
+    if bad_axes:
+        raise UserError(f"config key 'tta_flip_axes': axes are 0 (z), 1 (y), 2 (x), got {bad_axes}")
     return NoduleDetector(tuple(cfg.channels), cfg.attention)
