@@ -201,3 +201,29 @@ def test_paired_timing_keeps_each_callable_its_own_median():
     a, b = paired_median_ms([fast, slow], repeats=7, warmup=1)
     assert 0.9 <= a < 4.0 and b >= 5.5 and b > a + 3.0
     assert calls == ["a", "b"] * 8  # one warm-up round, then seven alternating rounds
+
+
+class _TwoHeads(nn.Module):
+    """A map and a score from separate convs on separate inputs: the score's conv feeds only the second output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.map = nn.Conv2d(3, 4, 3, padding=1)
+        self.score = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        return self.map(x), self.score(y).mean((1, 2, 3))
+
+
+def test_sensitivity_counts_every_output(tmp_path):
+    """Ranked on the first output alone, a node that only feeds the second (an image score) looked
+    harmless, so mixed precision kept the wrong nodes fp32 (the defect model: -6 % image AUROC)."""
+    torch.manual_seed(0)
+    model = _TwoHeads().eval()
+    example = (torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16))
+    fp32 = export_onnx(model, example, tmp_path / "two.onnx")
+    batches = [(torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)) for _ in range(3)]
+    scores = node_sensitivity(fp32, batches, tmp_path)
+    convs = [name for name in scores if "conv" in name.lower()]
+    assert len(convs) == 2
+    assert all(scores[name] > 1e-6 for name in convs)  # the score's conv counts too (first output alone: 0)
