@@ -71,11 +71,16 @@ def prepare(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str])
     from onnxruntime.quantization import quant_pre_process
 
     out = Path(out_path)
-    try:
-        quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=False)
-    except Exception as exc:  # noqa: BLE001 - the fallback is always valid
-        log(f"quantize: pre-processing skipped ({type(exc).__name__}); quantizing the exported graph as is")
-        shutil.copyfile(fp32_path, out)
+    # ORT's symbolic shape inference fails on some graphs (the defect model's patch slices at 256 px:
+    # TypeError); ONNX's own shape inference is enough for the fusions, so that is tried next
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=skip_symbolic)
+            return out
+        except Exception as exc:  # noqa: BLE001 - the fallback is always valid
+            error = exc
+    log(f"quantize: pre-processing skipped ({type(error).__name__}); quantizing the exported graph as is")
+    shutil.copyfile(fp32_path, out)
     return out
 
 
