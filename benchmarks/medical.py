@@ -69,14 +69,25 @@ def make_big_series(out: Path, seed: int = 0) -> Path:
 
 
 def _child(code: str) -> tuple[dict, float]:
-    """Run `code` in a fresh interpreter; returns its JSON stdout and its own peak RSS in MB."""
+    """Run `code` in a fresh interpreter; returns its JSON stdout (plus its CPU seconds, user + system,
+    and the 1-minute load average before and after) and its own peak RSS in MB.
+
+    CPU seconds are reported because the shared machine's load inflates wall time: on idle cores
+    the wall time of a run on N threads is about its CPU time / N at best, and at worst its CPU time.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code += "\nimport resource as _r; print(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss)\n"
+    code += (
+        "\nimport resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF)"
+        "\nprint(_u.ru_utime + _u.ru_stime); print(_u.ru_maxrss)\n"
+    )
+    load_before = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     lines = proc.stdout.strip().splitlines()
-    return json.loads(lines[-2]), int(lines[-1]) / 1024.0
+    result = json.loads(lines[-3])
+    result.update(cpu_s=float(lines[-2]), load_before=load_before, load_after=os.getloadavg()[0])
+    return result, int(lines[-1]) / 1024.0
 
 
 OURS = """
@@ -169,14 +180,18 @@ def speed(out: Path, model_dir: Path, threads: int, repeats: int) -> dict:
     return {
         "shape_zyx": list(shape),
         "ours_end_to_end_s": ours["wall_s"],
+        "ours_cpu_s": ours["cpu_s"],
+        "ours_load_average_1min": [ours["load_before"], ours["load_after"]],
         "ours_timings": ours["timings"],
         "ours_peak_rss_mb": ours_mb,
         "ours_torch_end_to_end_s": torch_run["wall_s"],
         "ours_torch_peak_rss_mb": torch_mb,
+        "ours_torch_cpu_s": torch_run["cpu_s"],
         "peer_tile_s": peer["tile_s"],
         "peer_params": peer["params"],
         "peer_volume_s_lower_bound": peer_volume_s,
         "peer_peak_rss_mb_one_tile": peer_mb,
+        "peer_tile_cpu_s_all_repeats": peer["cpu_s"],
         "speedup_vs_peer": peer_volume_s / ours["wall_s"],
         "onnx_vs_torch_speedup": torch_run["wall_s"] / ours["wall_s"],
     }
@@ -196,7 +211,7 @@ def main() -> None:
     os.environ["FEDSITE_THREADS"] = str(threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="medbench-"))
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"threads": threads}
+    results: dict = {"threads": threads, "repeats": args.repeats}
     model_dir = args.model
     if not args.skip_quality:
         results["quality"] = quality(out, model_dir, args.train_scans, args.test_scans)
@@ -237,7 +252,15 @@ def render(results: dict) -> str:
             f"| peak memory (MB) | {s['ours_peak_rss_mb']:.0f} | {s['ours_torch_peak_rss_mb']:.0f} | "
             f"{s['peer_peak_rss_mb_one_tile']:.0f} (one tile) |"
         )
+        lines.append(
+            f"| CPU seconds (user + system, whole process) | {s['ours_cpu_s']:.1f} | {s['ours_torch_cpu_s']:.1f} | "
+            f"{s['peer_tile_cpu_s_all_repeats']:.1f} for {results.get('repeats', '?')} tile forwards + start-up |"
+        )
         lines.append(f"| speed-up vs peer | {s['speedup_vs_peer']:.1f}x | | 1x |")
+        lines.append(
+            f"| 1-min load average around our run | {s['ours_load_average_1min'][0]:.1f} -> "
+            f"{s['ours_load_average_1min'][1]:.1f} | | |"
+        )
     return "\n".join(lines)
 
 
