@@ -32,6 +32,10 @@ def federate(
     topk: float = typer.Option(0.1, "--topk", help="Fraction of coordinates top-k keeps."),
     cross_site: bool = typer.Option(True, "--cross-site/--no-cross-site", help="Train local-only models too."),
     eval_split: str = typer.Option("val", "--eval-split", help="Split sites score every round: val or test."),
+    eval_every: int = typer.Option(1, "--eval-every", help="Sites score every k-th round (and the last)."),
+    final_round_only: str = typer.Option(
+        "", "--final-round-only", help="Boolean config keys off before the last round (e.g. fp_reduction)."
+    ),
     fail_site: int = typer.Option(-1, "--fail-site", help="Fault drill: this site index fails every round."),
     fail_mode: str = typer.Option("error", "--fail-mode", help="Fault drill: error or hang."),
 ) -> None:
@@ -48,6 +52,8 @@ def federate(
         raise UserError(f"--scale {scale}: unknown (known: tiny, small, full)")
     if eval_split not in ("val", "test"):
         raise UserError(f"--eval-split {eval_split}: unknown (known: val, test)")
+    if eval_every < 1:
+        raise UserError(f"--eval-every {eval_every}: must be at least 1")
     if fail_mode not in ("error", "hang"):
         raise UserError(f"--fail-mode {fail_mode}: unknown (known: error, hang)")
     if clip < 0 or noise < 0 or not 0 < delta < 1:
@@ -79,6 +85,8 @@ def federate(
         fail_site=fail_site,
         fail_mode=fail_mode,
         eval_split=eval_split,
+        eval_every=eval_every,
+        final_round_only=final_round_only,
     )
     from common.errors import PartialSuccess
     from common.progress import log

@@ -19,6 +19,8 @@ from federation.settings import FederationSettings, site_name
 from federation.sitework import SiteWorker
 
 app = ClientApp()
+# one worker per site of the current run: a process that serves several simulated sites (the
+# in-process engine, a Ray worker) keeps each site's model and data between rounds
 _workers: dict[tuple, SiteWorker] = {}
 
 
@@ -55,10 +57,13 @@ def worker_for(message: Message, context: Context) -> tuple[SiteWorker, dict[str
     job = dict(message.content["job"])
     settings = FederationSettings.from_config(job)
     site = site_of(context)
-    key = (context.run_id, site, settings.config_toml, settings.task_module, settings.vertical, settings.seed)
+    data, state = paths_of(context, settings, site)
+    run = (context.run_id, settings.config_toml, settings.task_module, settings.vertical, settings.seed,
+           settings.data_root, settings.out_dir)  # fmt: skip
+    key = (run, site, str(data), str(state))
     if key not in _workers:
-        data, state = paths_of(context, settings, site)
-        _workers.clear()
+        if any(k[0] != run for k in _workers):  # a new run: drop the last run's workers (and their data)
+            _workers.clear()
         _workers[key] = SiteWorker(settings, site, data, state)
     worker = _workers[key]
     worker.settings = settings

@@ -9,6 +9,7 @@ so an interrupted run never leaves half a site behind, and an existing complete 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,14 @@ from federation.settings import site_name
 MARKER = ".fedsite-site.txt"
 
 
-def prepare_sites(task: Any, data_root: Path, n_sites: int, *, seed: int, scale: str) -> str:
-    """Synthesize DATA_ROOT/site-0..N-1 (reusing complete ones); return the source path inside a site dir."""
+def prepare_sites(
+    task: Any, data_root: Path, n_sites: int, *, seed: int, scale: str, synthesize: Callable | None = None
+) -> str:
+    """Synthesize DATA_ROOT/site-0..N-1 (reusing complete ones); return the source path inside a site dir.
+
+    `synthesize(directory, site_index) -> source path`, when given, replaces `task.synthesize` (the
+    benchmark uses it for sites with larger held-out splits than the Task's named scales).
+    """
     suffixes = set()
     for k in range(n_sites):
         site_dir = data_root / site_name(k)
@@ -32,7 +39,10 @@ def prepare_sites(task: Any, data_root: Path, n_sites: int, *, seed: int, scale:
             continue
         log(f"synthesizing data for {site_name(k)} ({scale})")
         with atomic.atomic_dir(site_dir) as tmp:
-            source = Path(task.synthesize(tmp, seed=seed, site=k, n_sites=n_sites, scale=scale))
+            if synthesize is not None:
+                source = Path(synthesize(tmp, k))
+            else:
+                source = Path(task.synthesize(tmp, seed=seed, site=k, n_sites=n_sites, scale=scale))
             rel = source.resolve().relative_to(tmp.resolve()).as_posix() if source.resolve() != tmp.resolve() else ""
             (tmp / MARKER).write_text(rel + "\n", encoding="utf-8")
         suffixes.add(rel)

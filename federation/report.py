@@ -31,13 +31,17 @@ def failed_sites(history: dict[str, Any]) -> list[str]:
 
 def compression_summary(history: dict[str, Any], codec_name: str, layout_size: int) -> dict[str, Any]:
     """Update bytes actually sent vs the same updates as dense float32 (4 bytes per weight)."""
-    sent = payload = dense = 0
+    from federation.codec import int8_raw_bytes
+
+    sent = payload = dense = deflated = replies = 0
     for record in history["rounds"]:
         for entry in record["sites"].values():
             if entry["status"] == "ok":
                 sent += entry["bytes_sent"]
                 payload += entry.get("payload_bytes", 0)
+                deflated += entry.get("payload_deflated_bytes", 0)
                 dense += 4 * layout_size
+                replies += 1
     return {
         "codec": codec_name,
         "update_payload_bytes": payload,
@@ -45,6 +49,10 @@ def compression_summary(history: dict[str, Any], codec_name: str, layout_size: i
         "payload_ratio": (dense / payload) if payload else None,
         "message_bytes_sent": sent,
         "bytes_saved": max(dense - payload, 0),
+        "replies": replies,
+        # the same updates' payload after a lossless zlib deflate, and (int8) before the codec's own deflate
+        "payload_deflated_bytes": deflated,
+        "payload_before_deflate_bytes": replies * int8_raw_bytes(layout_size) if codec_name == "int8" else payload,
     }
 
 

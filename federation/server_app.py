@@ -194,6 +194,7 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
         else:
             arrays, site_ints = _arrays(reply.content["update"])
             entry["payload_bytes"] = codec.payload_bytes(arrays)
+            entry["payload_deflated_bytes"] = codec.deflated_bytes(arrays)
             updates.append(codec.decode(arrays, layout_size))
             weights.append(entry["train"].get("num-examples", 1.0))
             new_ints = new_ints if new_ints is not None else site_ints
@@ -205,7 +206,8 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
         ints = {**ints, **(new_ints or {})}
     else:
         log(f"round {round_}: only {len(updates)} result(s) < min_results={s.min_results}; global model unchanged")
-    per_site = evaluate_everywhere(hub, vector, ints, s.eval_split, round_, tests)
+    scored = round_ % max(s.eval_every, 1) == 0 or round_ == s.rounds
+    per_site = evaluate_everywhere(hub, vector, ints, s.eval_split, round_, tests) if scored else {}
     for site, metrics in per_site.items():
         record["sites"].setdefault(site, {"status": "failed", "train": {}, "bytes_sent": 0, "bytes_received": 0})
         record["sites"][site]["eval"] = metrics

@@ -45,6 +45,10 @@ class FederationSettings:
     topk_fraction: float = 0.1
     cross_site: bool = True
     eval_split: str = "val"  # the split sites score every round (the last round also scores "test")
+    eval_every: int = 1  # sites score the global model every k-th round (and always after the last)
+    # boolean model-config keys switched off in every round but the last: post-hoc stages fitted on the
+    # finished local model (medical's fp_reduction), which a later round's training would make stale
+    final_round_only: str = ""
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang

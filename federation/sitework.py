@@ -7,6 +7,7 @@ returns samples, labels or record identifiers: only flat weight vectors and scal
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 import zlib
@@ -88,8 +89,31 @@ class SiteWorker:
         self.cfg = model_config(self.task, settings)
         self.model = self.task.build_model(self.cfg)
         self.layout = codec.layout_of(self.model.state_dict())
+        self._data: dict[str, Any] = {}
         if not self.data_dir.exists():
             raise FileNotFoundError(f"{site}: data directory {self.data_dir} not found")
+
+    def data(self, split: str) -> Any:
+        """The site's `split`, read once per worker (sites reread nothing between rounds)."""
+        if split not in self._data:
+            self._data[split] = self.task.load_data(self.cfg, self.data_dir, split)
+        return self._data[split]
+
+    def round_config(self, round_: int, salt: int = 0) -> Any:
+        """The model config for one local training, with a seed of its own when the config has one.
+
+        Tasks that draw patches or crops from a generator seeded by `cfg.seed` would otherwise draw
+        the very same batches in every round; a centralized run draws new ones all along its single fit.
+        Keys named in `final_round_only` are switched off before the last round (post-hoc stages).
+        """
+        names = {f.name for f in dataclasses.fields(self.cfg)} if dataclasses.is_dataclass(self.cfg) else set()
+        changes: dict[str, Any] = {}
+        if "seed" in names:
+            changes["seed"] = site_seed(self.settings, self.site, round_, salt=salt)
+        if 0 < round_ < self.settings.rounds:  # round 0: the local-only model's single fit, a final one
+            wanted = [k.strip() for k in self.settings.final_round_only.split(",") if k.strip()]
+            changes.update({k: False for k in wanted if k in names})
+        return dataclasses.replace(self.cfg, **changes) if changes else self.cfg
 
     def _load_global(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         state = dict(self.model.state_dict())
@@ -112,9 +136,10 @@ class SiteWorker:
         start = time.perf_counter()
         anchor = self._load_global(vector, ints)
         seed_everything(site_seed(s, self.site, round_))
-        data = self.task.load_data(self.cfg, self.data_dir, "train")
+        data = self.data("train")
         proximal = Proximal(anchor, s.proximal_mu) if s.strategy == "fedprox" and s.proximal_mu > 0 else None
-        metrics = scalar_metrics(self.task.fit(self.model, data, self.cfg, epochs=self._epochs(), proximal=proximal))
+        cfg = self.round_config(round_, salt=3)
+        metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=self._epochs(), proximal=proximal))
         delta = codec.flatten(self.model.state_dict(), self.layout) - vector
         delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
         arrays, residual = codec.encode_with_feedback(
@@ -134,7 +159,7 @@ class SiteWorker:
     def evaluate(self, vector: np.ndarray, ints: dict[str, np.ndarray], split: str) -> dict[str, float]:
         """The Task's metrics of the given model on this site's `split`."""
         self._load_global(vector, ints)
-        data = self.task.load_data(self.cfg, self.data_dir, split)
+        data = self.data(split)
         metrics = scalar_metrics(self.task.evaluate(self.model, data, self.cfg))
         metrics["num-examples"] = float(num_examples(data))
         return metrics
@@ -143,9 +168,10 @@ class SiteWorker:
         """A local-only model (same start, same total epochs as the federation) for the cross-site matrix."""
         self._load_global(vector, ints)
         seed_everything(site_seed(self.settings, self.site, 0, salt=2))
-        data = self.task.load_data(self.cfg, self.data_dir, "train")
+        data = self.data("train")
         per_round = self.settings.local_epochs or getattr(self.cfg, "epochs", 1)
-        metrics = scalar_metrics(self.task.fit(self.model, data, self.cfg, epochs=per_round * self.settings.rounds))
+        cfg = self.round_config(0, salt=4)
+        metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=per_round * self.settings.rounds))
         arrays = {"vector": codec.flatten(self.model.state_dict(), self.layout)}
         arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
         return arrays, metrics

@@ -179,3 +179,21 @@ def test_sites_send_only_model_arrays_and_scalar_metrics(tmp_path, reference_reg
                 # no array carries the site's samples (a 32-long row of raw signal would match here)
                 if values.dtype.kind == "f" and values.size >= 32:
                     assert not np.isin(values[:32], samples).all()
+
+
+def test_each_site_reads_its_data_once_and_scores_every_kth_round(tmp_path, reference_registered, monkeypatch):
+    calls = []
+    load = type(reference_registered).load_data
+
+    def counting(self, cfg, source, split):
+        calls.append((str(source), split))
+        return load(self, cfg, source, split)
+
+    monkeypatch.setattr(type(reference_registered), "load_data", counting)
+    code, out = run(tmp_path, "cached", "--no-cross-site", "--eval-split", "test", "--eval-every", "2", rounds=3)
+    assert code == 0
+    # 3 sites x (train, test): each read once although every round trains at every site
+    assert len(calls) == 6 and len(set(calls)) == 6
+    # --eval-every 2: sites score rounds 2 and 3 (the last), not round 1
+    scored = [bool(r["global_eval"]) for r in json.loads((out / "history.json").read_text())["rounds"]]
+    assert scored == [False, True, True]

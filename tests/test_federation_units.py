@@ -116,3 +116,68 @@ def test_sites_sort_naturally():
     from federation.server_app import natural
 
     assert sorted(["site-10", "site-2", "site-1"], key=natural) == ["site-1", "site-2", "site-10"]
+
+
+def _reply_bytes(arrays, n_metrics=7):
+    """Serialized size of a site's train reply carrying `arrays` (as the hub counts it)."""
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from federation.server_app import wire_bytes
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    instruction = Message(RecordDict({"job": ConfigRecord({"round": 1})}), dst_node_id=5, message_type="train")
+    instruction.metadata.__dict__["_message_id"] = "m1"
+    metrics = MetricRecord({f"metric-{i}": float(i) for i in range(n_metrics)})
+    update = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return wire_bytes(Message(RecordDict({"update": update, "metrics": metrics}), reply_to=instruction))
+
+
+def test_int8_codes_are_deflated_losslessly_and_a_small_model_reply_shrinks_3_9x():
+    # a finance-sized update (17,760 weights): tensors of different scales share a chunk, as in a model
+    rng = np.random.default_rng(3)
+    vector = np.concatenate([rng.normal(0, s, n) for s, n in ((0.05, 2000), (0.005, 12000), (0.0005, 3760))])
+    vector = vector.astype(np.float32)
+    arrays = codec.encode(vector, "int8")
+    assert set(arrays) == {"q8z"} and arrays["q8z"].dtype == np.uint8
+    decoded = codec.decode(arrays, len(vector))
+    # exactly what the undeflated codes give: the deflate is lossless
+    n_scales = -(-len(vector) // codec.INT8_CHUNK)
+    scales = arrays["q8z"][: 4 * n_scales].view("<f4")
+    padded = np.zeros(n_scales * codec.INT8_CHUNK, np.float32)
+    padded[: len(vector)] = vector
+    codes = np.clip(np.rint(padded.reshape(n_scales, -1) / scales[:, None]), -127, 127).reshape(-1)[: len(vector)]
+    np.testing.assert_array_equal(decoded, codes * np.repeat(scales, codec.INT8_CHUNK)[: len(vector)])
+    assert codec.payload_bytes(arrays) < codec.int8_raw_bytes(len(vector))
+    dense = _reply_bytes(codec.encode(vector, "none"))
+    assert dense / _reply_bytes(arrays) >= 3.9
+
+
+def test_int8_codes_that_do_not_deflate_travel_raw():
+    vector = np.random.default_rng(4).uniform(-1, 1, 10_000).astype(np.float32)  # codes spread over all 255 values
+    arrays = codec.encode(vector, "int8")
+    assert set(arrays) == {"q8"} and codec.payload_bytes(arrays) == codec.int8_raw_bytes(len(vector))
+    assert np.abs(codec.decode(arrays, len(vector)) - vector).max() <= 1 / 127 + 1e-6
+
+
+def test_each_round_trains_with_its_own_seed_and_post_stages_wait_for_the_last():
+    from dataclasses import dataclass
+
+    from federation.sitework import SiteWorker
+
+    @dataclass(frozen=True)
+    class Seeded:
+        seed: int = 0
+        lr: float = 0.1
+        post_stage: bool = True
+
+    worker = SiteWorker.__new__(SiteWorker)
+    settings = FederationSettings(seed=1, rounds=3, final_round_only="post_stage, not_a_key")
+    worker.settings, worker.site, worker.cfg = settings, "site-0", Seeded()
+    seeds = {worker.round_config(r).seed for r in (1, 2, 3)}
+    assert len(seeds) == 3 and worker.round_config(2).lr == 0.1
+    assert worker.round_config(2) == worker.round_config(2)  # repeatable (resume replays it)
+    # the post-hoc stage is fitted in the last round only (and in the local-only model's single fit)
+    assert [worker.round_config(r).post_stage for r in (0, 1, 2, 3)] == [True, False, False, True]
+    worker.cfg = ("no", "fields")
+    assert worker.round_config(2) is worker.cfg
