@@ -87,20 +87,12 @@ def ort_caller(onnx_path: str | os.PathLike[str], example: Sequence[torch.Tensor
 
 def torch_latency_ms(model: nn.Module, example: Sequence[torch.Tensor], **kwargs: Any) -> float:
     """Median eager-torch latency of `model` at `example` (eval mode, no grad, on CPU)."""
-    model = model.eval().cpu()
-    example = tuple(t.cpu() for t in example)
-
-    def call() -> None:
-        with torch.inference_mode():
-            model(*example)
-
-    return median_ms(call, **kwargs)
+    return median_ms(torch_caller(model, example), **kwargs)
 
 
 def ort_latency_ms(onnx_path: str | os.PathLike[str], example: Sequence[torch.Tensor], **kwargs: Any) -> float:
     """Median ONNX Runtime latency of the model at `onnx_path` at `example`."""
-    sess = session(onnx_path)
-    return median_ms(lambda: run_session(sess, example), **kwargs)
+    return median_ms(ort_caller(onnx_path, example), **kwargs)
 
 
 class OrtModule(nn.Module):

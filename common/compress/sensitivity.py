@@ -57,16 +57,16 @@ def candidate_nodes(onnx_path: str | os.PathLike[str]) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type in ARITHMETIC_OPS and node.name]
 
 
-def _first_outputs(onnx_path: Path, batches: Sequence[Sequence[torch.Tensor]]) -> list[np.ndarray]:
-    sess = session(onnx_path)
-    return [run_session(sess, batch)[0].astype(np.float64) for batch in batches]
-
-
 def _all_outputs(onnx_path: Path, batches: Sequence[Sequence[torch.Tensor]]) -> list[list[np.ndarray]]:
     """Every output of the model on every batch, grouped by output: [output][batch]."""
     sess = session(onnx_path)
     runs = [run_session(sess, batch) for batch in batches]
     return [[run[i].astype(np.float64) for run in runs] for i in range(len(runs[0]))]
+
+
+def _first_outputs(onnx_path: Path, batches: Sequence[Sequence[torch.Tensor]]) -> list[np.ndarray]:
+    """The model's first output on every batch (what tests compare quantized graphs by)."""
+    return _all_outputs(onnx_path, batches)[0]
 
 
 def relative_error(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> float:
