@@ -60,6 +60,9 @@ def test_compress_writes_a_model_directory_and_the_contract_report(model_dir, tm
     assert all(v > 0 for v in report["latency_ms"].values())
     assert report["metric"]["name"] == "auroc" and {"before", "after"} <= set(report["metric"])
     assert report["chosen"] in ("ort_fp32", "ort_int8") and isinstance(report["kept_fp32_nodes"], list)
+    kinds = [c["kind"] for c in report["int8"]["candidates"]]
+    assert kinds[0] == "static" and "static_conv" in kinds  # Conv-only INT8 is timed beside full static
+    assert all(c["latency_ms"] > 0 and "drop" in c for c in report["int8"]["candidates"])
     assert report["data"]["synthesized"] is False and report["distill"] is not None
     assert report["params"]["after"] < report["params"]["before"]
     # the directory is a model directory: it loads (pruned widths restored) and its ONNX matches torch

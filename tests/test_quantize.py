@@ -227,3 +227,31 @@ def test_sensitivity_counts_every_output(tmp_path):
     convs = [name for name in scores if "conv" in name.lower()]
     assert len(convs) == 2
     assert all(scores[name] > 1e-6 for name in convs)  # the score's conv counts too (first output alone: 0)
+
+
+def test_weighted_only_int8_quantizes_the_convs_and_nothing_else(trained):
+    """The Conv-only candidate: every weighted node int8, the other arithmetic (attention gates, adds) fp32."""
+    import onnx
+
+    from common.compress.quantize import nodes_with_weights, quantize_weighted_int8
+
+    prepared, batches = trained["prepared"], trained["batches"]
+    weighted = nodes_with_weights(prepared)
+    assert len(weighted) >= 4 and set(weighted) <= set(weighted_nodes(prepared))
+    out = quantize_weighted_int8(prepared, trained["tmp"] / "conv_only.onnx", batches)
+    graph = onnx.load(str(out)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(n.input[0] in dequantized and n.input[1] in dequantized for n in convs)
+
+    def quantized_gates(g) -> int:  # sigmoid gate outputs that are quantized (full static INT8 does that)
+        gates = {n.output[0] for n in g.node if n.op_type == "Sigmoid"}
+        return sum(n.op_type == "QuantizeLinear" and n.input[0] in gates for n in g.node)
+
+    assert quantized_gates(graph) == 0  # the attention gates stay fp32
+    full = quantize_static_int8(prepared, trained["tmp"] / "full_for_gates.onnx", batches)
+    assert quantized_gates(onnx.load(str(full)).graph) > 0
+    assert quantization_summary(out)["int8_initializers"] >= len(weighted)
+    reference = _first_outputs(trained["fp32"], batches)
+    err = relative_error(reference, _first_outputs(out, batches))
+    assert 0 < err < 0.05, f"relative output error {err:.3g}"

@@ -3,8 +3,9 @@
 Every decision is measured on this machine, at the Task's example input, with the Task's metric:
 - structural pruning (+ optional distillation from the unpruned teacher) through `Task.fit`;
 - ONNX export with a parity check (a wrong fp32 graph would poison every later number);
-- INT8 candidates: static QDQ with sensitivity-based mixed precision, and dynamic INT8 of the
-  MatMul/Gemm parts when the graph has any. With `int8="auto"` an INT8 model is chosen only when it
+- INT8 candidates: static QDQ with sensitivity-based mixed precision; static QDQ of the Conv nodes
+  only, and of every node with stored weights (Conv/Gemm/MatMul), all other ops fp32; dynamic INT8
+  of the MatMul/Gemm parts when the graph has any. With `int8="auto"` an INT8 model is chosen only when it
   is faster than ORT fp32 (by `min_speedup`) AND its metric drop is within `max_drop`; 3D convs,
   which run slower in INT8 here, are rejected by that measurement, not by a rule about 3D.
 """
@@ -32,8 +33,14 @@ from common.compress.latency import (
     torch_latency_ms,
 )
 from common.compress.prune import PruningUnsupported, count_params, magnitude_prune, prune_channels, structure
-from common.compress.quantize import prepare, quantization_summary, quantize_dynamic_int8
-from common.compress.sensitivity import mixed_precision, relative_drop
+from common.compress.quantize import (
+    WEIGHTED_OPS,
+    nodes_with_weights,
+    prepare,
+    quantization_summary,
+    quantize_dynamic_int8,
+)
+from common.compress.sensitivity import candidate_nodes, mixed_precision, relative_drop
 from common.export import export_onnx, onnx_size_bytes, parity
 from common.progress import log
 
@@ -52,6 +59,7 @@ class CompressOptions:
     finetune_epochs: int = 1
     min_speedup: float = 1.05  # INT8 must beat ORT fp32 latency by this factor in auto mode
     dynamic_int8: bool = True  # also try dynamic INT8 for MatMul/Gemm when the graph has them
+    weighted_int8: bool = True  # also try static INT8 of Conv-only and of all weighted nodes, the rest fp32
     temperature: float = 4.0
     distill_weight: float = 0.5
 
@@ -253,7 +261,9 @@ def _int8_candidates(
     options: CompressOptions,
     fp32_metric: float,
 ) -> list[dict[str, Any]]:
-    """Static mixed-precision INT8 always; dynamic MatMul/Gemm INT8 too when the graph has dense ops."""
+    """Static mixed-precision INT8 always; static INT8 of the Conv nodes only and of every node with
+    stored weights (every other op fp32) when that differs from full static; dynamic MatMul/Gemm INT8
+    too when the graph has dense ops. Which one wins is left to the caller's timing and metric."""
     train_data, eval_data = data
     example = task.example_input(cfg)
     batches = [tuple(b) for b in task.calibration_batches(train_data, cfg)]
@@ -295,6 +305,39 @@ def _int8_candidates(
                 "metric": full["metric"],
                 "drop": full["drop"],
                 "kept_fp32_nodes": [],
+            }
+        )
+    arithmetic, seen = set(candidate_nodes(prepared)), []
+    for kind, op_types in (("static_conv", ("Conv", "ConvTranspose")), ("static_weighted", WEIGHTED_OPS)):
+        nodes = nodes_with_weights(prepared, op_types)
+        # skipped when empty, when the same as the previous set, or when it is the full static model again
+        if not options.weighted_int8 or not nodes or nodes in seen or not (arithmetic - set(nodes)):
+            continue
+        seen.append(nodes)
+        log(f"compress: static int8 of the {'/'.join(op_types)} nodes with weights only (the rest fp32)")
+        part = mixed_precision(
+            prepared,
+            workdir / f"{kind}_int8.onnx",
+            batches,
+            score,
+            fp32_metric,
+            higher_is_better=task.higher_is_better,
+            max_drop=options.max_drop,
+            workdir=workdir,
+            method=options.calibration,
+            nodes=nodes,
+            sensitivity=result.sensitivity,
+        )
+        if part.full_path is not None:
+            part.full_path.unlink(missing_ok=True)
+        candidates.append(
+            {
+                "kind": kind,
+                "path": strip_debug_info(part.path),
+                "metric": part.metric,
+                "drop": part.drop,
+                "kept_fp32_nodes": part.kept_fp32_nodes,
+                "tried": part.tried,
             }
         )
     if options.dynamic_int8 and _has_dense_ops(prepared):

@@ -92,6 +92,45 @@ def weighted_nodes(onnx_path: str | os.PathLike[str]) -> list[str]:
     return [node.name for node in model.graph.node if node.op_type in WEIGHTED_OPS]
 
 
+def nodes_with_weights(onnx_path: str | os.PathLike[str], op_types: Sequence[str] = WEIGHTED_OPS) -> list[str]:
+    """Nodes of `op_types` (Conv/ConvTranspose/Gemm/MatMul) that multiply by a stored weight.
+
+    A stored weight is an initializer or a Constant output (after `prepare`'s constant folding that
+    includes e.g. the defect model's patch-memory bank). A MatMul of two computed tensors is left out.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    stored = {t.name for t in model.graph.initializer}
+    stored |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    weight_inputs = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1)}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type in op_types
+        and node.op_type in weight_inputs
+        and any(i < len(node.input) and node.input[i] in stored for i in weight_inputs[node.op_type])
+    ]
+
+
+def quantize_weighted_int8(
+    fp32_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    batches: Iterable[Sequence[torch.Tensor]],
+    op_types: Sequence[str] = WEIGHTED_OPS,
+    **kwargs,
+) -> Path:
+    """Static INT8 (QDQ, per-channel) of the `op_types` nodes with stored weights; every other op stays fp32.
+
+    Why a candidate of its own: full static INT8 also quantizes sigmoids, concats, muls and resizes;
+    whether those QLinear ops and their layout changes pay on a given model is for timing to say.
+    """
+    nodes = nodes_with_weights(fp32_path, op_types)
+    if not nodes:
+        raise ValueError(f"{fp32_path}: no {'/'.join(op_types)} node with stored weights to quantize")
+    return quantize_static_int8(fp32_path, out_path, batches, nodes_to_quantize=nodes, **kwargs)
+
+
 def quantize_static_int8(
     fp32_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],

@@ -140,15 +140,20 @@ def mixed_precision(
     max_drop: float,
     workdir: str | os.PathLike[str],
     method: str = "minmax",
+    nodes: Sequence[str] | None = None,
+    sensitivity: dict[str, float] | None = None,
 ) -> MixedPrecisionResult:
     """Fully quantize; if the metric drops past `max_drop`, keep the most sensitive nodes fp32.
 
     `score(path)` returns the Task's headline metric of the ONNX model at `path`. The returned model
-    is the first (smallest k) within budget, or the best one tried when none is.
+    is the first (smallest k) within budget, or the best one tried when none is. `nodes` restricts
+    quantization to those nodes (all others fp32 throughout); `sensitivity`, when given, is a ranking
+    measured before (e.g. by a search over every node) and is reused instead of measured again.
     """
     fp32_path, out_path, workdir = Path(fp32_path), Path(out_path), Path(workdir)
     cache = workdir / "calibration.json"
-    quantize_static_int8(fp32_path, out_path, batches, method=method, cache_path=cache)
+    only = list(nodes) if nodes is not None else None
+    quantize_static_int8(fp32_path, out_path, batches, method=method, cache_path=cache, nodes_to_quantize=only)
     metric = score(out_path)
     drop = relative_drop(reference_metric, metric, higher_is_better)
     tried = [{"kept_fp32": 0, "metric": metric, "drop": drop}]
@@ -157,16 +162,21 @@ def mixed_precision(
         return MixedPrecisionResult(out_path, metric, drop, [], True, {}, tried)
 
     log("int8: over budget; measuring per-node sensitivity")
-    full_path = workdir / "static_full_int8.onnx"
+    full_path = workdir / f"{out_path.stem}_full.onnx"
     shutil.copyfile(out_path, full_path)
-    sensitivity = node_sensitivity(fp32_path, batches, workdir, method=method)
+    if not sensitivity:
+        sensitivity = node_sensitivity(fp32_path, batches, workdir, method=method, nodes=only)
+    if only is not None:
+        sensitivity = {k: v for k, v in sensitivity.items() if k in set(only)}
     ranked = list(sensitivity)
     best = (drop, metric, [])
     k = 1
     while k <= len(ranked):
         kept = ranked[:k]
-        trial = workdir / f"mixed_{k}.onnx"
-        quantize_static_int8(fp32_path, trial, batches, method=method, nodes_to_exclude=kept, cache_path=cache)
+        trial = workdir / f"{out_path.stem}_mixed_{k}.onnx"
+        quantize_static_int8(
+            fp32_path, trial, batches, method=method, nodes_to_exclude=kept, nodes_to_quantize=only, cache_path=cache
+        )
         metric = score(trial)
         drop = relative_drop(reference_metric, metric, higher_is_better)
         tried.append({"kept_fp32": k, "metric": metric, "drop": drop})
