@@ -12,7 +12,9 @@ def federate(
     sites: int = typer.Option(3, "--sites", help="Number of simulated sites (each gets its own synthetic data)."),
     rounds: int = typer.Option(2, "--rounds", help="Federated rounds."),
     out: Path = typer.Option(..., "--out", help="Run directory: history.json, global_model/, report.md, data/."),
-    strategy: str = typer.Option("fedavg", "--strategy", help="fedavg|fedprox|fedadam|median|trimmed-mean|krum."),
+    strategy: str = typer.Option(
+        "fedavg", "--strategy", help="fedavg|fedprox|fedavgm|fedadam|median|trimmed-mean|krum."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for data, initial model, site training and DP noise."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
     engine: str = typer.Option("ray", "--engine", help="ray (Flower's simulation engine) or inprocess (no Ray)."),
@@ -23,6 +25,7 @@ def federate(
     local_epochs: int = typer.Option(0, "--local-epochs", help="Epochs per site per round (0: the config's)."),
     mu: float = typer.Option(0.01, "--mu", help="FedProx proximal strength."),
     server_lr: float = typer.Option(0.1, "--server-lr", help="FedAdam server learning rate."),
+    server_momentum: float = typer.Option(0.9, "--server-momentum", help="FedAvgM server momentum."),
     min_results: int = typer.Option(1, "--min-results", help="Fewest site updates needed to aggregate a round."),
     round_timeout: float = typer.Option(0.0, "--round-timeout", help="Seconds to wait for sites (0: all)."),
     clip: float = typer.Option(0.0, "--clip", help="DP: clip each site's update to this L2 norm (0: off)."),
@@ -74,6 +77,7 @@ def federate(
         local_epochs=local_epochs,
         proximal_mu=mu,
         server_lr=server_lr,
+        server_momentum=server_momentum,
         min_results=min_results,
         round_timeout=round_timeout,
         clip=clip,

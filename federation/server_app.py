@@ -23,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.device import seed_everything
 from common.progress import log
 from federation import checkpoint, codec, privacy, report, strategies
+from federation.moments import keep_statistics_pooled, moment_pairs, pooled_update
 from federation.settings import FederationSettings
 from federation.sitework import load_task, model_config
 
@@ -169,8 +170,14 @@ def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int, tests: 
     return {site: _metrics(r["reply"]) for site, r in results.items()}
 
 
-def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, params, tests=None) -> tuple:
-    """One round: train everywhere, aggregate what arrived, evaluate; returns the new state and its record."""
+def run_round(
+    hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, params, tests=None, moments=()
+) -> tuple:
+    """One round: train everywhere, aggregate what arrived, evaluate; returns the new state and its record.
+
+    With a mean-based rule, the data statistics the model carries (`moments`) are combined as the
+    pooled data's statistics (moments.py) instead of averaged; robust rules leave them as they are.
+    """
     s = hub.settings
     content = {
         site: RecordDict({"global": model_record(vector, ints), "job": hub.job(round=round_)}) for site in hub.nodes
@@ -201,8 +208,12 @@ def run_round(hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, 
         record["sites"][site] = entry
     record["aggregated"] = len(updates) >= max(1, s.min_results)
     if record["aggregated"]:
-        update = strategies.aggregate(s.strategy, np.stack(updates), np.array(weights), params)
-        vector, opt_state = strategies.apply_update(s.strategy, vector, update, opt_state, params)
+        stacked = np.stack(updates)
+        update = strategies.aggregate(s.strategy, stacked, np.array(weights), params)
+        if s.strategy in strategies.MEAN_BASED:
+            update = pooled_update(update, vector, stacked, np.array(weights), list(moments))
+        new, opt_state = strategies.apply_update(s.strategy, vector, update, opt_state, params)
+        vector = keep_statistics_pooled(new, vector + update, list(moments))
         ints = {**ints, **(new_ints or {})}
     else:
         log(f"round {round_}: only {len(updates)} result(s) < min_results={s.min_results}; global model unchanged")
@@ -238,11 +249,15 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     seed_everything(settings.seed)
     model = task.build_model(cfg)
     layout = codec.layout_of(model.state_dict())
+    moments = moment_pairs(model, layout, task)
     vector = codec.flatten(model.state_dict(), layout)
     ints = codec.integer_entries(model.state_dict())
     initial = (vector.copy(), dict(ints))
     params = strategies.StrategyParams(
-        server_lr=settings.server_lr, trim_fraction=settings.trim_fraction, krum_byzantine=settings.krum_byzantine
+        server_lr=settings.server_lr,
+        server_momentum=settings.server_momentum,
+        trim_fraction=settings.trim_fraction,
+        krum_byzantine=settings.krum_byzantine,
     )
     history = report.new_history(settings)
     opt_state: dict[str, np.ndarray] = {}
@@ -260,7 +275,9 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):
         last = tests if round_ == settings.rounds else None
-        vector, ints, opt_state, record = run_round(hub, round_, vector, ints, opt_state, layout.size, params, last)
+        vector, ints, opt_state, record = run_round(
+            hub, round_, vector, ints, opt_state, layout.size, params, last, moments
+        )
         history["rounds"].append(record)
         checkpoint.save(out, round_, vector, ints, opt_state, history)
         headline = record["global_eval"].get(task.headline_metric)

@@ -32,7 +32,8 @@ class FederationSettings:
     out_dir: str = ""
     resume: bool = False
     proximal_mu: float = 0.01  # used by fedprox only
-    server_lr: float = 0.1
+    server_lr: float = 0.1  # fedadam
+    server_momentum: float = 0.9  # fedavgm
     trim_fraction: float = 0.2
     krum_byzantine: int = 1
     min_results: int = 1
@@ -49,6 +50,9 @@ class FederationSettings:
     # boolean model-config keys switched off in every round but the last: post-hoc stages fitted on the
     # finished local model (medical's fp_reduction), which a later round's training would make stale
     final_round_only: str = ""
+    # the sites' learning rate across rounds: "constant" (each round's fit runs the config's schedule at
+    # the config's lr) or "cosine" (round r of R at lr * (1 + cos(pi (r - 1) / R)) / 2; see sitework)
+    round_lr: str = "constant"
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang

@@ -1,11 +1,12 @@
-"""Server-side aggregation of site updates: FedAvg, FedProx, FedAdam and the robust rules.
+"""Server-side aggregation of site updates: FedAvg, FedProx, FedAvgM, FedAdam and the robust rules.
 
 Every rule works on a matrix of flat updates (one row per site that answered) and returns one
 update that the server adds to the global model. FedProx differs from FedAvg only on the sites
-(the proximal term in their loss), FedAdam only in how the averaged update is applied (a server
-Adam step, Reddi et al. 2021). The robust rules bound what one broken or malicious site can do:
-coordinate-wise median and trimmed mean (Yin et al. 2018) and Krum (Blanchard et al. 2017).
-The server's optimizer state is a plain dict of arrays so it can be checkpointed with the model.
+(the proximal term in their loss), FedAdam and FedAvgM only in how the averaged update is applied
+(a server Adam step, Reddi et al. 2021; a server momentum, Hsu et al. 2019). The robust rules bound
+what one broken or malicious site can do: coordinate-wise median and trimmed mean (Yin et al.
+2018) and Krum (Blanchard et al. 2017). The server's optimizer state is a plain dict of arrays so
+it can be checkpointed with the model.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "krum")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "median", "trimmed-mean", "krum")
+MEAN_BASED = ("fedavg", "fedprox", "fedavgm", "fedadam")  # rules whose aggregate is the example-weighted mean
 
 
 @dataclass(frozen=True)
 class StrategyParams:
     """Knobs of the aggregation rules (defaults follow the papers and Flower's strategies)."""
 
-    server_lr: float = 0.1
+    server_lr: float = 0.1  # FedAdam's step
+    server_momentum: float = 0.9  # FedAvgM's (its step is 1, as in Hsu et al. 2019 and Flower's FedAvgM)
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
@@ -63,7 +66,7 @@ def krum_index(updates: np.ndarray, byzantine: int) -> int:
 
 def aggregate(strategy: str, updates: np.ndarray, weights: np.ndarray, params: StrategyParams) -> np.ndarray:
     """Combine the sites' updates into one according to `strategy`."""
-    if strategy in ("fedavg", "fedprox", "fedadam"):
+    if strategy in MEAN_BASED:
         return weighted_mean(updates, weights)
     if strategy == "median":
         return coordinate_median(updates)
@@ -77,7 +80,15 @@ def aggregate(strategy: str, updates: np.ndarray, weights: np.ndarray, params: S
 def apply_update(
     strategy: str, global_vec: np.ndarray, update: np.ndarray, state: dict[str, np.ndarray], params: StrategyParams
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """New global vector (and server optimizer state) after adding the aggregated update."""
+    """New global vector (and server optimizer state) after adding the aggregated update.
+
+    FedAvgM (Hsu et al. 2019) keeps a server momentum of the averaged updates: where the sites agree
+    round after round, the global model moves further than one round's average would take it, which
+    is what a federation of a few rounds needs to keep up with one long centralized schedule.
+    """
+    if strategy == "fedavgm":
+        m = params.server_momentum * state.get("m", np.zeros_like(update)) + update
+        return (global_vec + m).astype(np.float32), {"m": m.astype(np.float32)}
     if strategy != "fedadam":
         return (global_vec + update).astype(np.float32), state
     m = state.get("m", np.zeros_like(update))

@@ -33,6 +33,11 @@ def test_fedavg_weights_by_examples_and_fedadam_moves_towards_update():
     assert (new > 0).all() and set(state) == {"m", "v"}
     again, _ = strategies.apply_update("fedadam", new, avg, state, params)
     assert (again > new).all()
+    # FedAvgM: the first round is FedAvg's step, then the momentum carries past it
+    first, state = strategies.apply_update("fedavgm", np.zeros(2, np.float32), avg, {}, params)
+    np.testing.assert_allclose(first, avg)
+    second, _ = strategies.apply_update("fedavgm", first, avg, state, params)
+    np.testing.assert_allclose(second - first, avg * (1 + params.server_momentum), rtol=1e-6)
 
 
 def test_int8_roundtrip_is_close_and_four_times_smaller():
@@ -181,3 +186,65 @@ def test_each_round_trains_with_its_own_seed_and_post_stages_wait_for_the_last()
     assert [worker.round_config(r).post_stage for r in (0, 1, 2, 3)] == [True, False, False, True]
     worker.cfg = ("no", "fields")
     assert worker.round_config(2) is worker.cfg
+
+
+def test_data_statistics_aggregate_as_the_pooled_data_would():
+    """A (mean, std) buffer pair and BatchNorm's (mean, var) combine by the law of total variance,
+    so sites with different means give the pooled spread, not the (smaller) mean of their spreads."""
+    import torch
+    from torch import nn
+
+    from federation.moments import keep_statistics_pooled, moment_names, moment_pairs, pooled_update
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+            self.bn = nn.BatchNorm2d(2)
+            self.register_buffer("mean", torch.zeros(1, 2, 1, 1))
+            self.register_buffer("std", torch.ones(1, 2, 1, 1))
+
+    model = Net()
+    assert set(moment_names(model)) == {("bn.running_mean", "bn.running_var", "var"), ("mean", "std", "std")}
+    layout = codec.layout_of(model.state_dict())
+    pairs = moment_pairs(model, layout)
+    rng = np.random.default_rng(0)
+    sizes = [300, 100]
+    data = [rng.normal(loc, scale, size=(n, 2)) for n, loc, scale in zip(sizes, (-2.0, 3.0), (0.5, 1.5))]
+    global_vec = codec.flatten(model.state_dict(), layout)
+    updates = []
+    for x in data:
+        site = Net()
+        site.load_state_dict(model.state_dict())
+        site.conv.weight.data += 0.1
+        site.mean.copy_(torch.tensor(x.mean(0), dtype=torch.float32).view(1, 2, 1, 1))
+        site.std.copy_(torch.tensor(x.std(0), dtype=torch.float32).view(1, 2, 1, 1))
+        site.bn.running_mean.copy_(torch.tensor(x.mean(0)))
+        site.bn.running_var.copy_(torch.tensor(x.var(0)))
+        updates.append(codec.flatten(site.state_dict(), layout) - global_vec)
+    updates = np.stack(updates)
+    plain = strategies.weighted_mean(updates, np.array(sizes, float))
+    update = pooled_update(plain, global_vec, updates, np.array(sizes, float), pairs)
+    state = codec.unflatten(global_vec + update, layout)
+    pooled = np.concatenate(data)
+    np.testing.assert_allclose(state["mean"].view(-1), pooled.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(state["std"].view(-1), pooled.std(0), rtol=1e-5)
+    np.testing.assert_allclose(state["bn.running_var"], pooled.var(0), rtol=1e-5)
+    averaged_std = codec.unflatten(global_vec + plain, layout)["std"].view(-1).numpy()
+    assert (averaged_std < 0.5 * pooled.std(0)).all()  # what plain FedAvg would have kept
+    np.testing.assert_allclose(
+        update[~np.isin(np.arange(len(update)), _spread_indices(pairs))],
+        plain[~np.isin(np.arange(len(update)), _spread_indices(pairs))],
+    )  # weights and means: FedAvg's
+    # after a server momentum step the statistics stay the pooled ones; the weights take the step
+    stepped = keep_statistics_pooled(global_vec + 3 * update, global_vec + update, pairs)
+    spread = _spread_indices(pairs)
+    np.testing.assert_allclose(stepped[spread], (global_vec + update)[spread])
+    weights_only = np.ones(len(update), bool)
+    for p in pairs:
+        weights_only[p.mean] = weights_only[p.spread] = False
+    np.testing.assert_allclose(stepped[weights_only], (global_vec + 3 * update)[weights_only])
+
+
+def _spread_indices(pairs) -> np.ndarray:
+    return np.concatenate([np.arange(p.spread.start, p.spread.stop) for p in pairs])
