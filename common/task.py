@@ -60,6 +60,40 @@ def added_loss(
     return total
 
 
+class KeptOptimizer:
+    """The optimizer moments a federation site carries from one round's `fit` to the next.
+
+    `state` is an optimizer's `state_dict()["state"]` (None before the site's first fit); `last` is the
+    optimizer the latest fit used, so the site can keep its moments for the next round.
+    """
+
+    def __init__(self, state: dict | None = None) -> None:
+        self.state = state
+        self.last: torch.optim.Optimizer | None = None
+
+
+def fit_optimizer(model: nn.Module, make: Callable[[], torch.optim.Optimizer]) -> torch.optim.Optimizer:
+    """The optimizer for one `fit`: `make()`, starting from the moments a federation site kept, if any.
+
+    Every round a site's `fit` builds a fresh optimizer, and a fresh Adam's first steps are sign-like:
+    about `lr` for every weight, whatever its gradient. At a few dozen local steps per round those
+    steps undo much of what averaging kept. A site that keeps its optimizer (`fedsite federate
+    --keep-optimizer`) hangs a KeptOptimizer on the model (`model.kept_optimizer`); the new optimizer
+    then starts from the last round's moments, with the fit's own learning-rate schedule. Without one
+    (every non-federated fit) this is just `make()`.
+    """
+    optimizer = make()
+    kept = getattr(model, "kept_optimizer", None)
+    if not isinstance(kept, KeptOptimizer):
+        return optimizer
+    if kept.state:
+        state = optimizer.state_dict()
+        state["state"] = kept.state
+        optimizer.load_state_dict(state)
+    kept.last = optimizer
+    return optimizer
+
+
 def first_output(outputs: Any) -> torch.Tensor:
     """The logits tensor of a model's output (the first element of a tuple/list/dict output)."""
     if isinstance(outputs, torch.Tensor):

@@ -26,6 +26,9 @@ def federate(
     mu: float = typer.Option(0.01, "--mu", help="FedProx proximal strength."),
     server_lr: float = typer.Option(0.1, "--server-lr", help="FedAdam server learning rate."),
     server_momentum: float = typer.Option(0.9, "--server-momentum", help="FedAvgM server momentum."),
+    keep_optimizer: bool = typer.Option(
+        False, "--keep-optimizer", help="Sites keep their optimizer's moments across rounds (stored at the site)."
+    ),
     min_results: int = typer.Option(1, "--min-results", help="Fewest site updates needed to aggregate a round."),
     round_timeout: float = typer.Option(0.0, "--round-timeout", help="Seconds to wait for sites (0: all)."),
     clip: float = typer.Option(0.0, "--clip", help="DP: clip each site's update to this L2 norm (0: off)."),
@@ -78,6 +81,7 @@ def federate(
         proximal_mu=mu,
         server_lr=server_lr,
         server_momentum=server_momentum,
+        keep_optimizer=keep_optimizer,
         min_results=min_results,
         round_timeout=round_timeout,
         clip=clip,

@@ -53,6 +53,9 @@ class FederationSettings:
     # the sites' learning rate across rounds: "constant" (each round's fit runs the config's schedule at
     # the config's lr) or "cosine" (round r of R at lr * (1 + cos(pi (r - 1) / R)) / 2; see sitework)
     round_lr: str = "constant"
+    # sites carry their optimizer's moments (Adam's) from one round's fit to the next, stored per round
+    # in the site's state directory (never sent): see common.task.fit_optimizer
+    keep_optimizer: bool = False
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang

@@ -20,7 +20,7 @@ import torch
 
 from common import config as config_mod
 from common.device import seed_everything, set_threads
-from common.task import Proximal
+from common.task import KeptOptimizer, Proximal
 from federation import codec, privacy
 from federation.settings import FederationSettings
 
@@ -152,7 +152,14 @@ class SiteWorker:
         data = self.data("train")
         proximal = Proximal(anchor, s.proximal_mu) if s.strategy == "fedprox" and s.proximal_mu > 0 else None
         cfg = self.round_config(round_, salt=3)
-        metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=self._epochs(), proximal=proximal))
+        kept = KeptOptimizer(self._optimizer_state(round_ - 1)) if s.keep_optimizer else None
+        self.model.kept_optimizer = kept
+        try:
+            metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=self._epochs(), proximal=proximal))
+        finally:
+            self.model.kept_optimizer = None
+        if kept is not None and kept.last is not None:
+            self._save_optimizer_state(round_, kept.last.state_dict()["state"])
         delta = codec.flatten(self.model.state_dict(), self.layout) - vector
         delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
         arrays, residual = codec.encode_with_feedback(
@@ -188,6 +195,19 @@ class SiteWorker:
         arrays = {"vector": codec.flatten(self.model.state_dict(), self.layout)}
         arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
         return arrays, metrics
+
+    def _optimizer_state(self, round_: int) -> dict | None:
+        path = self.state_dir / f"optimizer-{round_}.pt"
+        return torch.load(path, weights_only=True) if path.exists() else None
+
+    def _save_optimizer_state(self, round_: int, state: dict) -> None:
+        """The optimizer's moments after this round, kept at the site (per round, so --resume replays)."""
+        from common.atomic import atomic_path
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_dir / f"optimizer-{round_}.pt", suffix=".pt") as tmp:
+            torch.save(state, tmp)
+        (self.state_dir / f"optimizer-{round_ - 2}.pt").unlink(missing_ok=True)  # resume needs the last one
 
     def _residual(self, round_: int) -> np.ndarray | None:
         path = self.state_dir / f"residual-{round_}.npy"

@@ -74,7 +74,7 @@ def test_a_hanging_site_times_out(tmp_path, reference_registered):
 
 
 def test_resume_ends_with_the_same_model_as_an_uninterrupted_run(tmp_path, reference_registered):
-    extra = ("--strategy", "fedadam", "--compression", "int8", "--seed", "5", "--no-cross-site")
+    extra = ("--strategy", "fedadam", "--compression", "int8", "--seed", "5", "--no-cross-site", "--keep-optimizer")
     code, full = run(tmp_path, "full", *extra, rounds=3)
     assert code == 0
     code, part = run(tmp_path, "part", *extra, rounds=2)  # "interrupted" after round 2
@@ -85,6 +85,11 @@ def test_resume_ends_with_the_same_model_as_an_uninterrupted_run(tmp_path, refer
     b = torch.load(part / "global_model" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len(json.loads((part / "history.json").read_text())["rounds"]) == 3
+    # the sites' optimizer moments stayed at the sites (the last two rounds', for --resume)
+    assert sorted(p.name for p in (part / "site_state" / "site-0").glob("optimizer-*.pt")) == [
+        "optimizer-2.pt",
+        "optimizer-3.pt",
+    ]
     # resuming with different settings is refused with a one-line error
     assert run(tmp_path, "part", "--strategy", "median", "--resume", rounds=4)[0] == 2
 

@@ -248,3 +248,31 @@ def test_data_statistics_aggregate_as_the_pooled_data_would():
 
 def _spread_indices(pairs) -> np.ndarray:
     return np.concatenate([np.arange(p.spread.start, p.spread.stop) for p in pairs])
+
+
+def test_a_kept_optimizer_carries_its_moments_into_the_next_fit():
+    """fit_optimizer: without a KeptOptimizer a fresh optimizer; with one, the last fit's Adam moments."""
+    import torch
+
+    from common.task import KeptOptimizer, fit_optimizer
+
+    model = torch.nn.Linear(3, 1)
+
+    def fit() -> torch.optim.Optimizer:
+        opt = fit_optimizer(model, lambda: torch.optim.Adam(model.parameters(), lr=0.01))
+        for _ in range(5):
+            opt.zero_grad()
+            model(torch.ones(4, 3)).sum().backward()
+            opt.step()
+        return opt
+
+    assert int(fit().state[model.weight]["step"]) == 5
+    assert int(fit().state[model.weight]["step"]) == 5  # no KeptOptimizer: fresh every time
+    kept = KeptOptimizer()
+    model.kept_optimizer = kept
+    first = fit()
+    assert kept.last is first
+    model.kept_optimizer = KeptOptimizer(first.state_dict()["state"])
+    second = fit()
+    assert int(second.state[model.weight]["step"]) == 10
+    assert second.param_groups[0]["lr"] == 0.01  # the fit's own learning rate, not the kept one's

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from common.blocks import attention, conv_nd
-from common.task import ExtraLoss, Proximal, added_loss
+from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer
 
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _SIZES = {"tiny": 96, "small": 384, "full": 1024}
@@ -42,7 +42,7 @@ def fit_binary_classifier(
     `fit` contract (train in place, honour `proximal` and `extra_loss`, return the mean loss) is
     written once. `shuffle_seed` None keeps the data order (cheapest, fully deterministic).
     """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = fit_optimizer(model, lambda: torch.optim.Adam(model.parameters(), lr=lr))
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     model.train()
     loss_sum, steps = 0.0, 0

@@ -19,7 +19,7 @@ from torch import nn
 from common import runs
 from common.device import select_device, set_threads
 from common.progress import log, track
-from common.task import ExtraLoss, Proximal, added_loss
+from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer
 from verticals.finance.config import FinanceConfig
 from verticals.finance.infer import FinanceData, load_dataset, predict
 
@@ -53,7 +53,9 @@ def fit(
     model.to(device).train()
     positives = float(y.sum())
     pos_weight = torch.tensor(min(max((len(y) - positives) / max(positives, 1.0), 1.0), cfg.max_pos_weight))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = fit_optimizer(
+        model, lambda: torch.optim.AdamW(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+    )
     n_epochs = cfg.epochs if epochs is None else epochs
     steps_total = max(n_epochs * -(-len(y) // cfg.batch_size), 1)
     # cosine decay to 5 % of the base rate: large steps early, fine ranking late (AUPRC is a ranking metric)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from common.device import select_device
 from common.progress import track
-from common.task import ExtraLoss, Proximal, added_loss
+from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer
 
 from .anomalies import synthesize_anomaly
 from .config import InspectConfig
@@ -104,7 +104,7 @@ def fit(
         set_normalisation(model, train.images)
     steps = (epochs if epochs is not None else cfg.epochs) * cfg.steps_per_epoch
     rng = np.random.default_rng([cfg.seed if seed is None else seed, len(data), int(model.calibrated.item() * 7)])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4))
     warmup = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, max(steps, 1)))
     model.train()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common.progress import log
-from common.task import added_loss
+from common.task import added_loss, fit_optimizer
 from verticals.medical.preprocess import Case
 
 
@@ -111,7 +111,7 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, proximal=None, e
     device = device or select_device()
     model.to(device).train()
     rng = np.random.default_rng(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
     n_epochs = epochs if epochs is not None else cfg.epochs
     total_steps = max(n_epochs * cfg.steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.15)
