@@ -50,9 +50,6 @@ class FederationSettings:
     # boolean model-config keys switched off in every round but the last: post-hoc stages fitted on the
     # finished local model (medical's fp_reduction), which a later round's training would make stale
     final_round_only: str = ""
-    # the sites' learning rate across rounds: "constant" (each round's fit runs the config's schedule at
-    # the config's lr) or "cosine" (round r of R at lr * (1 + cos(pi (r - 1) / R)) / 2; see sitework)
-    round_lr: str = "constant"
     # sites carry their optimizer's moments (Adam's) from one round's fit to the next, stored per round
     # in the site's state directory (never sent): see common.task.fit_optimizer
     keep_optimizer: bool = False

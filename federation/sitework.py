@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import time
 import zlib
 from pathlib import Path
@@ -48,11 +47,6 @@ def model_config(task: Any, settings: FederationSettings) -> Any:
 def site_seed(settings: FederationSettings, site: str, round_: int, salt: int = 0) -> int:
     """A seed per (run seed, site, round): repeatable anywhere, different for every site and round."""
     return (settings.seed * 1_000_003 + zlib.crc32(site.encode()) + round_ * 7919 + salt * 104_729) % (2**31 - 1)
-
-
-def round_lr_factor(round_: int, rounds: int) -> float:
-    """Cosine decay of the sites' peak learning rate: 1 in round 1, (1 + cos(pi (R - 1) / R)) / 2 in round R."""
-    return 0.5 * (1.0 + math.cos(math.pi * (round_ - 1) / max(rounds, 1)))
 
 
 def num_examples(data: Any) -> int:
@@ -111,11 +105,6 @@ class SiteWorker:
         Tasks that draw patches or crops from a generator seeded by `cfg.seed` would otherwise draw
         the very same batches in every round; a centralized run draws new ones all along its single fit.
         Keys named in `final_round_only` are switched off before the last round (post-hoc stages).
-
-        With `round_lr = "cosine"` the config's `lr` decays over the rounds as one cosine schedule:
-        every round's fit starts a fresh optimizer and warm-up, and at a constant peak rate each
-        round's first (Adam, sign-like) steps knock the averaged model back as far as the first round
-        did; decaying the peak lets later rounds refine instead, as one long centralized schedule does.
         """
         names = {f.name for f in dataclasses.fields(self.cfg)} if dataclasses.is_dataclass(self.cfg) else set()
         changes: dict[str, Any] = {}
@@ -124,8 +113,6 @@ class SiteWorker:
         if 0 < round_ < self.settings.rounds:  # round 0: the local-only model's single fit, a final one
             wanted = [k.strip() for k in self.settings.final_round_only.split(",") if k.strip()]
             changes.update({k: False for k in wanted if k in names})
-        if self.settings.round_lr == "cosine" and "lr" in names and round_ > 0:
-            changes["lr"] = self.cfg.lr * round_lr_factor(round_, self.settings.rounds)
         return dataclasses.replace(self.cfg, **changes) if changes else self.cfg
 
     def _load_global(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
