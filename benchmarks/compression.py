@@ -6,8 +6,9 @@ For each model (the 1D/2D/3D reference CNNs, and the verticals' Tasks with --ver
 
 1. train it on synthetic data (`Task.synthesize` + `Task.fit`), score it on held-out data;
 2. `compress_model(int8="auto")`: ONNX fp32 vs static INT8 (per-channel QDQ, MinMax calibration on
-   `Task.calibration_batches`, sensitivity-based fp32 fallback) and, where the graph has MatMul/Gemm,
-   dynamic INT8; sizes, medians of repeated latencies, the metric through ORT, and auto's choice;
+   `Task.calibration_batches`, sensitivity-based fp32 fallback), static INT8 of Conv-only and of every
+   weighted node, and, where the graph has MatMul/Gemm, dynamic INT8; sizes, medians of repeated
+   latencies (every candidate timed in turn with fp32), the metric through ORT, and auto's choice;
 3. structural channel pruning (50%, 10% per round, |w x grad| importance, 2 epochs of fine-tuning via
    `Task.fit` per round and after the last),
    without and with distillation from the unpruned model;
