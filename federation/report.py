@@ -29,7 +29,9 @@ def failed_sites(history: dict[str, Any]) -> list[str]:
     return sorted({s for r in history["rounds"] for s, e in r["sites"].items() if e["status"] != "ok"})
 
 
-def compression_summary(history: dict[str, Any], codec_name: str, layout_size: int) -> dict[str, Any]:
+def compression_summary(
+    history: dict[str, Any], codec_name: str, layout_size: int, int8_chunks: int | None = None
+) -> dict[str, Any]:
     """Update bytes actually sent vs the same updates as dense float32 (4 bytes per weight)."""
     from federation.codec import int8_raw_bytes
 
@@ -52,7 +54,9 @@ def compression_summary(history: dict[str, Any], codec_name: str, layout_size: i
         "replies": replies,
         # the same updates' payload after a lossless zlib deflate, and (int8) before the codec's own deflate
         "payload_deflated_bytes": deflated,
-        "payload_before_deflate_bytes": replies * int8_raw_bytes(layout_size) if codec_name == "int8" else payload,
+        "payload_before_deflate_bytes": (
+            replies * int8_raw_bytes(layout_size, int8_chunks) if codec_name == "int8" else payload
+        ),
     }
 
 

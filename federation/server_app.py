@@ -171,7 +171,7 @@ def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int, tests: 
 
 
 def run_round(
-    hub: Hub, round_: int, vector, ints, opt_state, layout_size: int, params, tests=None, moments=()
+    hub: Hub, round_: int, vector, ints, opt_state, layout: codec.Layout, params, tests=None, moments=()
 ) -> tuple:
     """One round: train everywhere, aggregate what arrived, evaluate; returns the new state and its record.
 
@@ -202,7 +202,7 @@ def run_round(
             arrays, site_ints = _arrays(reply.content["update"])
             entry["payload_bytes"] = codec.payload_bytes(arrays)
             entry["payload_deflated_bytes"] = codec.deflated_bytes(arrays)
-            updates.append(codec.decode(arrays, layout_size))
+            updates.append(codec.decode(arrays, layout.size, layout.int8_chunks))
             weights.append(entry["train"].get("num-examples", 1.0))
             new_ints = new_ints if new_ints is not None else site_ints
         record["sites"][site] = entry
@@ -248,7 +248,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     cfg = model_config(task, settings)
     seed_everything(settings.seed)
     model = task.build_model(cfg)
-    layout = codec.layout_of(model.state_dict())
+    layout = codec.layout_of(model.state_dict(), {n for n, _ in model.named_parameters()})
     moments = moment_pairs(model, layout, task)
     vector = codec.flatten(model.state_dict(), layout)
     ints = codec.integer_entries(model.state_dict())
@@ -275,9 +275,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):
         last = tests if round_ == settings.rounds else None
-        vector, ints, opt_state, record = run_round(
-            hub, round_, vector, ints, opt_state, layout.size, params, last, moments
-        )
+        vector, ints, opt_state, record = run_round(hub, round_, vector, ints, opt_state, layout, params, last, moments)
         history["rounds"].append(record)
         checkpoint.save(out, round_, vector, ints, opt_state, history)
         headline = record["global_eval"].get(task.headline_metric)
@@ -286,7 +284,9 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
         log(f"round {round_}/{settings.rounds}: {ok}/{len(record['sites'])} sites ok, {task.headline_metric}={shown}")
     history["cross_site"] = cross_site(hub, vector, ints, initial, settings.rounds + 1, tests)
     history["privacy"] = privacy.privacy_report(settings.clip, settings.noise, settings.rounds, settings.delta)
-    history["compression"] = report.compression_summary(history, settings.compression, layout.size)
+    history["compression"] = report.compression_summary(
+        history, settings.compression, layout.size, len(layout.int8_chunks)
+    )
     history["seconds"] = time.perf_counter() - began
     state = dict(model.state_dict())
     state.update(codec.unflatten(vector, layout))

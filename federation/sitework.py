@@ -88,7 +88,7 @@ class SiteWorker:
         self.task = load_task(settings)
         self.cfg = model_config(self.task, settings)
         self.model = self.task.build_model(self.cfg)
-        self.layout = codec.layout_of(self.model.state_dict())
+        self.layout = codec.layout_of(self.model.state_dict(), {n for n, _ in self.model.named_parameters()})
         self._data: dict[str, Any] = {}
         if not self.data_dir.exists():
             raise FileNotFoundError(f"{site}: data directory {self.data_dir} not found")
@@ -150,8 +150,9 @@ class SiteWorker:
         delta = codec.flatten(self.model.state_dict(), self.layout) - vector
         delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
         arrays, residual = codec.encode_with_feedback(
-            delta, s.compression, self._residual(round_ - 1), topk_fraction=s.topk_fraction
-        )
+            delta, s.compression, self._residual(round_ - 1), topk_fraction=s.topk_fraction,
+            starts=self.layout.int8_chunks,
+        )  # fmt: skip
         self._save_residual(round_, residual)
         arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
         metrics.update(

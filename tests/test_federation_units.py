@@ -276,3 +276,24 @@ def test_a_kept_optimizer_carries_its_moments_into_the_next_fit():
     second = fit()
     assert int(second.state[model.weight]["step"]) == 10
     assert second.param_groups[0]["lr"] == 0.01  # the fit's own learning rate, not the kept one's
+
+
+def test_int8_chunks_never_mix_tensors_so_small_changes_survive():
+    """A BatchNorm variance moving by ~1 beside conv weights moving by ~0.01: with one scale per
+    4096 values the weights' changes round to zero; with chunks cut at tensor boundaries they do not."""
+    rng = np.random.default_rng(3)
+    weights, variances = rng.normal(0, 0.005, 3000).astype(np.float32), rng.normal(0, 1.0, 16).astype(np.float32)
+    vector = np.concatenate([weights, variances])
+    starts = codec.chunk_starts([3000, 16], [True, False])
+    np.testing.assert_array_equal(starts, [0, 3000])
+    # parameters share chunks (cut every 4096 across tensors); each buffer has its own
+    mixed = codec.chunk_starts([3000, 3000, 10, 5], [True, True, False, False])
+    np.testing.assert_array_equal(mixed, [0, 4096, 6000, 6010])
+    shared = codec.decode(codec.encode(vector, "int8"), len(vector))
+    split = codec.decode(codec.encode(vector, "int8", starts=starts), len(vector), starts)
+    shared_err = np.abs(shared[:3000] - weights).mean() / np.abs(weights).mean()
+    split_err = np.abs(split[:3000] - weights).mean() / np.abs(weights).mean()
+    assert shared_err > 0.3 and split_err < 0.02  # relative error of the weights' change
+    assert np.abs(split[3000:] - variances).max() <= np.abs(variances).max() / 127 / 2 + 1e-6
+    arrays = codec.encode(vector, "int8", starts=starts)
+    assert codec.payload_bytes(arrays) <= codec.int8_raw_bytes(len(vector), len(starts))
