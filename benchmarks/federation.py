@@ -47,8 +47,9 @@ sys.path.insert(0, str(ROOT))
 SITES = 3
 DELTA = 1e-5
 # every federated run: sites keep their Adam moments from round to round (stored at the site, never
-# sent). With a fresh optimizer each round the federation did worse the more rounds it was given
-# (manufacturing 0.696 / 0.675 / 0.636 at 3x2 / 6x2 / 12x1); kept, 0.707 / 0.737 at 3x2 / 6x2.
+# sent; the default since 2026-11-29). With a fresh optimizer each round the federation did worse the
+# more rounds it was given (manufacturing 0.696 / 0.675 / 0.636 at 3x2 / 6x2 / 12x1); kept, 0.707 /
+# 0.737 at 3x2 / 6x2.
 SITE_KNOBS = {"keep_optimizer": True}
 # per vertical: model config, rounds x local epochs, site data, DP clip (L2 of one site's update) and
 # noise multipliers (0 = clipping alone), seeds of the paired int8-vs-float32 comparison, and

@@ -27,7 +27,9 @@ def federate(
     server_lr: float = typer.Option(0.1, "--server-lr", help="FedAdam server learning rate."),
     server_momentum: float = typer.Option(0.9, "--server-momentum", help="FedAvgM server momentum."),
     keep_optimizer: bool = typer.Option(
-        False, "--keep-optimizer", help="Sites keep their optimizer's moments across rounds (stored at the site)."
+        True,
+        "--keep-optimizer/--fresh-optimizer",
+        help="Sites keep their optimizer's moments across rounds (stored at the site), or start fresh each round.",
     ),
     min_results: int = typer.Option(1, "--min-results", help="Fewest site updates needed to aggregate a round."),
     round_timeout: float = typer.Option(0.0, "--round-timeout", help="Seconds to wait for sites (0: all)."),

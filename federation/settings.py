@@ -51,8 +51,8 @@ class FederationSettings:
     # finished local model (medical's fp_reduction), which a later round's training would make stale
     final_round_only: str = ""
     # sites carry their optimizer's moments (Adam's) from one round's fit to the next, stored per round
-    # in the site's state directory (never sent): see common.task.fit_optimizer
-    keep_optimizer: bool = False
+    # in the site's state directory (never sent): see common.task.fit_optimizer and the README
+    keep_optimizer: bool = True
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang
