@@ -22,10 +22,11 @@ INT8_CHUNK = 4096
 DEFLATE_LEVEL = 9
 
 
-def int8_raw_bytes(size: int, chunks: int | None = None) -> int:
-    """Payload of an int8-encoded update of `size` weights in `chunks` chunks (default: `size` cut
-    every INT8_CHUNK values) before the lossless deflate (one float32 scale per chunk + the codes)."""
-    return 4 * (-(-size // INT8_CHUNK) if chunks is None else chunks) + size
+def int8_raw_bytes(size: int, chunks: int | None = None, exact: int = 0) -> int:
+    """Payload of an int8-encoded update of `size` values in `chunks` chunks (default: `size` cut
+    every INT8_CHUNK values) before the lossless deflate: one float32 scale per chunk, one code per
+    value, and 4 bytes for each of the `exact` values sent as float32."""
+    return 4 * (-(-size // INT8_CHUNK) if chunks is None else chunks) + size + 4 * exact
 
 
 def chunk_starts(sizes: list[int] | tuple[int, ...], shared: list[bool] | tuple[bool, ...] | None = None) -> np.ndarray:
@@ -66,6 +67,15 @@ class Layout:
     @property
     def size(self) -> int:
         return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    @property
+    def exact(self) -> np.ndarray:
+        """Flat indices of the buffers' values, which the int8 codec sends as float32 (see encode)."""
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        offsets = np.cumsum([0, *sizes])
+        flags = self.trained or (True,) * len(sizes)
+        parts = [np.arange(offsets[i], offsets[i + 1]) for i, t in enumerate(flags) if not t]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     @property
     def int8_chunks(self) -> np.ndarray:
@@ -118,19 +128,29 @@ def _int8_scales(n: int, starts: np.ndarray | None) -> tuple[np.ndarray, np.ndar
 
 
 def encode(
-    vector: np.ndarray, codec: str, *, topk_fraction: float = 0.1, starts: np.ndarray | None = None
+    vector: np.ndarray,
+    codec: str,
+    *,
+    topk_fraction: float = 0.1,
+    starts: np.ndarray | None = None,
+    exact: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Compress a flat update into the arrays that go on the wire.
 
-    `starts` (int8 only): where each chunk with its own scale begins (`Layout.int8_chunks`, so that
-    no chunk mixes two tensors); the receiver decodes with the same starts.
+    int8 only: `starts` is where each chunk with its own scale begins (`Layout.int8_chunks`, so no
+    chunk mixes a buffer with weights) and `exact` the indices sent as float32 after the codes
+    (`Layout.exact`: the buffers, a few hundred values of data statistics, where a rounding to 0 of a
+    small std would divide by zero at every site); the receiver decodes with the same two.
     """
     if codec == "none":
         return {"delta": vector.astype(np.float32, copy=False)}
     if codec == "int8":
         n = len(vector)
         starts, lengths = _int8_scales(n, starts)
-        vector = np.asarray(vector, dtype=np.float32)
+        vector = np.array(vector, dtype=np.float32)
+        kept = vector[exact].astype("<f4") if exact is not None and len(exact) else np.zeros(0, "<f4")
+        if len(kept):
+            vector[exact] = 0.0
         scales = (np.maximum.reduceat(np.abs(vector), starts) if n else np.zeros(0, np.float32)) / 127.0
         safe = np.repeat(np.where(scales > 0, scales, 1.0), lengths)
         q = np.clip(np.rint(vector / safe), -127, 127).astype(np.int8)
@@ -139,10 +159,11 @@ def encode(
         head = scales.astype("<f4").view(np.uint8)
         # The codes of an update cluster near 0 (a chunk's scale is set by its largest entry), so a
         # lossless deflate of them shrinks the message further; sent only when it is smaller.
-        deflated = zlib.compress(q.tobytes(), DEFLATE_LEVEL)
-        if len(deflated) < n:
+        body = q.tobytes() + kept.tobytes()
+        deflated = zlib.compress(body, DEFLATE_LEVEL)
+        if len(deflated) < len(body):
             return {"q8z": np.concatenate([head, np.frombuffer(deflated, dtype=np.uint8)])}
-        return {"q8": np.concatenate([head, q.view(np.uint8)])}
+        return {"q8": np.concatenate([head, np.frombuffer(body, dtype=np.uint8)])}
     if codec == "topk":
         k = max(1, int(round(topk_fraction * len(vector)))) if len(vector) else 0
         idx = np.argpartition(np.abs(vector), len(vector) - k)[len(vector) - k :] if k else np.zeros(0, np.int64)
@@ -151,9 +172,11 @@ def encode(
     raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
 
 
-def decode(arrays: dict[str, np.ndarray], size: int, starts: np.ndarray | None = None) -> np.ndarray:
+def decode(
+    arrays: dict[str, np.ndarray], size: int, starts: np.ndarray | None = None, exact: np.ndarray | None = None
+) -> np.ndarray:
     """Rebuild the flat float32 update from what `encode` produced (the codec is read off the keys;
-    int8 needs the same chunk `starts` the sender used)."""
+    int8 needs the same chunk `starts` and `exact` indices the sender used)."""
     if "delta" in arrays:
         return np.asarray(arrays["delta"], dtype=np.float32)
     if "q8" in arrays or "q8z" in arrays:
@@ -165,7 +188,10 @@ def decode(arrays: dict[str, np.ndarray], size: int, starts: np.ndarray | None =
         if "q8z" in arrays:
             body = np.frombuffer(zlib.decompress(body.tobytes()), dtype=np.uint8)
         q = body[:size].view(np.int8).astype(np.float32)
-        return q * np.repeat(scales, lengths)
+        out = q * np.repeat(scales, lengths)
+        if exact is not None and len(exact):
+            out[exact] = body[size : size + 4 * len(exact)].view("<f4")
+        return out
     if "q" in arrays:
         q = np.asarray(arrays["q"], dtype=np.float32)
         scales = np.repeat(np.asarray(arrays["scales"], dtype=np.float32), INT8_CHUNK)[:size]
@@ -184,13 +210,14 @@ def encode_with_feedback(
     *,
     topk_fraction: float = 0.1,
     starts: np.ndarray | None = None,
+    exact: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Encode `vector + residual`; return the wire arrays and the new residual (what was lost)."""
     target = vector if residual is None or codec == "none" else vector + residual
-    arrays = encode(target, codec, topk_fraction=topk_fraction, starts=starts)
+    arrays = encode(target, codec, topk_fraction=topk_fraction, starts=starts, exact=exact)
     if codec == "none":
         return arrays, np.zeros_like(vector)
-    return arrays, (target - decode(arrays, len(vector), starts)).astype(np.float32)
+    return arrays, (target - decode(arrays, len(vector), starts, exact)).astype(np.float32)
 
 
 def payload_bytes(arrays: dict[str, np.ndarray]) -> int:

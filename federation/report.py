@@ -30,7 +30,7 @@ def failed_sites(history: dict[str, Any]) -> list[str]:
 
 
 def compression_summary(
-    history: dict[str, Any], codec_name: str, layout_size: int, int8_chunks: int | None = None
+    history: dict[str, Any], codec_name: str, layout_size: int, int8_chunks: int | None = None, exact: int = 0
 ) -> dict[str, Any]:
     """Update bytes actually sent vs the same updates as dense float32 (4 bytes per weight)."""
     from federation.codec import int8_raw_bytes
@@ -55,7 +55,7 @@ def compression_summary(
         # the same updates' payload after a lossless zlib deflate, and (int8) before the codec's own deflate
         "payload_deflated_bytes": deflated,
         "payload_before_deflate_bytes": (
-            replies * int8_raw_bytes(layout_size, int8_chunks) if codec_name == "int8" else payload
+            replies * int8_raw_bytes(layout_size, int8_chunks, exact) if codec_name == "int8" else payload
         ),
     }
 

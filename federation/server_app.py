@@ -202,7 +202,7 @@ def run_round(
             arrays, site_ints = _arrays(reply.content["update"])
             entry["payload_bytes"] = codec.payload_bytes(arrays)
             entry["payload_deflated_bytes"] = codec.deflated_bytes(arrays)
-            updates.append(codec.decode(arrays, layout.size, layout.int8_chunks))
+            updates.append(codec.decode(arrays, layout.size, layout.int8_chunks, layout.exact))
             weights.append(entry["train"].get("num-examples", 1.0))
             new_ints = new_ints if new_ints is not None else site_ints
         record["sites"][site] = entry
@@ -285,7 +285,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     history["cross_site"] = cross_site(hub, vector, ints, initial, settings.rounds + 1, tests)
     history["privacy"] = privacy.privacy_report(settings.clip, settings.noise, settings.rounds, settings.delta)
     history["compression"] = report.compression_summary(
-        history, settings.compression, layout.size, len(layout.int8_chunks)
+        history, settings.compression, layout.size, len(layout.int8_chunks), len(layout.exact)
     )
     history["seconds"] = time.perf_counter() - began
     state = dict(model.state_dict())

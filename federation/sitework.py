@@ -151,7 +151,7 @@ class SiteWorker:
         delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
         arrays, residual = codec.encode_with_feedback(
             delta, s.compression, self._residual(round_ - 1), topk_fraction=s.topk_fraction,
-            starts=self.layout.int8_chunks,
+            starts=self.layout.int8_chunks, exact=self.layout.exact,
         )  # fmt: skip
         self._save_residual(round_, residual)
         arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})

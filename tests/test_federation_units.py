@@ -295,5 +295,23 @@ def test_int8_chunks_never_mix_tensors_so_small_changes_survive():
     split_err = np.abs(split[:3000] - weights).mean() / np.abs(weights).mean()
     assert shared_err > 0.3 and split_err < 0.02  # relative error of the weights' change
     assert np.abs(split[3000:] - variances).max() <= np.abs(variances).max() / 127 / 2 + 1e-6
-    arrays = codec.encode(vector, "int8", starts=starts)
-    assert codec.payload_bytes(arrays) <= codec.int8_raw_bytes(len(vector), len(starts))
+    # buffers sent exactly: a floor-sized std beside large ones survives (int8 would round it to 0)
+    variances[0] = 1e-3
+    vector = np.concatenate([weights, variances])
+    exact = np.arange(3000, 3016)
+    deflated = codec.encode(vector, "int8", starts=starts, exact=exact)
+    for arrays in (deflated, {"q8": _undeflated(vector, starts, exact)}):
+        decoded = codec.decode(arrays, len(vector), starts, exact)
+        np.testing.assert_array_equal(decoded[3000:], variances)
+        assert np.abs(decoded[:3000] - weights).max() <= np.abs(weights).max() / 127 / 2 + 1e-7
+    arrays = codec.encode(vector, "int8", starts=starts, exact=exact)
+    assert codec.payload_bytes(arrays) <= codec.int8_raw_bytes(len(vector), len(starts), len(exact))
+
+
+def _undeflated(vector: np.ndarray, starts: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """The same int8 payload without the deflate (the codec picks whichever is smaller)."""
+    import zlib
+
+    packed = codec.encode(vector, "int8", starts=starts, exact=exact)["q8z"]
+    head = 4 * len(starts)
+    return np.concatenate([packed[:head], np.frombuffer(zlib.decompress(packed[head:].tobytes()), np.uint8)])
