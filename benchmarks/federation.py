@@ -66,7 +66,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "final_round_only": "fp_reduction",
         "clip": 2.0,
         "dp_noise": [0.01],
-        "int8_seeds": [0],
+        "int8_seeds": [0, 1],
         "long_rounds": 8,
     },
     "finance": {
