@@ -77,8 +77,9 @@ def fit_optimizer(model: nn.Module, make: Callable[[], torch.optim.Optimizer]) -
 
     Every round a site's `fit` builds a fresh optimizer, and a fresh Adam's first steps are sign-like:
     about `lr` for every weight, whatever its gradient. At a few dozen local steps per round those
-    steps undo much of what averaging kept. A site that keeps its optimizer (`fedsite federate
-    --keep-optimizer`) hangs a KeptOptimizer on the model (`model.kept_optimizer`); the new optimizer
+    steps undo much of what averaging kept. A site that keeps its optimizer (the default of `fedsite
+    federate`; `--fresh-optimizer` turns it off) hangs a KeptOptimizer on the model
+    (`model.kept_optimizer`); the new optimizer
     then starts from the last round's moments, with the fit's own learning-rate schedule. Without one
     (every non-federated fit) this is just `make()`.
     """
