@@ -13,6 +13,7 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -64,20 +65,28 @@ class Layout:
     dtypes: tuple[torch.dtype, ...]
     trained: tuple[bool, ...] = ()  # per entry: a trained parameter (True) or a buffer (False)
 
+    @cached_property
+    def slices(self) -> dict[str, slice]:
+        """Where each entry sits in the flat vector."""
+        out, offset = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            n = int(np.prod(shape))
+            out[name] = slice(offset, offset + n)
+            offset += n
+        return out
+
     @property
     def size(self) -> int:
         return int(sum(int(np.prod(s)) for s in self.shapes))
 
-    @property
+    @cached_property
     def exact(self) -> np.ndarray:
         """Flat indices of the buffers' values, which the int8 codec sends as float32 (see encode)."""
-        sizes = [int(np.prod(s)) for s in self.shapes]
-        offsets = np.cumsum([0, *sizes])
-        flags = self.trained or (True,) * len(sizes)
-        parts = [np.arange(offsets[i], offsets[i + 1]) for i, t in enumerate(flags) if not t]
+        flags = self.trained or (True,) * len(self.names)
+        parts = [np.arange(self.slices[n].start, self.slices[n].stop) for n, t in zip(self.names, flags) if not t]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    @property
+    @cached_property
     def int8_chunks(self) -> np.ndarray:
         """Start offsets of the int8 codec's chunks over this layout's flat vector (see chunk_starts)."""
         return chunk_starts([int(np.prod(s)) for s in self.shapes], self.trained or None)

@@ -62,11 +62,7 @@ def moment_names(model: nn.Module, task: Any = None) -> list[tuple[str, str, str
 
 def moment_pairs(model: nn.Module, layout: Layout, task: Any = None) -> list[MomentPair]:
     """The pairs of `moment_names` as slices of the flat vector of `layout`."""
-    offsets, offset = {}, 0
-    for name, shape in zip(layout.names, layout.shapes):
-        n = int(np.prod(shape))
-        offsets[name] = slice(offset, offset + n)
-        offset += n
+    offsets = layout.slices
     return [
         MomentPair(offsets[m], offsets[s], kind)
         for m, s, kind in moment_names(model, task)
@@ -104,6 +100,8 @@ def keep_statistics_pooled(new: np.ndarray, pooled: np.ndarray, pairs: list[Mome
     Server momentum or Adam steps are for weights; a statistic of the sites' data is what it is, and a
     momentum carried over from earlier rounds would push, say, a variance past its pooled value.
     """
+    if not pairs:
+        return new
     out = new.copy()
     for p in pairs:
         out[p.mean] = pooled[p.mean]
