@@ -40,7 +40,7 @@ from common.compress.quantize import (
     quantization_summary,
     quantize_dynamic_int8,
 )
-from common.compress.sensitivity import candidate_nodes, mixed_precision, relative_drop
+from common.compress.sensitivity import MixedPrecisionResult, candidate_nodes, mixed_precision, relative_drop
 from common.export import export_onnx, onnx_size_bytes, parity
 from common.progress import log
 
@@ -274,18 +274,15 @@ def _int8_candidates(
         wrapper = OrtModule.like(path, model, example)
         return _headline(task, task.evaluate(wrapper, eval_data, cfg))
 
+    def search(path: Path, **restrict: Any) -> MixedPrecisionResult:
+        """The sensitivity search (common/compress/sensitivity.py) with this model's calibration and metric."""
+        return mixed_precision(
+            prepared, path, batches, score, fp32_metric, higher_is_better=task.higher_is_better,
+            max_drop=options.max_drop, workdir=workdir, method=options.calibration, **restrict,
+        )  # fmt: skip
+
     log(f"compress: static int8 ({options.calibration} calibration, per-channel QDQ)")
-    result = mixed_precision(
-        prepared,
-        workdir / "static_int8.onnx",
-        batches,
-        score,
-        fp32_metric,
-        higher_is_better=task.higher_is_better,
-        max_drop=options.max_drop,
-        workdir=workdir,
-        method=options.calibration,
-    )
+    result = search(workdir / "static_int8.onnx")
     candidates = [
         {
             "kind": "static",
@@ -316,19 +313,7 @@ def _int8_candidates(
             continue
         seen.append(nodes)
         log(f"compress: static int8 of the {'/'.join(op_types)} nodes with weights only (the rest fp32)")
-        part = mixed_precision(
-            prepared,
-            workdir / f"{kind}_int8.onnx",
-            batches,
-            score,
-            fp32_metric,
-            higher_is_better=task.higher_is_better,
-            max_drop=options.max_drop,
-            workdir=workdir,
-            method=options.calibration,
-            nodes=nodes,
-            sensitivity=result.sensitivity,
-        )
+        part = search(workdir / f"{kind}_int8.onnx", nodes=nodes, sensitivity=result.sensitivity)
         if part.full_path is not None:
             part.full_path.unlink(missing_ok=True)
         candidates.append(
