@@ -112,7 +112,8 @@ def evaluate(message: Message, context: Context) -> Message:
     worker, job = worker_for(message, context)
     vector, ints = read_model(message.content["global"])
     splits = str(job.get("split", "val")).split("+")
-    content = RecordDict({"metrics": MetricRecord(worker.evaluate(vector, ints, splits[0]))})
+    norm = int(job.get("norm-round", -1))  # local_norm: the site's own normalisation of that round
+    content = RecordDict({"metrics": MetricRecord(worker.evaluate(vector, ints, splits[0], norm))})
     if "test" in splits[1:]:
-        content["test-metrics"] = MetricRecord(worker.evaluate(vector, ints, "test"))
+        content["test-metrics"] = MetricRecord(worker.evaluate(vector, ints, "test", norm))
     return Message(content, reply_to=message)

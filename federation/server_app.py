@@ -156,13 +156,18 @@ def weighted_metrics(per_site: dict[str, dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def evaluate_everywhere(hub: Hub, vector, ints, split: str, round_: int, tests: dict | None = None) -> dict:
+def evaluate_everywhere(
+    hub: Hub, vector, ints, split: str, round_: int, tests: dict | None = None, norm_round: int | None = None
+) -> dict:
     """Each site's metrics of one model on its own `split` (the model travels, the data does not).
 
     With `tests` given, sites also score their test split in the same exchange (saves a round trip).
+    `norm_round` (default `round_`): under local_norm, sites put their own normalisation of that
+    round into the global model; -1 scores the model as sent (another site's local-only model).
     """
     wanted = f"{split}+test" if tests is not None and split != "test" else split
-    content = {s: RecordDict({"global": model_record(vector, ints), "job": hub.job(split=wanted)}) for s in hub.nodes}
+    job = hub.job(split=wanted, **{"norm-round": round_ if norm_round is None else norm_round})
+    content = {s: RecordDict({"global": model_record(vector, ints), "job": job}) for s in hub.nodes}
     results = hub.send("evaluate", content, round_)
     if tests is not None:
         key = "metrics" if split == "test" else "test-metrics"
@@ -237,7 +242,8 @@ def cross_site(hub: Hub, vector, ints, initial, round_: int, tests: dict) -> dic
             log(f"cross-site: {site} could not train a local model ({res['error']})")
             continue
         arrays, local_ints = _arrays(res["reply"].content["model"])
-        matrix[f"local:{site}"] = evaluate_everywhere(hub, arrays["vector"], {**ints, **local_ints}, "test", round_ + 2)
+        local_model = (arrays["vector"], {**ints, **local_ints})
+        matrix[f"local:{site}"] = evaluate_everywhere(hub, *local_model, "test", round_ + 2, norm_round=-1)
     return matrix
 
 

@@ -53,6 +53,9 @@ class FederationSettings:
     # sites carry their optimizer's moments (Adam's) from one round's fit to the next, stored per round
     # in the site's state directory (never sent): see common.task.fit_optimizer and the README
     keep_optimizer: bool = True
+    # FedBN (Li et al., ICLR 2021): normalisation layers and fitted input statistics stay at each site
+    # (federation/local_norm.py); the hub still aggregates them, for a site that has none of its own
+    local_norm: bool = False
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang

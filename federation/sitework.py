@@ -21,6 +21,7 @@ from common import config as config_mod
 from common.device import seed_everything, set_threads
 from common.task import KeptOptimizer, Proximal
 from federation import codec, privacy
+from federation.local_norm import local_names
 from federation.settings import FederationSettings
 
 
@@ -89,6 +90,7 @@ class SiteWorker:
         self.cfg = model_config(self.task, settings)
         self.model = self.task.build_model(self.cfg)
         self.layout = codec.layout_of(self.model.state_dict(), {n for n, _ in self.model.named_parameters()})
+        self.local_names = local_names(self.model, self.task)
         self._data: dict[str, Any] = {}
         if not self.data_dir.exists():
             raise FileNotFoundError(f"{site}: data directory {self.data_dir} not found")
@@ -115,11 +117,16 @@ class SiteWorker:
             changes.update({k: False for k in wanted if k in names})
         return dataclasses.replace(self.cfg, **changes) if changes else self.cfg
 
-    def _load_global(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def _load_global(
+        self, vector: np.ndarray, ints: dict[str, np.ndarray], norm_round: int = -1
+    ) -> dict[str, torch.Tensor]:
+        """Load the hub's model; with `local_norm`, this site's own normalisation of `norm_round` over it."""
         state = dict(self.model.state_dict())
         state.update(codec.unflatten(vector, self.layout))
         for name, value in ints.items():
             state[name] = torch.from_numpy(np.array(value))
+        if self.settings.local_norm and norm_round > 0:
+            state.update(self._norm_state(norm_round))
         self.model.load_state_dict(state)
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
@@ -134,7 +141,7 @@ class SiteWorker:
                 time.sleep(max(s.round_timeout * 3, 5.0))
             raise DrillFailure(f"{self.site}: fault drill (--fail-site) in round {round_}")
         start = time.perf_counter()
-        anchor = self._load_global(vector, ints)
+        anchor = self._load_global(vector, ints, norm_round=round_ - 1)
         seed_everything(site_seed(s, self.site, round_))
         data = self.data("train")
         proximal = Proximal(anchor, s.proximal_mu) if s.strategy == "fedprox" and s.proximal_mu > 0 else None
@@ -147,6 +154,8 @@ class SiteWorker:
             self.model.kept_optimizer = None
         if kept is not None and kept.last is not None:
             self._save_optimizer_state(round_, kept.last.state_dict()["state"])
+        if s.local_norm:
+            self._save_norm_state(round_)
         delta = codec.flatten(self.model.state_dict(), self.layout) - vector
         delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
         arrays, residual = codec.encode_with_feedback(
@@ -164,9 +173,12 @@ class SiteWorker:
         )
         return arrays, metrics
 
-    def evaluate(self, vector: np.ndarray, ints: dict[str, np.ndarray], split: str) -> dict[str, float]:
-        """The Task's metrics of the given model on this site's `split`."""
-        self._load_global(vector, ints)
+    def evaluate(
+        self, vector: np.ndarray, ints: dict[str, np.ndarray], split: str, norm_round: int = -1
+    ) -> dict[str, float]:
+        """The Task's metrics of the given model on this site's `split` (with its own normalisation of
+        `norm_round` under `local_norm`; -1 scores the model exactly as sent, e.g. another site's)."""
+        self._load_global(vector, ints, norm_round=norm_round)
         data = self.data(split)
         metrics = scalar_metrics(self.task.evaluate(self.model, data, self.cfg))
         metrics["num-examples"] = float(num_examples(data))
@@ -196,6 +208,24 @@ class SiteWorker:
         with atomic_path(self.state_dir / f"optimizer-{round_}.pt", suffix=".pt") as tmp:
             torch.save(state, tmp)
         (self.state_dir / f"optimizer-{round_ - 2}.pt").unlink(missing_ok=True)  # resume needs the last one
+
+    def _norm_state(self, round_: int) -> dict[str, torch.Tensor]:
+        """This site's normalisation entries as of `round_` (the latest round it trained, at most
+        `round_`); empty before its first training: the hub's pooled ones are used then."""
+        for r in range(round_, 0, -1):
+            path = self.state_dir / f"norm-{r}.pt"
+            if path.exists():
+                return torch.load(path, weights_only=True)
+        return {}
+
+    def _save_norm_state(self, round_: int) -> None:
+        """The site's own normalisation after this round's training (FedBN; never replaced by the hub's)."""
+        from common.atomic import atomic_path
+
+        state = self.model.state_dict()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_dir / f"norm-{round_}.pt", suffix=".pt") as tmp:
+            torch.save({n: state[n].detach().clone() for n in self.local_names}, tmp)
 
     def _residual(self, round_: int) -> np.ndarray | None:
         path = self.state_dir / f"residual-{round_}.npy"

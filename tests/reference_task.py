@@ -25,13 +25,18 @@ class ReferenceConfig:
     epochs: int = 2
     lr: float = 0.01
     batch_size: int = 32
+    norm: bool = False  # a BatchNorm after the first conv (the site-local normalisation tests)
 
 
 class ReferenceNet(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv1d(1, channels, 5, padding=2), nn.ReLU(), nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU()
+            nn.Conv1d(1, channels, 5, padding=2),
+            *([nn.BatchNorm1d(channels)] if norm else []),
+            nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Linear(channels, 1)
 
@@ -46,7 +51,7 @@ class ReferenceTask:
     higher_is_better = True
 
     def build_model(self, cfg: ReferenceConfig) -> nn.Module:
-        return ReferenceNet(cfg.channels)
+        return ReferenceNet(cfg.channels, cfg.norm)
 
     def synthesize(self, out: Path, *, seed: int, site: int = 0, n_sites: int = 1, scale: str = "small") -> Path:
         rng = np.random.default_rng(seed + 1000 * site)

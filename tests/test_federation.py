@@ -94,6 +94,42 @@ def test_resume_ends_with_the_same_model_as_an_uninterrupted_run(tmp_path, refer
     assert run(tmp_path, "part", "--strategy", "median", "--resume", rounds=4)[0] == 2
 
 
+def test_local_norm_keeps_each_sites_batchnorm_and_resumes_exactly(tmp_path, reference_registered):
+    from common.config import to_toml
+    from federation import codec
+    from federation.settings import FederationSettings
+    from federation.sitework import SiteWorker
+
+    extra = ("--local-norm", "--set", "norm=true", "--seed", "4", "--no-cross-site")
+    assert run(tmp_path, "full", *extra, rounds=3)[0] == 0
+    assert run(tmp_path, "part", *extra, rounds=2)[0] == 0
+    code, part = run(tmp_path, "part", *extra, "--resume", rounds=3)
+    assert code == 0
+    full = tmp_path / "full"
+    hub = torch.load(full / "global_model" / "model.pt", weights_only=True)
+    resumed = torch.load(part / "global_model" / "model.pt", weights_only=True)
+    assert all(torch.equal(hub[k], resumed[k]) for k in hub)
+    own = [torch.load(full / "site_state" / f"site-{k}" / "norm-3.pt", weights_only=True) for k in range(3)]
+    again = torch.load(part / "site_state" / "site-0" / "norm-3.pt", weights_only=True)
+    assert all(torch.equal(own[0][k], again[k]) for k in own[0])
+    # only the normalisation layer stays at the site, and each site's is its own, not the hub's
+    entries = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    assert set(own[0]) == {f"body.1.{n}" for n in entries}
+    mean = "body.1.running_mean"
+    assert not torch.allclose(own[0][mean], own[1][mean]) and not torch.allclose(own[0][mean], hub[mean])
+    # a site scores the hub's model under its own normalisation, and another site's model as sent
+    cfg = reference_registered.tiny_config().__class__(norm=True)
+    settings = FederationSettings(vertical="reference", config_toml=to_toml(cfg), local_norm=True, rounds=3)
+    data_dir = next((full / "data" / "site-0").rglob("data.npz")).parent
+    worker = SiteWorker(settings, "site-0", data_dir, full / "site_state" / "site-0")
+    vector = codec.flatten(hub, worker.layout)
+    worker.evaluate(vector, {}, "test", norm_round=3)
+    state = worker.model.state_dict()
+    assert torch.equal(state[mean], own[0][mean]) and torch.equal(state["body.0.weight"], hub["body.0.weight"])
+    worker.evaluate(vector, {}, "test", norm_round=-1)
+    assert torch.equal(worker.model.state_dict()[mean], hub[mean])
+
+
 @pytest.mark.parametrize("strategy", ["fedprox", "median", "trimmed-mean", "krum"])
 def test_every_strategy_trains(tmp_path, reference_registered, strategy):
     code, out = run(tmp_path, strategy, "--strategy", strategy, "--no-cross-site", "--local-epochs", "3")
