@@ -394,93 +394,103 @@ def _within(fed: float, central: float | None) -> bool | None:
     return fed >= central - 0.02 or fed >= 0.98 * central
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: one header row, then `rows` (every table this script prints)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| vertical | metric | centralized | federated | local-only (mean) | fed / central | fed - local "
-        "| int8 - float32 (same seed; mean [min, max]) | int8 bytes on the wire | 1 of 3 sites failing |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["vertical", "metric", "centralized", "federated", "local-only (mean)", "fed / central",
+              "fed - local", "int8 - float32 (same seed; mean [min, max])", "int8 bytes on the wire",
+              "1 of 3 sites failing"]  # fmt: skip
+    rows = []
     for vertical, r in results.items():
         if "error" in r:
-            lines.append(f"| {vertical} | error: {r['error']} |" + " |" * 8)
+            rows.append([vertical, f"error: {r['error']}", *[""] * 8])
             continue
         central, fed, local = r["centralized"], r["federated"], r["local_only_mean"]
-        ratio = f"{fed / central:.1%}" if central else "n/a"
-        shown = "n/a" if central is None else f"{central:.3f}"
         n = len(r["int8_pairs"])
-        lines.append(
-            f"| {vertical} | {r['metric']} | {shown} | {fed:.3f} | {local:.3f} | {ratio} | {fed - local:+.3f} "
-            f"| {r['int8_change_mean']:+.3f} [{r['int8_change_min']:+.3f}, {r['int8_change_max']:+.3f}] "
-            f"({n} seed{'s' if n > 1 else ''}) "
-            f"| {r['int8_message_ratio']:.2f}x messages ({r['int8_message_bytes_per_reply']:.0f} vs "
-            f"{r['dense_message_bytes_per_reply']:.0f} B per reply); {r['int8_payload_ratio']:.2f}x payload; "
-            f"{r['int8_message_ratio_without_deflate']:.2f}x without deflate "
-            f"| {r['failing_site']:.3f} "
-            f"({'every round aggregated' if r['failing_site_rounds_ok'] else 'rounds FAILED'}) |"
+        rows.append(
+            [
+                vertical,
+                r["metric"],
+                "n/a" if central is None else f"{central:.3f}",
+                f"{fed:.3f}",
+                f"{local:.3f}",
+                f"{fed / central:.1%}" if central else "n/a",
+                f"{fed - local:+.3f}",
+                f"{r['int8_change_mean']:+.3f} [{r['int8_change_min']:+.3f}, {r['int8_change_max']:+.3f}] "
+                f"({n} seed{'s' if n > 1 else ''})",
+                f"{r['int8_message_ratio']:.2f}x messages ({r['int8_message_bytes_per_reply']:.0f} vs "
+                f"{r['dense_message_bytes_per_reply']:.0f} B per reply); {r['int8_payload_ratio']:.2f}x payload; "
+                f"{r['int8_message_ratio_without_deflate']:.2f}x without deflate",
+                f"{r['failing_site']:.3f} "
+                f"({'every round aggregated' if r['failing_site_rounds_ok'] else 'rounds FAILED'})",
+            ]
         )
-    return "\n".join(lines)
+    return markdown(header, rows)
 
 
 def budget_table(results: dict[str, Any]) -> str:
     """Federated and centralized at the plan's budget and at the doubled one (`long_rounds`)."""
-    lines = [
-        "| vertical | site knobs | rounds x local epochs | federated | without the knobs | centralized (same samples) "
-        "| fed / central | doubled: rounds | federated | centralized | fed / central |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["vertical", "site knobs", "rounds x local epochs", "federated", "without the knobs",
+              "centralized (same samples)", "fed / central", "doubled: rounds", "federated", "centralized",
+              "fed / central"]  # fmt: skip
+    rows = []
     for vertical, r in results.items():
         long = r.get("long")
         if "error" in r or not long or r["centralized"] is None:
             continue
         plan = r["plan"]
         fed2, cen2 = long["federated"], long["centralized"]
-        ratio2 = f"{fed2 / cen2:.1%}" if cen2 else "n/a"
-        knobs = ", ".join(f"{k}={v}" for k, v in plan.get("site_knobs", {}).items()) or "-"
-        plain = "-" if r.get("plain") is None else f"{r['plain']:.3f}"
-        lines.append(
-            f"| {vertical} | {knobs} | {plan['rounds']} x {plan['epochs']} | {r['federated']:.3f} | {plain} "
-            f"| {r['centralized']:.3f} "
-            f"| {r['federated'] / r['centralized']:.1%} | {long['rounds']} | {fed2:.3f} "
-            f"| {'n/a' if cen2 is None else f'{cen2:.3f}'} | {ratio2} |"
+        rows.append(
+            [
+                vertical,
+                ", ".join(f"{k}={v}" for k, v in plan.get("site_knobs", {}).items()) or "-",
+                f"{plan['rounds']} x {plan['epochs']}",
+                f"{r['federated']:.3f}",
+                "-" if r.get("plain") is None else f"{r['plain']:.3f}",
+                f"{r['centralized']:.3f}",
+                f"{r['federated'] / r['centralized']:.1%}",
+                str(long["rounds"]),
+                f"{fed2:.3f}",
+                "n/a" if cen2 is None else f"{cen2:.3f}",
+                f"{fed2 / cen2:.1%}" if cen2 else "n/a",
+            ]
         )
-    return "\n".join(lines)
+    return markdown(header, rows)
 
 
 def seeds_table(results: dict[str, Any]) -> str:
     """Federated and centralized, each the mean over the same seeds (same data, same budget)."""
-    lines = [
-        "| vertical | seeds | federated: mean [min, max] | centralized: mean [min, max] | fed / central |",
-        "|---|---|---|---|---|",
-    ]
+    header = ["vertical", "seeds", "federated: mean [min, max]", "centralized: mean [min, max]", "fed / central"]
+    rows = []
     for vertical, r in results.items():
         seeds = r.get("seeds")
         if "error" in r or not seeds or not seeds["centralized"]:
             continue
         fed, cen = np.array(seeds["federated"]), np.array(seeds["centralized"])
-        lines.append(
-            f"| {vertical} | {seeds['n']} | {fed.mean():.3f} [{fed.min():.3f}, {fed.max():.3f}] "
-            f"| {cen.mean():.3f} [{cen.min():.3f}, {cen.max():.3f}] | {fed.mean() / cen.mean():.1%} |"
-        )
-    return "\n".join(lines)
+        spread = lambda a: f"{a.mean():.3f} [{a.min():.3f}, {a.max():.3f}]"  # noqa: E731
+        rows.append([vertical, str(seeds["n"]), spread(fed), spread(cen), f"{fed.mean() / cen.mean():.1%}"])
+    return markdown(header, rows)
 
 
 def dp_table(results: dict[str, Any]) -> str:
-    lines = [
-        "| vertical | clip | noise multiplier | epsilon (delta 1e-5) | metric | change vs no DP |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["vertical", "clip", "noise multiplier", "epsilon (delta 1e-5)", "metric", "change vs no DP"]
+    rows = []
     for vertical, r in results.items():
         if "error" in r:
             continue
         for row in r["dp"]:
             eps = "inf (clipping only)" if row["epsilon"] is None else f"{row['epsilon']:.3g}"
-            failed = not np.isfinite(row["metric"])
-            lines.append(
-                f"| {vertical} | {row['clip']:g} | {row['noise']:g} | {eps} "
-                + ("| no score: the sites' evaluation failed (NaN outputs) | n/a |" if failed else
-                   f"| {row['metric']:.3f} | {row['metric'] - r['federated']:+.3f} |")
+            scored = bool(np.isfinite(row["metric"]))
+            rows.append(
+                [vertical, f"{row['clip']:g}", f"{row['noise']:g}", eps]
+                + ([f"{row['metric']:.3f}", f"{row['metric'] - r['federated']:+.3f}"] if scored else
+                   ["no score: the sites' evaluation failed (NaN outputs)", "n/a"])
             )  # fmt: skip
-    return "\n".join(lines)
+    return markdown(header, rows)
 
 
 def verdicts(results: dict[str, Any]) -> str:
