@@ -15,24 +15,33 @@ from typing import Any
 
 import typer
 
-# the lines score their labelled test parts each round (MVTec has no validation split: "val" reads the
-# same folder, so one exchange does both); each line keeps its own BatchNorm (FedBN,
+# the lines score their labelled test parts (MVTec has no validation split: "val" reads the same
+# folder, so one exchange does both); each line keeps its own BatchNorm (FedBN,
 # federation/local_norm.py): metal, fabric and wood under different lights
 LINE_KNOBS = {"eval_split": "test", "local_norm": True}
-# rounds, local epochs per round, data scale, cross-site matrix, FederationSettings knobs: sized for
-# <= 10 min on 2 cores
+# rounds, local epochs per round, data scale, cross-site matrix, model config changes and
+# FederationSettings knobs: sized for <= 10 min on 2 cores. Many short rounds (a few batches per site
+# each) rather than a few long ones: at the same number of batches the sites drift apart less between
+# averages (benchmark: medical CPM 0.711 vs 0.611, manufacturing AUROC 0.820 vs 0.743); sites score
+# the model every 10th round (and the last), medical refits its FP-reduction stage in the last only
 PLAN = {
     "full": {
-        "medical": {"rounds": 4, "local_epochs": 4, "scale": "small", "cross_site": False},
+        "medical": {
+            "rounds": 40, "local_epochs": 1, "scale": "small", "cross_site": False,
+            "config": {"steps_per_epoch": 8}, "knobs": {"eval_every": 10, "final_round_only": "fp_reduction"},
+        },
         "finance": {"rounds": 3, "local_epochs": 0, "scale": "small", "cross_site": True},
-        "manufacturing": {"rounds": 2, "local_epochs": 0, "scale": "small", "cross_site": True, "knobs": LINE_KNOBS},
+        "manufacturing": {
+            "rounds": 50, "local_epochs": 1, "scale": "small", "cross_site": True,
+            "config": {"steps_per_epoch": 3}, "knobs": {**LINE_KNOBS, "eval_every": 10},
+        },
     },
     "quick": {
         "medical": {"rounds": 1, "local_epochs": 1, "scale": "tiny", "cross_site": False},
         "finance": {"rounds": 1, "local_epochs": 1, "scale": "tiny", "cross_site": False},
         "manufacturing": {"rounds": 1, "local_epochs": 1, "scale": "tiny", "cross_site": False, "knobs": LINE_KNOBS},
     },
-}
+}  # fmt: skip
 SITES = 3
 
 
@@ -86,9 +95,14 @@ def run_demo(out: Path, *, seed: int = 0, quick: bool = False, engine: str = "in
     return result
 
 
-def _federate(vertical: str, run_dir: Path, plan: dict, *, seed: int, engine: str, cfg: Any, **knobs: Any) -> dict:
+def _federate(vertical: str, run_dir: Path, plan: dict, *, seed: int, engine: str, cfg: Any) -> dict:
+    """One simulated federation of the plan (its config changes and knobs applied)."""
+    import dataclasses
+
     from federation.sim import simulate
 
+    cfg = dataclasses.replace(cfg, **plan.get("config", {}))
+    knobs = plan.get("knobs", {})
     return simulate(
         vertical, run_dir, sites=SITES, rounds=plan["rounds"], seed=seed, engine=engine, scale=plan["scale"], cfg=cfg,
         local_epochs=plan["local_epochs"], cross_site=plan["cross_site"], **knobs,
@@ -155,8 +169,7 @@ def small_section(vertical: str, run_dir: Path, plan: dict, *, seed: int, quick:
     task = get_task(vertical)
     if task is None:
         raise RuntimeError(f"the {vertical} vertical is not available in this build")
-    knobs = plan.get("knobs", {})
-    history = _federate(vertical, run_dir, plan, seed=seed, engine=engine, cfg=task.tiny_config(), **knobs)
+    history = _federate(vertical, run_dir, plan, seed=seed, engine=engine, cfg=task.tiny_config())
     return {
         "vertical": vertical,
         "status": "ok",
