@@ -226,6 +226,7 @@ class SiteWorker:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state_dir / f"norm-{round_}.pt", suffix=".pt") as tmp:
             torch.save({n: state[n].detach().clone() for n in self.local_names}, tmp)
+        (self.state_dir / f"norm-{round_ - 2}.pt").unlink(missing_ok=True)  # resume needs the last one
 
     def _residual(self, round_: int) -> np.ndarray | None:
         path = self.state_dir / f"residual-{round_}.npy"

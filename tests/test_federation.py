@@ -112,6 +112,7 @@ def test_local_norm_keeps_each_sites_batchnorm_and_resumes_exactly(tmp_path, ref
     own = [torch.load(full / "site_state" / f"site-{k}" / "norm-3.pt", weights_only=True) for k in range(3)]
     again = torch.load(part / "site_state" / "site-0" / "norm-3.pt", weights_only=True)
     assert all(torch.equal(own[0][k], again[k]) for k in own[0])
+    assert sorted(p.name for p in (part / "site_state" / "site-0").glob("norm-*.pt")) == ["norm-2.pt", "norm-3.pt"]
     # only the normalisation layer stays at the site, and each site's is its own, not the hub's
     entries = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
     assert set(own[0]) == {f"body.1.{n}" for n in entries}
