@@ -69,7 +69,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "final_round_only": "fp_reduction",
         "clip": 2.0,
         "dp_noise": [0.01],
-        "int8_seeds": [0, 1],
+        "int8_seeds": [0, 1, 2, 3],  # CPM on 35 test nodules moves by ~3 points per nodule found
         "long_rounds": 80,
     },
     "finance": {
