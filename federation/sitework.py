@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,18 +197,23 @@ class SiteWorker:
         arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
         return arrays, metrics
 
+    def _keep_state(self, kind: str, round_: int, suffix: str, write: Callable[[Path], None]) -> None:
+        """Write this round's `kind` state (`write(path)`) atomically into the site's state directory,
+        and drop the one of two rounds ago: --resume needs only the last round's."""
+        from common.atomic import atomic_path
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_dir / f"{kind}-{round_}{suffix}", suffix=suffix) as tmp:
+            write(tmp)
+        (self.state_dir / f"{kind}-{round_ - 2}{suffix}").unlink(missing_ok=True)
+
     def _optimizer_state(self, round_: int) -> dict | None:
         path = self.state_dir / f"optimizer-{round_}.pt"
         return torch.load(path, weights_only=True) if path.exists() else None
 
     def _save_optimizer_state(self, round_: int, state: dict) -> None:
-        """The optimizer's moments after this round, kept at the site (per round, so --resume replays)."""
-        from common.atomic import atomic_path
-
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.state_dir / f"optimizer-{round_}.pt", suffix=".pt") as tmp:
-            torch.save(state, tmp)
-        (self.state_dir / f"optimizer-{round_ - 2}.pt").unlink(missing_ok=True)  # resume needs the last one
+        """The optimizer's moments after this round, kept at the site (never sent)."""
+        self._keep_state("optimizer", round_, ".pt", lambda path: torch.save(state, path))
 
     def _norm_state(self, round_: int) -> dict[str, torch.Tensor]:
         """This site's normalisation entries as of `round_` (the latest round it trained, at most
@@ -220,13 +226,9 @@ class SiteWorker:
 
     def _save_norm_state(self, round_: int) -> None:
         """The site's own normalisation after this round's training (FedBN; never replaced by the hub's)."""
-        from common.atomic import atomic_path
-
         state = self.model.state_dict()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.state_dir / f"norm-{round_}.pt", suffix=".pt") as tmp:
-            torch.save({n: state[n].detach().clone() for n in self.local_names}, tmp)
-        (self.state_dir / f"norm-{round_ - 2}.pt").unlink(missing_ok=True)  # resume needs the last one
+        own = {n: state[n].detach().clone() for n in self.local_names}
+        self._keep_state("norm", round_, ".pt", lambda path: torch.save(own, path))
 
     def _residual(self, round_: int) -> np.ndarray | None:
         path = self.state_dir / f"residual-{round_}.npy"
@@ -234,13 +236,5 @@ class SiteWorker:
 
     def _save_residual(self, round_: int, residual: np.ndarray) -> None:
         """Error-feedback residual kept at the site, per round, so --resume replays exactly."""
-        if self.settings.compression == "none":
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        from common.atomic import atomic_path
-
-        with atomic_path(self.state_dir / f"residual-{round_}.npy", suffix=".npy") as tmp:
-            np.save(tmp, residual)
-        old = self.state_dir / f"residual-{round_ - 2}.npy"
-        if old.exists():
-            old.unlink()
+        if self.settings.compression != "none":
+            self._keep_state("residual", round_, ".npy", lambda path: np.save(path, residual))
