@@ -105,6 +105,12 @@ def layout_of(state: dict[str, torch.Tensor], parameters: set[str] | None = None
     )
 
 
+def model_layout(model: torch.nn.Module) -> Layout:
+    """The layout of `model`'s state, its trained parameters told apart from its buffers: the hub and
+    every site call this, so both cut the int8 chunks and pick the exact (buffer) indices alike."""
+    return layout_of(model.state_dict(), {n for n, _ in model.named_parameters()})
+
+
 def flatten(state: dict[str, torch.Tensor], layout: Layout) -> np.ndarray:
     """The float entries of `state` as one float32 vector."""
     if not layout.names:

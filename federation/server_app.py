@@ -254,7 +254,7 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     cfg = model_config(task, settings)
     seed_everything(settings.seed)
     model = task.build_model(cfg)
-    layout = codec.layout_of(model.state_dict(), {n for n, _ in model.named_parameters()})
+    layout = codec.model_layout(model)
     moments = moment_pairs(model, layout, task)
     vector = codec.flatten(model.state_dict(), layout)
     ints = codec.integer_entries(model.state_dict())

@@ -90,7 +90,7 @@ class SiteWorker:
         self.task = load_task(settings)
         self.cfg = model_config(self.task, settings)
         self.model = self.task.build_model(self.cfg)
-        self.layout = codec.layout_of(self.model.state_dict(), {n for n, _ in self.model.named_parameters()})
+        self.layout = codec.model_layout(self.model)
         self.local_names = local_names(self.model, self.task)
         self._data: dict[str, Any] = {}
         if not self.data_dir.exists():
