@@ -225,9 +225,27 @@ def mean_test(history: dict, row: str, metric: str) -> float:
     return float(np.mean([m.get(metric, np.nan) for m in history["cross_site"][row].values()]))
 
 
+def first_seed(plan: dict) -> int:
+    """The seed offset of the plan's main runs ("fedavg", "centralized"): its first int8 seed."""
+    return plan["int8_seeds"][0] if plan["int8_seeds"] else 0
+
+
+def central_names(plan: dict) -> dict[str, tuple[int | None, int]]:
+    """Centralized result file stem -> (rounds, or None for the plan's own; seed offset): one per seed
+    of the plan (in its order, the main run first), then the doubled budget's."""
+    first = first_seed(plan)
+    names: dict[str, tuple[int | None, int]] = {"centralized": (None, first)}
+    # the centralized model again with the seeds of the paired float32 federated runs: one seed of
+    # a 3-round federation ranged over 14 points of manufacturing's AUROC, so both sides get a mean
+    names.update({f"centralized_seed{s}": (None, s) for s in plan["int8_seeds"] if s != first})
+    if plan.get("long_rounds"):
+        names["centralized_long"] = (plan["long_rounds"], first)
+    return names
+
+
 def run_names(plan: dict) -> dict[str, dict[str, Any]]:
     """Run directory -> simulate() knobs, for every federated run of a vertical's plan."""
-    first = plan["int8_seeds"][0] if plan["int8_seeds"] else 0
+    first = first_seed(plan)
     runs: dict[str, dict[str, Any]] = {"fedavg": {"cross_site": True, "seed_offset": first}}
     for s in plan["int8_seeds"]:
         if s != first:
@@ -277,16 +295,7 @@ def bench_vertical(vertical: str, out: Path, seed: int, reuse: bool = False) -> 
             final_round_only=plan.get("final_round_only", ""), **{**SITE_KNOBS, **plan.get("site_knobs", {}), **knobs},
         )  # fmt: skip
         seconds[name] = time.perf_counter() - start
-    budgets = {
-        "centralized": (None, 0),
-        **({"centralized_long": (plan["long_rounds"], 0)} if plan.get("long_rounds") else {}),
-    }
-    # the centralized model again with the seeds of the paired float32 federated runs: one seed of
-    # a 3-round federation ranged over 14 points of manufacturing's AUROC, so both sides get a mean
-    budgets.update(
-        {f"centralized_seed{s}": (None, s) for s in plan["int8_seeds"] if s != (plan["int8_seeds"] or [0])[0]}
-    )
-    for name, (rounds, offset) in budgets.items():
+    for name, (rounds, offset) in central_names(plan).items():
         if reuse and (out / vertical / f"{name}.json").exists():
             continue
         log(f"bench {vertical}: {name}")
@@ -310,7 +319,7 @@ def from_runs(vertical: str, out: Path) -> dict[str, Any]:
     central = json.loads(central_file.read_text()) if central_file.exists() else None
     fed = runs["fedavg"]
     local = [mean_test(fed, f"local:site-{k}", metric) for k in range(SITES)]
-    first = plan["int8_seeds"][0] if plan["int8_seeds"] else 0
+    first = first_seed(plan)
     pairs = []
     for s in plan["int8_seeds"]:
         plain, int8 = runs["fedavg" if s == first else f"fedavg_seed{s}"], runs[f"int8_seed{s}"]
@@ -343,8 +352,7 @@ def from_runs(vertical: str, out: Path) -> dict[str, Any]:
         "federated": mean_test(runs["fedavg_long"], "global", metric),
         "centralized": json.loads(long_file.read_text())["mean"] if long_file.exists() else None,
     } if plan.get("long_rounds") else None  # fmt: skip
-    central_seeds = [out / vertical / ("centralized.json" if s == first else f"centralized_seed{s}.json")
-                     for s in plan["int8_seeds"]]  # fmt: skip
+    central_seeds = [out / vertical / f"{name}.json" for name, (r, _) in central_names(plan).items() if r is None]
     seeds = {
         "n": len(pairs),
         "federated": [p["fedavg"] for p in pairs],
