@@ -15,6 +15,7 @@ Conventions shared by every Task:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,36 @@ def fit_optimizer(model: nn.Module, make: Callable[[], torch.optim.Optimizer]) -
         optimizer.load_state_dict(state)
     kept.last = optimizer
     return optimizer
+
+
+@dataclass(frozen=True)
+class FitWindow:
+    """Where one federated `fit` sits in the run: round `index` (0-based) of `rounds` equal rounds."""
+
+    index: int
+    rounds: int
+
+
+def fit_schedule(
+    model: nn.Module, make: Callable[[int], torch.optim.lr_scheduler.LRScheduler], steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of one `fit` of `steps` optimizer steps: `make(steps)`.
+
+    At a federation site that runs one schedule over the whole federation (`model.fit_window`, a
+    FitWindow; `fedsite federate --one-schedule`), it is `make(steps * rounds)` advanced to this
+    round's first step, so round after round the sites take the learning rates a centralized run's
+    single schedule takes. Without it every round's fit replays the whole warm-up and decay over its
+    few local steps: a third of them at a near-zero rate, and never the long low-rate tail.
+    """
+    window = getattr(model, "fit_window", None)
+    if not isinstance(window, FitWindow):
+        return make(steps)
+    schedule = make(steps * window.rounds)
+    with warnings.catch_warnings():  # stepping a schedule before its optimizer: intended, it only sets rates
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps * window.index):
+            schedule.step()
+    return schedule
 
 
 def first_output(outputs: Any) -> torch.Tensor:

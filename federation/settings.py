@@ -56,6 +56,10 @@ class FederationSettings:
     # FedBN (Li et al., ICLR 2021): normalisation layers and fitted input statistics stay at each site
     # (federation/local_norm.py); the hub still aggregates them, for a site that has none of its own
     local_norm: bool = False
+    # one learning-rate schedule over the whole run: round r's fit takes steps ((r-1)S, rS] of the
+    # vertical's schedule stretched over all R rounds (common.task.fit_schedule), as a centralized
+    # run's single fit would, instead of replaying the whole schedule in every round
+    one_schedule: bool = False
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang

@@ -20,7 +20,7 @@ import torch
 
 from common import config as config_mod
 from common.device import seed_everything, set_threads
-from common.task import KeptOptimizer, Proximal
+from common.task import FitWindow, KeptOptimizer, Proximal
 from federation import codec, privacy
 from federation.local_norm import local_names
 from federation.settings import FederationSettings
@@ -149,10 +149,11 @@ class SiteWorker:
         cfg = self.round_config(round_, salt=3)
         kept = KeptOptimizer(self._optimizer_state(round_ - 1)) if s.keep_optimizer else None
         self.model.kept_optimizer = kept
+        self.model.fit_window = FitWindow(round_ - 1, s.rounds) if s.one_schedule else None
         try:
             metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=self._epochs(), proximal=proximal))
         finally:
-            self.model.kept_optimizer = None
+            self.model.kept_optimizer = self.model.fit_window = None
         if kept is not None and kept.last is not None:
             self._save_optimizer_state(round_, kept.last.state_dict()["state"])
         if s.local_norm:

@@ -131,6 +131,26 @@ def test_local_norm_keeps_each_sites_batchnorm_and_resumes_exactly(tmp_path, ref
     assert torch.equal(worker.model.state_dict()[mean], hub[mean])
 
 
+def test_one_schedule_tells_each_rounds_fit_its_place_in_the_run(tmp_path, reference_registered, monkeypatch):
+    """--one-schedule: every site's fit in round r sees FitWindow(r - 1, rounds) (common.task.fit_schedule
+    then takes that slice of one schedule); by default, and in the local-only fits, no window."""
+    seen = []
+    real_fit = reference_registered.fit
+
+    def spy(model, *args, **kwargs):
+        window = getattr(model, "fit_window", None)
+        seen.append(None if window is None else (window.index, window.rounds))
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(reference_registered, "fit", spy)
+    assert run(tmp_path, "one", "--one-schedule", rounds=3)[0] == 0
+    assert sorted(w for w in seen if w is not None) == [(i, 3) for i in range(3) for _ in range(3)]
+    assert seen.count(None) == 3  # the three local-only models: one whole fit each
+    seen.clear()
+    assert run(tmp_path, "per-round", "--no-cross-site", rounds=2)[0] == 0
+    assert seen == [None] * 6
+
+
 @pytest.mark.parametrize("strategy", ["fedprox", "median", "trimmed-mean", "krum"])
 def test_every_strategy_trains(tmp_path, reference_registered, strategy):
     code, out = run(tmp_path, strategy, "--strategy", strategy, "--no-cross-site", "--local-epochs", "3")

@@ -278,6 +278,39 @@ def test_a_kept_optimizer_carries_its_moments_into_the_next_fit():
     assert second.param_groups[0]["lr"] == 0.01  # the fit's own learning rate, not the kept one's
 
 
+def test_one_schedule_gives_the_rounds_the_learning_rates_of_a_single_fit():
+    """fit_schedule under a FitWindow: round after round, the rates (and OneCycle's momentum) a single
+    fit of all the rounds' steps would take; without one, each fit replays the whole schedule."""
+    import torch
+
+    from common.task import FitWindow, fit_schedule
+
+    model = torch.nn.Linear(3, 1)
+
+    def rates(steps: int) -> list[tuple[float, float]]:
+        opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+        sched = fit_schedule(
+            model, lambda total: torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=total), steps
+        )
+        out = []
+        for _ in range(steps):
+            out.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"][0]))
+            opt.step()
+            sched.step()
+        return out
+
+    single = rates(4 * 5)
+    replayed = [r for _ in range(4) for r in rates(5)]
+    rounds = []
+    for index in range(4):
+        model.fit_window = FitWindow(index, 4)
+        rounds += rates(5)
+    model.fit_window = None
+    np.testing.assert_allclose(rounds, single, rtol=1e-12)
+    assert not np.allclose([r for r, _ in replayed], [r for r, _ in single])  # per-round replay differs
+    assert max(r for r, _ in replayed[15:]) > 4 * max(r for r, _ in single[15:])  # and never decays
+
+
 def test_int8_chunks_never_mix_tensors_so_small_changes_survive():
     """A BatchNorm variance moving by ~1 beside conv weights moving by ~0.01: with one scale per
     4096 values the weights' changes round to zero; with chunks cut at tensor boundaries they do not."""

@@ -19,7 +19,7 @@ from torch import nn
 from common import runs
 from common.device import select_device, set_threads
 from common.progress import log, track
-from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer
+from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer, fit_schedule
 from verticals.finance.config import FinanceConfig
 from verticals.finance.infer import FinanceData, load_dataset, predict
 
@@ -59,8 +59,12 @@ def fit(
     n_epochs = cfg.epochs if epochs is None else epochs
     steps_total = max(n_epochs * -(-len(y) // cfg.batch_size), 1)
     # cosine decay to 5 % of the base rate: large steps early, fine ranking late (AUPRC is a ranking metric)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / steps_total, 1.0)))
+    schedule = fit_schedule(
+        model,
+        lambda total: torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
+        ),
+        steps_total,
     )
     last = float("nan")
     for _ in track(range(n_epochs), "finance: training epochs", total=n_epochs):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from common.device import select_device
 from common.progress import track
-from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer
+from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer, fit_schedule
 
 from .anomalies import synthesize_anomaly
 from .config import InspectConfig
@@ -105,8 +105,11 @@ def fit(
     steps = (epochs if epochs is not None else cfg.epochs) * cfg.steps_per_epoch
     rng = np.random.default_rng([cfg.seed if seed is None else seed, len(data), int(model.calibrated.item() * 7)])
     opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4))
-    warmup = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, max(steps, 1)))
+    sched = fit_schedule(
+        model,
+        lambda total: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, max(1, total // 10), total)),
+        max(steps, 1),
+    )
     model.train()
     start = time.perf_counter()
     totals = {"loss": 0.0, "seg_loss": 0.0, "recon_loss": 0.0}

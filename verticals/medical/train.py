@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common.progress import log
-from common.task import added_loss, fit_optimizer
+from common.task import added_loss, fit_optimizer, fit_schedule
 from verticals.medical.preprocess import Case
 
 
@@ -114,7 +114,11 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, proximal=None, e
     opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
     n_epochs = epochs if epochs is not None else cfg.epochs
     total_steps = max(n_epochs * cfg.steps_per_epoch, 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.15)
+    sched = fit_schedule(
+        model,
+        lambda total: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15),
+        total_steps,
+    )
     has_pos = [c for c in cases if len(c.diameters)]
     last = float("nan")
     for epoch in range(n_epochs):
