@@ -11,6 +11,9 @@ Conventions shared by every Task:
   what distillation and the ONNX parity check compare.
 - `fit` adds `extra_loss(model, inputs, outputs)` terms (FedProx, distillation) to its own loss
   through `added_loss`, so federation and compression never need to know the vertical's loss.
+- `fit` builds its optimizer with `fit_optimizer` and its learning-rate schedule with `fit_schedule`,
+  so a federation site can carry the optimizer's moments from round to round and run one schedule
+  over all rounds without knowing the vertical's optimizer or schedule.
 """
 
 from __future__ import annotations
