@@ -237,7 +237,7 @@ def first_seed(plan: dict) -> int:
 
 def central_names(plan: dict) -> dict[str, tuple[int | None, int]]:
     """Centralized result file stem -> (rounds, or None for the plan's own; seed offset): one per seed
-    of the plan (in its order, the main run first), then the doubled budget's."""
+    of the plan (in its order, the main run first), then one per seed of the longer budget's pair."""
     first = first_seed(plan)
     names: dict[str, tuple[int | None, int]] = {"centralized": (None, first)}
     # the centralized model again with the seeds of the paired float32 federated runs: one seed of
@@ -360,10 +360,11 @@ def from_runs(vertical: str, out: Path) -> dict[str, Any]:
     failing = runs["one_of_three_failing"]
     federated = mean_test(fed, "global", metric)
     long_files = [out / vertical / f"{name}.json" for name, (r, _) in central_names(plan).items() if r is not None]
+    long_runs = [runs[name] for name, knobs in run_names(plan).items() if "rounds" in knobs]
     long = {
         "rounds": plan["long_rounds"],
         "n": len(long_files),
-        "federated": [mean_test(h, "global", metric) for name, h in runs.items() if name.startswith("fedavg_long")],
+        "federated": [mean_test(h, "global", metric) for h in long_runs],
         "centralized": [json.loads(f.read_text())["mean"] for f in long_files] if all(
             f.exists() for f in long_files) else None,
     } if plan.get("long_rounds") else None  # fmt: skip
@@ -564,6 +565,12 @@ def verdicts(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def tables(results: dict[str, Any]) -> str:
+    """Every table and the verdicts, as printed (and pasted into federation/README.md)."""
+    parts = [table(results), budget_table(results), seeds_table(results), dp_table(results), verdicts(results)]
+    return "\n\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_federation"))
@@ -578,11 +585,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_runs:
         results = {v: from_runs(v, args.out) for v in args.verticals.split(",") if (args.out / v / "fedavg").exists()}
-        print(
-            "\n\n".join(
-                [table(results), budget_table(results), seeds_table(results), dp_table(results), verdicts(results)]
-            )
-        )
+        print(tables(results))
         return
     # one intra-op thread per process: with two OpenMP threads on a loaded 2-core box an epoch ran 10x slower
     os.environ.setdefault("FEDSITE_THREADS", "1")
@@ -609,9 +612,7 @@ def main() -> None:
             start = time.perf_counter()
             run_demo(args.out / "demo", seed=args.seed)
             demo = {"seconds": time.perf_counter() - start, "peak_rss_gb": memory.peak / 1e9}
-    print(
-        "\n\n".join([table(results), budget_table(results), seeds_table(results), dp_table(results), verdicts(results)])
-    )
+    print(tables(results))
     if ray:
         print("\n| vertical | Ray simulation, 3 sites x 2 rounds (tiny model) | peak RSS (process tree) |")
         print("|---|---|---|")
