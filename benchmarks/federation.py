@@ -235,16 +235,20 @@ def first_seed(plan: dict) -> int:
     return plan["int8_seeds"][0] if plan["int8_seeds"] else 0
 
 
+def seeded(stem: str, seed: int, plan: dict) -> str:
+    """A run's name: `stem` for the plan's first seed (the main run), `stem_seedN` for seed N."""
+    return stem if seed == first_seed(plan) else f"{stem}_seed{seed}"
+
+
 def central_names(plan: dict) -> dict[str, tuple[int | None, int]]:
     """Centralized result file stem -> (rounds, or None for the plan's own; seed offset): one per seed
     of the plan (in its order, the main run first), then one per seed of the longer budget's pair."""
-    first = first_seed(plan)
-    names: dict[str, tuple[int | None, int]] = {"centralized": (None, first)}
-    # the centralized model again with the seeds of the paired float32 federated runs: one seed of
-    # a 3-round federation ranged over 14 points of manufacturing's AUROC, so both sides get a mean
-    names.update({f"centralized_seed{s}": (None, s) for s in plan["int8_seeds"] if s != first})
+    # the centralized model with every seed of the paired float32 federated runs: one seed of a
+    # 3-round federation ranged over 14 points of manufacturing's AUROC, so both sides get a mean
+    seeds = plan["int8_seeds"] or [first_seed(plan)]
+    names: dict[str, tuple[int | None, int]] = {seeded("centralized", s, plan): (None, s) for s in seeds}
     for s in long_seeds(plan):
-        names["centralized_long" + ("" if s == first else f"_seed{s}")] = (plan["long_rounds"], s)
+        names[seeded("centralized_long", s, plan)] = (plan["long_rounds"], s)
     return names
 
 
@@ -261,7 +265,7 @@ def run_names(plan: dict) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {"fedavg": {"cross_site": True, "seed_offset": first}}
     for s in plan["int8_seeds"]:
         if s != first:
-            runs[f"fedavg_seed{s}"] = {"cross_site": False, "seed_offset": s}
+            runs[seeded("fedavg", s, plan)] = {"cross_site": False, "seed_offset": s}
         runs[f"int8_seed{s}"] = {"cross_site": False, "compression": "int8", "seed_offset": s}
     for z in plan["dp_noise"]:
         runs["dp_clip_only" if z == 0 else f"dp_noise_{z:g}"] = {"cross_site": False, "clip": plan["clip"], "noise": z}
@@ -270,7 +274,7 @@ def run_names(plan: dict) -> dict[str, dict[str, Any]]:
         runs["fedavg_plain"] = {"cross_site": False, **{k: False for k in plan["site_knobs"]}}
     for s in long_seeds(plan):
         long = {"cross_site": False, "rounds": plan["long_rounds"], "seed_offset": s}
-        runs["fedavg_long" + ("" if s == first else f"_seed{s}")] = long
+        runs[seeded("fedavg_long", s, plan)] = long
     return runs
 
 
@@ -332,10 +336,9 @@ def from_runs(vertical: str, out: Path) -> dict[str, Any]:
     central = json.loads(central_file.read_text()) if central_file.exists() else None
     fed = runs["fedavg"]
     local = [mean_test(fed, f"local:site-{k}", metric) for k in range(SITES)]
-    first = first_seed(plan)
     pairs = []
     for s in plan["int8_seeds"]:
-        plain, int8 = runs["fedavg" if s == first else f"fedavg_seed{s}"], runs[f"int8_seed{s}"]
+        plain, int8 = runs[seeded("fedavg", s, plan)], runs[f"int8_seed{s}"]
         pairs.append(
             {
                 "seed_offset": s,
