@@ -62,6 +62,7 @@ def write_connection(home: Path, host: str, port: int, ca: Path) -> Path:
 
 CONTROL_PORT = 9093  # the SuperLink's own port (Control + Fleet + Runtime APIs), on 127.0.0.1 only
 DATABASE = "hub.db"
+APPS = "apps"  # signed FABs and their signatures, served to the SuperLink (appsign.py)
 
 
 def check_hub_certs(certs: Path) -> None:
@@ -126,8 +127,22 @@ def run_config_file(path: Path, values: dict[str, Any]) -> Path:
     return write_text(path, tomli_w.dumps(values))
 
 
-def run_command(config_file: Path) -> list[str]:
-    return [_exe("flwr"), "run", str(app_dir()), CONNECTION, "--stream", "--run-config", str(config_file)]
+def signed_app(home: Path) -> str:
+    """`@publisher/name==version` of this checkout's app, which must have been signed (`hub sign`)."""
+    from federation.appsign import app_identity, latest
+
+    app_id, version = app_identity(app_dir())
+    if latest(home / APPS, app_id, version) is None:
+        raise UserError(
+            f"{home / APPS}: no signed {app_id}=={version}; run `fedsite hub sign --key OPERATOR_KEY` "
+            "(or `hub run --unsigned` for sites that do not check signatures)"
+        )
+    return f"{app_id}=={version}"
+
+
+def run_command(app: str, config_file: Path) -> list[str]:
+    """`flwr run` of `app` (a signed app's `@id==version`, or a directory) with a run-config file."""
+    return [_exe("flwr"), "run", app, CONNECTION, "--stream", "--run-config", str(config_file)]
 
 
 def offline_env(home: Path) -> dict[str, str]:

@@ -51,10 +51,10 @@ def site_keygen(
     log(f"wrote {paths['private']} (private, mode 0600, never leaves this site) and {paths['public']} (send it)")
 
 
-def _supervise(flower: list[str], env: dict[str, str], gate=None, ready=None) -> int:
-    """Run Flower's process (and the hub's gate) until SIGTERM/SIGINT or until Flower exits, then
-    stop every process of the tree within a few seconds (procs.py). Returns Flower's exit code
-    (0 when it was stopped on request)."""
+def _supervise(flower: list[str], env: dict[str, str], servers: tuple = (), ready=None) -> int:
+    """Run Flower's process (and the hub's own servers: gate, app registry) until SIGTERM/SIGINT or
+    until one of them ends, then stop every process of the tree within a few seconds (procs.py).
+    Returns Flower's exit code (0 when it was stopped on request)."""
     import threading
 
     from federation import procs
@@ -63,23 +63,62 @@ def _supervise(flower: list[str], env: dict[str, str], gate=None, ready=None) ->
     stopping = threading.Event()
     procs.on_terminate(stopping.set)
     child = procs.start(flower, env)
-    serving = None
+    threads = []
     try:
         if ready is not None:
             ready(child)
-        if gate is not None:
-            serving = threading.Thread(target=gate.run, name="fleet-gate", daemon=True)
-            serving.start()
+        for server in servers:
+            threads.append(threading.Thread(target=server.run, daemon=True))
+            threads[-1].start()
         while not stopping.wait(0.3):
-            if child.poll() is not None or (serving is not None and not serving.is_alive()):
+            if child.poll() is not None or not all(t.is_alive() for t in threads):
                 break
     finally:
-        if serving is not None:
-            gate.should_exit = True
-            serving.join(timeout=5)
         code = child.poll()
-        procs.stop_tree(grace=4.0)
+        for server in servers:  # they stop while Flower's tree gets its TERM (graceful <= 1-2 s each)
+            server.should_exit = True
+        procs.stop_tree(grace=3.0)
+        for thread in threads:
+            thread.join(timeout=3)
     return 0 if stopping.is_set() or code is None else code
+
+
+@hub_app.command("keygen")
+def hub_keygen(
+    out: Path = typer.Option(..., "--out", help="Directory for operator.key (keep it off the hub) and operator.pub."),
+    name: str = typer.Option("operator", "--name", help="File stem of the key pair."),
+) -> None:
+    """Make the operator's app-signing key (Ed25519); every site trusts its .pub (`site start --trust`)."""
+    from common.errors import UserError
+    from common.progress import log
+    from federation.appsign import make_operator_key
+
+    try:
+        paths = make_operator_key(out, name)
+    except FileExistsError as err:
+        raise UserError(str(err)) from None
+    log(f"wrote {paths['private']} (signs apps; keep it off the hub) and {paths['public']} (give it to every site)")
+
+
+@hub_app.command("sign")
+def hub_sign(
+    key: Path = typer.Option(..., "--key", help="The operator's signing key (from `fedsite hub keygen`)."),
+    apps: Path | None = typer.Option(None, "--apps", help="App directory the hub serves (default STATE/apps)."),
+    state: Path | None = typer.Option(None, "--state", help="The hub's state directory."),
+) -> None:
+    """Build this checkout's Flower app (FAB) and sign it for the hub to serve to sites."""
+    from common.errors import UserError
+    from common.progress import log
+    from federation import appsign, deploy
+
+    if not key.is_file():
+        raise UserError(f"{key}: signing key not found")
+    target = apps or deploy.flwr_home(state) / deploy.APPS
+    try:
+        fab = appsign.build_and_sign(deploy.app_dir(), key, target)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    log(f"signed {fab} ({fab.stat().st_size} bytes)")
 
 
 @hub_app.command("start")
@@ -90,28 +129,36 @@ def hub_start(
     control_port: int = typer.Option(
         9093, "--control-port", help="The SuperLink's own port on 127.0.0.1 (registration and run submission)."
     ),
+    registry_port: int = typer.Option(
+        9095, "--registry-port", help="Port on 127.0.0.1 serving the signed apps to the SuperLink."
+    ),
     state: Path | None = typer.Option(
-        None, "--state", help="The hub's state directory: FLWR_HOME, hub.db (default $FLWR_HOME or ~/.flwr)."
+        None, "--state", help="The hub's state directory: FLWR_HOME, hub.db, apps/ (default $FLWR_HOME or ~/.flwr)."
     ),
 ) -> None:
     """Start the hub: sites reach only the Fleet API on HOST:PORT (TLS, registered keys only); the
-    Control API stays on 127.0.0.1:CONTROL_PORT; registrations and runs persist in STATE/hub.db."""
+    Control API stays on 127.0.0.1:CONTROL_PORT; registrations and runs persist in STATE/hub.db;
+    the apps signed with `hub sign` (STATE/apps) are served to the SuperLink with their signatures."""
     from common.errors import UserError
-    from federation import deploy, gate
+    from federation import appsign, deploy, gate
 
-    if port == control_port:
-        raise UserError(f"--control-port {control_port}: must differ from --port")
+    if len({port, control_port, registry_port}) < 3:
+        raise UserError(f"--port {port}, --control-port {control_port}, --registry-port {registry_port}: must differ")
     home = deploy.flwr_home(state)
     certs = certs.resolve()
     cmd = deploy.hub_command(certs, control_port, home / deploy.DATABASE)
     deploy.write_connection(home, "127.0.0.1", control_port, certs / "ca.crt")
     front = gate.server(host, port, f"https://127.0.0.1:{control_port}", certs)
+    (home / deploy.APPS).mkdir(exist_ok=True)
+    registry = appsign.registry_server(home / deploy.APPS, registry_port)
+    env = deploy.offline_env(home)
+    env["FLWR_SUPERGRID_API_URL"] = f"http://127.0.0.1:{registry_port}/v1"
 
     def ready(child) -> None:
         if not deploy.wait_listening("127.0.0.1", control_port, 60.0, child):
             raise UserError(f"flower-superlink did not start listening on 127.0.0.1:{control_port}")
 
-    raise typer.Exit(_supervise(cmd, deploy.offline_env(home), front, ready))
+    raise typer.Exit(_supervise(cmd, env, (front, registry), ready))
 
 
 @hub_app.command("register")
@@ -152,6 +199,9 @@ def hub_run(
     cross_site: bool = typer.Option(False, "--cross-site/--no-cross-site", help="Also train local-only models."),
     task_module: str = typer.Option("", "--task-module", help="Import path of a Task outside the registry."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    unsigned: bool = typer.Option(
+        False, "--unsigned", help="Send this checkout unsigned (sites started with --trust refuse it)."
+    ),
     state: Path | None = typer.Option(None, "--state", help="The hub's state directory (as for hub start)."),
 ) -> None:
     """Submit a federated run to the running hub and stream its log until it ends."""
@@ -184,7 +234,8 @@ def hub_run(
         "resume": resume,
     }  # fmt: skip
     config_file = deploy.run_config_file(out / "run-config.toml", values)
-    done = subprocess.run(deploy.run_command(config_file), env=deploy.offline_env(home))
+    app = str(deploy.app_dir()) if unsigned else deploy.signed_app(home)
+    done = subprocess.run(deploy.run_command(app, config_file), env=deploy.offline_env(home))
     if done.returncode != 0 or not (out / "history.json").exists():
         raise UserError(f"{out}: the federated run did not complete (flwr run exited {done.returncode})")
     import json
@@ -209,11 +260,24 @@ def site_start(
     state: Path = typer.Option(
         Path.home() / ".fedsite-site", "--state", help="This site's state: FLWR_HOME and per-run training state."
     ),
+    trust: list[Path] = typer.Option(
+        [], "--trust", help="Run only apps signed by this operator key (.pub from `hub keygen`; repeatable)."
+    ),
 ) -> None:
     """Start a site: connect to the hub over TLS, authenticate with the site key, train when asked.
     Every file the site writes (Flower's and fedsite's) is under --state or is its log on stderr."""
-    from federation import deploy
+    from common.errors import UserError
+    from federation import appsign, deploy
 
     home = deploy.flwr_home(state / "flwr")
     cmd = deploy.site_command(data, hub, ca, key, name, port, retries, state / "site_state")
+    if trust:
+        missing = [str(p) for p in trust if not p.is_file()]
+        if missing:
+            raise UserError(f"{missing[0]}: operator public key not found")
+        try:
+            entities = appsign.trusted_entities_file(list(trust), state / "trusted-entities.yaml")
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        cmd += ["--trusted-entities", str(entities)]
     raise typer.Exit(_supervise(cmd, deploy.offline_env(home)))

@@ -172,7 +172,7 @@ class Deployment:
         self.env.pop("FLWR_HOME", None)
         self.certs, self.hub_home = tmp / "certs", tmp / "hub_state"
         self.sites = {f"site-{k}": tmp / f"site-{k}" for k in range(2)}
-        self.port, self.control = free_port(), free_port()
+        self.port, self.control, self.registry = free_port(), free_port(), free_port()
         self.processes: list[subprocess.Popen] = []
         self.hub: subprocess.Popen | None = None
         self.runs: dict[str, Path] = {}
@@ -180,12 +180,16 @@ class Deployment:
         for k, (name, home) in enumerate(self.sites.items()):
             task.synthesize(home / "data", seed=0, site=k, n_sites=2, scale="tiny")
             assert main(["site", "keygen", "--name", name, "--out", str(home / "keys")]) == 0
+        # the operator's app-signing key (kept off the hub in real life) and this checkout, signed
+        self.operator_key = tmp / "operator" / "operator.key"
+        assert main(["hub", "keygen", "--out", str(self.operator_key.parent)]) == 0
+        assert main(["hub", "sign", "--key", str(self.operator_key), "--state", str(self.hub_home)]) == 0
 
     def start_hub(self) -> subprocess.Popen:
         self.hub = fedsite("hub", "start", "--certs", str(self.certs), "--host", self.address,
                            "--port", str(self.port), "--control-port", str(self.control),
-                           "--state", str(self.hub_home), env=self.env, log=self.tmp / "hub.log",
-                           background=True)  # fmt: skip
+                           "--registry-port", str(self.registry), "--state", str(self.hub_home),
+                           env=self.env, log=self.tmp / "hub.log", background=True)  # fmt: skip
         self.processes.append(self.hub)
         wait_for_port(self.address, self.port, self.hub)
         return self.hub
@@ -193,7 +197,8 @@ class Deployment:
     def start_site(self, name: str, key: Path, data: Path, state: Path, *extra: str) -> subprocess.Popen:
         site = fedsite("site", "start", "--data", str(data), "--name", name, "--key", str(key),
                        "--hub", f"{self.address}:{self.port}", "--ca", str(self.certs / "ca.crt"),
-                       "--port", str(free_port()), "--state", str(state), *extra, env=self.env,
+                       "--port", str(free_port()), "--state", str(state),
+                       "--trust", str(self.operator_key.with_suffix(".pub")), *extra, env=self.env,
                        log=self.tmp / f"{name}.log", background=True)  # fmt: skip
         self.processes.append(site)
         return site
@@ -339,6 +344,48 @@ def test_hub_stops_cleanly_keeps_its_state_and_a_killed_run_resumes_bit_identica
     theirs = torch.load(reference / "global_model" / "model.pt", weights_only=True)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+@pytest.mark.slow
+def test_sites_refuse_an_app_the_operator_did_not_sign(deployment):
+    """The same checkout sent unsigned (`flwr run DIR`, as a stranger on the hub machine could) is
+    refused by every site (Flower's trusted entities): no site trains, the run fails."""
+    dep = deployment
+    out = dep.tmp / "unsigned"
+    done = dep.run(out, "--unsigned")
+    assert done.returncode != 0
+    assert not (out / "history.json").exists()
+    for name in dep.sites:
+        assert "The FAB could not be verified" in (dep.tmp / f"{name}.log").read_text(), name
+
+
+def test_only_the_operators_signature_verifies_with_flowers_own_check(tmp_path):
+    """A FAB signed by the operator passes the check a SuperNode runs; one signed by another key, or
+    one whose bytes changed after signing, does not."""
+    import json as json_
+
+    from flwr.supercore.fab import Fab
+    from flwr.supernode.start_client_internal import _verify_fab
+
+    from federation import appsign
+
+    operator = appsign.make_operator_key(tmp_path / "op")
+    other = appsign.make_operator_key(tmp_path / "other", "mallory")
+    trusted = json_.loads(appsign.trusted_entities_file([operator["public"]], tmp_path / "te.yaml").read_text())
+    fab = appsign.build_and_sign(ROOT, operator["private"], tmp_path / "apps").read_bytes()
+    record = json_.loads(next((tmp_path / "apps").glob("*.signature.json")).read_text())
+
+    def as_superlink_sends(fab_bytes: bytes, verifications: list[dict]) -> Fab:  # control_handlers._format_verification
+        formatted = {v["public_key_id"]: json_.dumps({k: x for k, x in v.items() if k != "public_key_id"})
+                     for v in verifications}  # fmt: skip
+        return Fab("", fab_bytes, {**formatted, "valid_license": "Valid"})
+
+    assert _verify_fab(as_superlink_sends(fab, record["verifications"]), trusted)
+    forged = appsign.sign(fab, appsign.load_signing_key(other["private"]))
+    assert not _verify_fab(as_superlink_sends(fab, [forged]), trusted)
+    forged["public_key_id"] = record["verifications"][0]["public_key_id"]  # claiming to be the operator
+    assert not _verify_fab(as_superlink_sends(fab, [forged]), trusted)
+    assert not _verify_fab(as_superlink_sends(fab + b"x", record["verifications"]), trusted)
 
 
 @pytest.mark.slow
