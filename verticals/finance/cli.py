@@ -59,7 +59,7 @@ def train(
 ) -> None:
     """Train the fused TCN + GNN fraud model on every valid row of --data."""
     from common.runs import read_metadata
-    from verticals.finance.train import train_model
+    from verticals.finance.api import train_model
 
     _not_input(out, data)
     metrics = train_model(data, out, _config(config, sets), seed=seed)
@@ -76,7 +76,7 @@ def score(
     out: Path = typer.Option(..., "--out", help="Scores CSV to write (rejected.csv goes beside it)."),
 ) -> None:
     """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
-    from verticals.finance.infer import score_csv
+    from verticals.finance.api import score_csv
 
     _not_input(out, data)
     _not_input(out.parent / "rejected.csv", data)
@@ -94,7 +94,7 @@ def update(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
     """Fine-tune on newly labelled rows; prints metrics before and after on a held-out later period."""
-    from verticals.finance.train import update_model
+    from verticals.finance.api import update_model
 
     _not_input(out, model, data)
     typer.echo(json.dumps(update_model(model, data, out, seed=seed), indent=2))
