@@ -20,7 +20,7 @@ from verticals.finance import train as training
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import F_NBR, F_SEQ, F_TXN
 from verticals.finance.infer import FinanceData, load_dataset, predict
-from verticals.finance.model import FraudNet
+from verticals.finance.model import FraudNet, txn_extra_dim
 
 SCALES = {"tiny": (150, 10), "small": (400, 20), "full": (3000, 30)}
 
@@ -68,7 +68,7 @@ class FinanceTask:
         seq[..., -1] = 1.0
         nbr[..., -1] = 1.0
         nbr[..., 1] = (nbr[..., 1] > 0).float()
-        return seq, nbr, torch.randn(2, F_TXN, generator=g)
+        return seq, nbr, torch.randn(2, F_TXN + txn_extra_dim(cfg), generator=g)
 
     def calibration_batches(self, data: FinanceData, cfg: FinanceConfig) -> list[tuple[torch.Tensor, ...]]:
         size = 64

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import runs
+from common import config, runs
 from common.device import select_device, set_threads
 from common.progress import log, track
 from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer, fit_schedule
@@ -116,6 +116,9 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
         from common.errors import UserError
 
         raise UserError(f"{data}: no row has is_fraud=1; cannot learn what fraud looks like")
+    cfg = config.replace(cfg, feature_spec=dataset.spec.to_json())  # saved: every later use encodes alike
+    for note in dataset.spec.notes():
+        log(note)
     model = get_task("finance").build_model(cfg)
     fit_metrics = fit(model, dataset, cfg)
     train_metrics = fraud_metrics(dataset.label, predict(model, dataset.features))
@@ -128,7 +131,12 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
         metrics=metrics,
         seed=seed,
         data_fingerprint=runs.fingerprint(data),
-        extra={"rows_rejected": len(dataset.rejects), "rows_trained": len(dataset)},
+        extra={
+            "rows_rejected": len(dataset.rejects),
+            "rows_trained": len(dataset),
+            "feature_columns": dataset.spec.used,
+            "ignored_columns": dataset.spec.ignored,
+        },
         extra_files=_export_bytes(model, cfg),
     )
     log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
