@@ -82,7 +82,7 @@ def train(
 ) -> None:
     """Train the fraud model on every valid row of --data (every extra column is a feature)."""
     from common.runs import read_metadata
-    from verticals.finance.train import train_model
+    from verticals.finance.api import train_model
 
     _not_input(out, data)
     metrics = train_model(data, out, _config(config, sets, columns, fmt), seed=seed)
@@ -101,7 +101,7 @@ def score(
     fmt: str | None = typer.Option(None, "--format", help="Built-in importer (default: the model's)."),
 ) -> None:
     """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
-    from verticals.finance.infer import score_csv
+    from verticals.finance.api import score_csv
 
     _not_input(out, data)
     _not_input(out.parent / "rejected.csv", data)
@@ -119,7 +119,7 @@ def update(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
     """Fine-tune on newly labelled rows; prints metrics before and after on a held-out later period."""
-    from verticals.finance.train import update_model
+    from verticals.finance.api import update_model
 
     _not_input(out, model, data)
     typer.echo(json.dumps(update_model(model, data, out, seed=seed), indent=2))

@@ -1,4 +1,9 @@
-"""Every default of the finance vertical in one frozen dataclass (resolved by common.config)."""
+"""Every default of the finance vertical in one frozen dataclass, and its named presets.
+
+`PRESETS` holds the three sizes every vertical names alike: "tiny" (tests and the federated demo:
+seconds per fit), "small" (`--quick`: a useful model in about a minute on 2 cores) and "default"
+(the dataclass defaults). common.config resolves overrides on top.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +53,12 @@ class FinanceConfig:
     features_categorical: tuple[str, ...] = ()
     features_ignore: tuple[str, ...] = ()
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
+
+
+PRESETS: dict[str, FinanceConfig] = {
+    "tiny": FinanceConfig(
+        history=8, tcn_channels=8, tcn_levels=2, gnn_hidden=16, head_hidden=32, epochs=2, batch_size=128
+    ),
+    "small": FinanceConfig(epochs=4),
+    "default": FinanceConfig(),
+}

@@ -25,7 +25,6 @@ from torch import nn
 from torch_geometric.nn import MessagePassing
 
 from common.blocks import attention
-from verticals.finance.config import FinanceConfig
 from verticals.finance.features import F_AGG, F_EDGE, F_NBR, F_SEQ, F_TXN, N_CHANNELS
 
 _EDGE_ATTR = [0, 2, 3, *range(4, 4 + N_CHANNELS), F_EDGE]  # amount, flags, channel, age of edge (no direction)
@@ -112,38 +111,44 @@ class EgoGraphGNN(nn.Module):
         return pair_rows(node)
 
 
-def txn_extra_dim(cfg: FinanceConfig) -> int:
-    """Width of the extra columns' block appended to each transaction row (0 without extra columns)."""
-    from verticals.finance.columns import ColumnSpec
-
-    return ColumnSpec.from_json(cfg.feature_spec).nn_dim
-
-
 class FraudNet(nn.Module):
     """Per-transaction fraud logit from (seq, nbr, txn) as built by `features.featurise`."""
 
-    def __init__(self, cfg: FinanceConfig) -> None:
+    def __init__(
+        self,
+        *,
+        arch: str = "fused",
+        history: int = 16,
+        tcn_channels: int = 16,
+        tcn_levels: int = 2,
+        tcn_kernel: int = 3,
+        attention_kind: str = "scse",
+        gnn_hidden: int = 16,
+        head_hidden: int = 48,
+        dropout: float = 0.1,
+        extra_dim: int = 0,
+    ) -> None:
         super().__init__()
-        self.arch = cfg.arch
-        self.extra_dim = txn_extra_dim(cfg)
-        txn_dim = F_TXN + self.extra_dim
+        self.arch = arch
+        self.extra_dim = extra_dim  # width of the bank's extra columns appended to each transaction row
+        txn_dim = F_TXN + extra_dim
         for name, dim in (("seq", F_SEQ), ("nbr", F_NBR), ("txn", txn_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
         self.register_buffer("stats_ready", torch.zeros(()))
-        width = cfg.head_hidden
+        width = head_hidden
         self.txn_mlp = nn.Sequential(nn.Linear(txn_dim, width), nn.ReLU())
         fused = width
-        if cfg.arch in ("fused", "tcn"):
-            channels = [cfg.tcn_channels] * cfg.tcn_levels
-            self.tcn = TCN(F_SEQ, channels, kernel_size=cfg.tcn_kernel, causal=True, use_norm=None, dropout=cfg.dropout)
-            self.tcn_attention = attention(cfg.attention, 1, cfg.tcn_channels)
-            fused += 2 * cfg.tcn_channels
-        if cfg.arch in ("fused", "gnn"):
-            self.gnn = EgoGraphGNN(cfg.gnn_hidden, cfg.history, self.extra_dim)
-            fused += 2 * cfg.gnn_hidden
+        if arch in ("fused", "tcn"):
+            channels = [tcn_channels] * tcn_levels
+            self.tcn = TCN(F_SEQ, channels, kernel_size=tcn_kernel, causal=True, use_norm=None, dropout=dropout)
+            self.tcn_attention = attention(attention_kind, 1, tcn_channels)
+            fused += 2 * tcn_channels
+        if arch in ("fused", "gnn"):
+            self.gnn = EgoGraphGNN(gnn_hidden, history, extra_dim)
+            fused += 2 * gnn_hidden
         self.head = nn.Sequential(
-            nn.Linear(fused, width), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(width, width // 2), nn.ReLU()
+            nn.Linear(fused, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, width // 2), nn.ReLU()
         )
         self.out = nn.Linear(width // 2, 1)
         # one linear logit per branch added to the head's: each branch gets a direct gradient path, so
