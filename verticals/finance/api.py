@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from common import runs
+from common import config, runs
 from common.atomic import write_csv
 from common.device import set_threads
 from common.progress import log
-from data_adapters.transactions import read_transactions, time_order, write_rejected
+from data_adapters.transactions import time_order, write_rejected
 from verticals.finance.config import FinanceConfig
-from verticals.finance.data import load_dataset
+from verticals.finance.data import load_dataset, read_for
 from verticals.finance.infer import load_scorer, predict
 from verticals.finance.train import fit
 
@@ -49,6 +49,9 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
         from common.errors import UserError
 
         raise UserError(f"{data}: no row has is_fraud=1; cannot learn what fraud looks like")
+    cfg = config.replace(cfg, feature_spec=dataset.spec.to_json())  # saved: every later use encodes alike
+    for note in dataset.spec.notes():
+        log(note)
     model = get_task("finance").build_model(cfg)
     fit_metrics = fit(model, dataset, cfg)
     train_metrics = fraud_metrics(dataset.label, predict(model, dataset.features))
@@ -61,7 +64,12 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
         metrics=metrics,
         seed=seed,
         data_fingerprint=runs.fingerprint(data),
-        extra={"rows_rejected": len(dataset.rejects), "rows_trained": len(dataset)},
+        extra={
+            "rows_rejected": len(dataset.rejects),
+            "rows_trained": len(dataset),
+            "feature_columns": dataset.spec.used,
+            "ignored_columns": dataset.spec.ignored,
+        },
         extra_files=export_bytes(model, cfg),
     )
     log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
@@ -116,16 +124,22 @@ class ScoreReport:
     rejected_path: str
 
 
-def score_csv(data: str | Path, model_dir: str | Path, out: str | Path) -> ScoreReport:
-    """`fedsite finance score`: scores.csv (input order) + rejected.csv beside it."""
+def score_csv(
+    data: str | Path, model_dir: str | Path, out: str | Path, *, columns: str | None = None, fmt: str | None = None
+) -> ScoreReport:
+    """`fedsite finance score`: scores.csv (input order) + rejected.csv beside it.
+
+    The file is read with the model's column mapping unless `columns` / `fmt` replace it.
+    """
     start = time.perf_counter()
     scorer = load_scorer(model_dir)
-    txns, rejects = read_transactions(data)
+    changes = {k: v for k, v in (("columns", columns), ("format", fmt)) if v is not None}
+    txns, rejects = read_for(config.replace(scorer.cfg, **changes), data)
     order = time_order(txns)
     log(f"scoring {len(txns)} transactions ({scorer.backend})")
     ordered = txns.take(order)
     probs = np.empty(len(txns), np.float64)
-    probs[order] = scorer.score(ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel)
+    probs[order] = scorer.score(ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel, ordered.extras)
     out = Path(out)
     write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
     rejected_path = out.parent / "rejected.csv"

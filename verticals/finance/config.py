@@ -17,6 +17,11 @@ class FinanceConfig:
 
     `history` is how many recent events of the payer and of the payee the TCN reads and the GNN
     passes messages from; `arch` selects the fused model or one of its ablations.
+
+    `columns` / `format` say how to read a bank's export (data_adapters.column_mapping, importers);
+    they are saved with the model, so `score`, `serve` and `update` read files the same way.
+    `features_numeric` / `features_categorical` / `features_ignore` override the inferred type of
+    the export's extra columns (TOML: `[finance.features] numeric = [...]`).
     """
 
     arch: Literal["fused", "tcn", "gnn"] = "fused"
@@ -42,6 +47,12 @@ class FinanceConfig:
     chunk_rows: int = 4096
     seed: int = 0
     threads: int = 0
+    columns: str = ""
+    format: Literal["contract", "amlworld", "paysim", "elliptic"] = "contract"
+    features_numeric: tuple[str, ...] = ()
+    features_categorical: tuple[str, ...] = ()
+    features_ignore: tuple[str, ...] = ()
+    feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 
 PRESETS: dict[str, FinanceConfig] = {

@@ -15,6 +15,7 @@ import torch
 
 from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
+from verticals.finance.columns import ColumnSpec, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
 
@@ -29,7 +30,9 @@ class FinanceData:
     txn_id: np.ndarray
     ts: np.ndarray
     raw: np.ndarray
+    tree: np.ndarray | None = None  # the extra columns encoded for trees (columns.tree_matrix)
     rejects: list[Rejection] = field(default_factory=list)
+    spec: ColumnSpec = field(default_factory=ColumnSpec)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -42,6 +45,8 @@ class FinanceData:
             self.txn_id[index],
             self.ts[index],
             self.raw[index],
+            None if self.tree is None else self.tree[index],
+            spec=self.spec,
         )
 
     def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,27 +54,65 @@ class FinanceData:
         return torch.from_numpy(f.seq[index]), torch.from_numpy(f.nbr[index]), torch.from_numpy(f.txn[index])
 
 
-def featurise_all(txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None) -> FeatureBatch:
-    """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one)."""
+def featurise_all(
+    txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None, extra: np.ndarray | None = None
+) -> FeatureBatch:
+    """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
+
+    `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
+    """
     state = state or AccountState(cfg.history)
     parts = []
     for i in range(0, len(txns), cfg.chunk_rows):
         s = slice(i, i + cfg.chunk_rows)
-        parts.append(featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s]))
-    return FeatureBatch.concat(parts, cfg.history)
+        batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s])
+        if extra is not None and extra.shape[1]:
+            batch.txn = np.concatenate([batch.txn, extra[s]], 1)
+        parts.append(batch)
+    batch = FeatureBatch.concat(parts, cfg.history)
+    if not parts and extra is not None:
+        batch.txn = np.zeros((0, batch.txn.shape[1] + extra.shape[1]), np.float32)
+    return batch
 
 
-def load_dataset(path: str | Path, cfg: FinanceConfig, *, require_label: bool = True) -> FinanceData:
-    """Read, validate and featurise a transactions CSV; rows come back in time order."""
-    txns, rejects = read_transactions(path, require_label=require_label)
+def column_spec(cfg: FinanceConfig) -> ColumnSpec:
+    """The extra columns a model was trained with (empty before training infers them)."""
+    return ColumnSpec.from_json(cfg.feature_spec)
+
+
+def read_for(cfg: FinanceConfig, path: str | Path, *, require_label: bool = False) -> tuple[Transactions, list]:
+    """read_transactions with the model's column mapping (cfg.format, cfg.columns); checks trained columns."""
+    from data_adapters.importers import mapping_for
+
+    txns, rejects = read_transactions(path, require_label=require_label, mapping=mapping_for(cfg.format, cfg.columns))
+    column_spec(cfg).require(txns.extra_columns, str(path))
+    return txns, rejects
+
+
+def load_dataset(
+    path: str | Path, cfg: FinanceConfig, *, require_label: bool = True, spec: ColumnSpec | None = None
+) -> FinanceData:
+    """Read, validate and featurise a transactions CSV; rows come back in time order.
+
+    The extra columns are encoded with `spec`, else with the config's `feature_spec`, else with a
+    spec inferred from these rows (training); `data.spec` says which.
+    """
+    txns, rejects = read_for(cfg, path, require_label=require_label)
     txns = txns.take(time_order(txns))
+    if spec is None:
+        spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
+            txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
+        )  # fmt: skip
+    n = len(txns)
     data = FinanceData(
-        featurise_all(txns, cfg),
+        featurise_all(txns, cfg, extra=nn_matrix(spec, txns.extras, n)),
         txns.label.astype(np.int64),
         np.where(txns.typology == "", "none", txns.typology),
         txns.txn_id,
         txns.ts,
         raw_features(txns.ts, txns.amount, txns.channel),
+        tree_matrix(spec, txns.extras, n),
+        spec=spec,
     )
     data.rejects = rejects
     return data

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from verticals.finance.columns import ColumnSpec, nn_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, featurise
 
@@ -70,6 +71,7 @@ class StreamingScorer:
 
     def __init__(self, model: nn.Module | None, cfg: FinanceConfig, onnx_path: str | Path | None = None) -> None:
         self.cfg = cfg
+        self.spec = ColumnSpec.from_json(cfg.feature_spec)
         self.state = AccountState(cfg.history)
         self.backend = "torch"
         self.model = model.eval() if model is not None else None
@@ -81,29 +83,43 @@ class StreamingScorer:
         elif self.model is None:
             raise ValueError("StreamingScorer needs a torch model or an existing ONNX file")
 
+    def _featurise(self, s: slice, ts, src, dst, amount, channel, extra: np.ndarray | None) -> FeatureBatch:
+        features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s])
+        if extra is not None:
+            features.txn = np.concatenate([features.txn, extra[s]], 1)
+        return features
+
     def _predict(self, features: FeatureBatch) -> np.ndarray:
         if isinstance(self.model, OnnxFraudModel):
             return self.model.probabilities(features)
         return predict(self.model, features)
 
     def score(
-        self, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
+        self,
+        ts: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        amount: np.ndarray,
+        channel: np.ndarray,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Probabilities for these transactions, each seeing only the ones before it; advances state.
 
         Several chunks are pipelined: the next chunk is featurised (sequential: it advances the
         state) while a worker thread runs the model on the previous one (ONNX Runtime and torch
-        release the GIL), which uses both cores of a small site server.
+        release the GIL), which uses both cores of a small site server. `extras`: the model's extra
+        columns (columns.ColumnSpec.used), raw as read.
         """
         starts = range(0, len(ts), self.cfg.chunk_rows)
+        extra = nn_matrix(self.spec, extras or {}, len(ts)) if self.spec.used else None
         if len(starts) <= 1:
-            features = featurise(self.state, ts, src, dst, amount, channel)
+            features = self._featurise(slice(None), ts, src, dst, amount, channel, extra)
             return self._predict(features) if len(ts) else np.zeros(0, np.float32)
         out, pending = [], None
         with ThreadPoolExecutor(max_workers=1) as pool:
             for i in starts:
                 s = slice(i, i + self.cfg.chunk_rows)
-                features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s])
+                features = self._featurise(s, ts, src, dst, amount, channel, extra)
                 if pending is not None:
                     out.append(pending.result())
                 pending = pool.submit(self._predict, features)

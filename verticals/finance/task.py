@@ -49,7 +49,7 @@ class FinanceTask:
         seq[..., -1] = 1.0
         nbr[..., -1] = 1.0
         nbr[..., 1] = (nbr[..., 1] > 0).float()
-        return seq, nbr, torch.randn(2, F_TXN, generator=g)
+        return seq, nbr, torch.randn(2, F_TXN + txn_extra_dim(cfg), generator=g)
 
     def calibration_batches(self, data: FinanceData, cfg: FinanceConfig) -> list[tuple[torch.Tensor, ...]]:
         size = 64
@@ -80,4 +80,12 @@ def model_from_config(cfg: FinanceConfig) -> FraudNet:
         gnn_hidden=cfg.gnn_hidden,
         head_hidden=cfg.head_hidden,
         dropout=cfg.dropout,
+        extra_dim=txn_extra_dim(cfg),
     )
+
+
+def txn_extra_dim(cfg: FinanceConfig) -> int:
+    """Width of the extra columns' block appended to each transaction row (0 without extra columns)."""
+    from verticals.finance.columns import ColumnSpec
+
+    return ColumnSpec.from_json(cfg.feature_spec).nn_dim
