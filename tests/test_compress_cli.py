@@ -1,4 +1,4 @@
-"""`fedsite compress` / `fedsite profile` end to end: compression.json as CONTRACTS.md says, exit codes."""
+"""`fedsite compress` / `fedsite profile` end to end: compression.json as docs/contracts.md says, exit codes."""
 
 from __future__ import annotations
 
