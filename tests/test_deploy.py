@@ -389,9 +389,18 @@ def test_only_the_operators_signature_verifies_with_flowers_own_check(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_site_stops_cleanly_on_sigterm(deployment):
+def test_a_site_stopped_mid_run_is_recorded_offline_and_leaves_no_process(deployment):
+    """SIGTERM to a site during a run: the site and all its helpers are gone within 10 s, the run
+    completes with the other site (exit 3), and the record says the site went offline."""
     dep = deployment
-    site = dep.processes[1]
+    site = dep.processes[2]  # site-1 (the hub is processes[0])
+    out = dep.tmp / "offline"
+    run = dep.run(out, "--min-results", "1", background=True)
+    dep.processes.append(run)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "checkpoint.npz").exists():
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.1)
     members = tree(site)
     assert len(members) >= 2, [p.name() for p in members]
     began = time.monotonic()
@@ -399,6 +408,11 @@ def test_a_site_stops_cleanly_on_sigterm(deployment):
     assert site.wait(timeout=10) == 0
     _, alive = psutil.wait_procs(members, timeout=max(0.1, 10 - (time.monotonic() - began)))
     assert not alive, [(p.pid, p.name()) for p in alive]
+    assert run.wait(timeout=300) == 3, (dep.tmp / "offline.log").read_text()[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    errors = [r["sites"]["site-1"].get("error", "") for r in history["rounds"]]
+    assert any(e.startswith("offline: ") for e in errors), errors
+    assert all(r["sites"]["site-0"]["status"] == "ok" for r in history["rounds"])
 
 
 def test_flowers_runtime_installer_installs_nothing_from_our_pyproject(tmp_path, monkeypatch):
