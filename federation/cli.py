@@ -56,6 +56,7 @@ def federate(
     ),
     fail_site: int = typer.Option(-1, "--fail-site", help="Fault drill: this site index fails every round."),
     fail_mode: str = typer.Option("error", "--fail-mode", help="Fault drill: error or hang."),
+    secagg: bool = typer.Option(False, "--secagg", help="SecAgg+: the hub learns only the mean update."),
 ) -> None:
     """Simulate N sites with Flower: each trains on its own data, only model updates travel.
 
@@ -76,6 +77,11 @@ def federate(
         raise UserError(f"--fail-mode {fail_mode}: unknown (known: error, hang)")
     if clip < 0 or noise < 0 or not 0 < delta < 1:
         raise UserError("--clip/--noise must be >= 0 and --delta in (0, 1)")
+    if secagg:
+        from federation.secagg import incompatibility
+
+        if why := incompatibility(strategy, compression, fail_mode, fail_site):
+            raise UserError(f"--secagg: {why}")
     history = simulate(
         vertical,
         out,
@@ -109,6 +115,7 @@ def federate(
         eval_split=eval_split,
         eval_every=eval_every,
         final_round_only=final_round_only,
+        secagg=secagg,
     )
     from common.errors import PartialSuccess
     from common.progress import log

@@ -16,10 +16,11 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation.secagg import optional_secaggplus_mod
 from federation.settings import FederationSettings, site_name
 from federation.sitework import SiteWorker
 
-app = ClientApp()
+app = ClientApp(mods=[optional_secaggplus_mod])  # SecAgg+ only for rounds the hub runs securely
 # one worker per site of the current run: a process that serves several simulated sites (the
 # in-process engine, a Ray worker) keeps each site's model and data between rounds
 _workers: dict[tuple, SiteWorker] = {}

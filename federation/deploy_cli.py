@@ -199,6 +199,7 @@ def hub_run(
     cross_site: bool = typer.Option(False, "--cross-site/--no-cross-site", help="Also train local-only models."),
     task_module: str = typer.Option("", "--task-module", help="Import path of a Task outside the registry."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    secagg: bool = typer.Option(False, "--secagg", help="SecAgg+: the hub learns only the mean update."),
     unsigned: bool = typer.Option(
         False, "--unsigned", help="Send this checkout unsigned (sites started with --trust refuse it)."
     ),
@@ -208,6 +209,7 @@ def hub_run(
     from common import config, registry
     from common.errors import UserError
     from federation import deploy, strategies
+    from federation.secagg import incompatibility
 
     if strategy not in strategies.STRATEGIES:
         raise UserError(f"--strategy {strategy}: unknown (known: {', '.join(strategies.STRATEGIES)})")
@@ -231,8 +233,10 @@ def hub_run(
         "num-server-rounds": rounds, "sites": sites, "strategy": strategy, "seed": seed, "clip": clip,
         "noise": noise, "compression": compression, "min-results": min_results, "round-timeout": round_timeout,
         "cross-site": cross_site, "out-dir": str(out), "local-epochs": 0, "synthesize-sites": False,
-        "resume": resume,
+        "resume": resume, "secagg": secagg,
     }  # fmt: skip
+    if secagg and (why := incompatibility(strategy, compression)):
+        raise UserError(f"--secagg: {why}")
     config_file = deploy.run_config_file(out / "run-config.toml", values)
     app = str(deploy.app_dir()) if unsigned else deploy.signed_app(home)
     done = subprocess.run(deploy.run_command(app, config_file), env=deploy.offline_env(home))

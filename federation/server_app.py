@@ -35,6 +35,11 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point for `flwr run .` / the SuperLink: settings come from the run config."""
     run_config = dict(context.run_config)
     settings = FederationSettings.from_config(run_config)
+    if settings.secagg:
+        from federation.secagg import incompatibility
+
+        if why := incompatibility(settings.strategy, settings.compression, settings.fail_mode, settings.fail_site):
+            raise ValueError(f"--secagg: {why}")
     if not settings.out_dir:
         settings = settings.replace(out_dir=str(Path.cwd() / f"fedsite-run-{context.run_id}"))
     if run_config.get("synthesize-sites") and not settings.data_root:
@@ -211,9 +216,14 @@ def run_round(
     content = {
         site: RecordDict({"global": model_record(vector, ints), "job": hub.job(round=round_)}) for site in hub.nodes
     }
-    results = hub.send("train", content, round_)
     record: dict[str, Any] = {"round": round_, "sites": {}}
     updates, weights, new_ints = [], [], None
+    if s.secagg:  # no single update reaches the hub, only their weighted mean (secagg.py)
+        from federation.secagg import secure_round
+
+        record["sites"], updates, weights = secure_round(hub, round_, vector)
+        moments = ()  # the sites' statistics are hidden too: averaged like the other weights
+    results = {} if s.secagg else hub.send("train", content, round_)
     for site in sorted(results, key=natural):
         res = results[site]
         reply = res["reply"]

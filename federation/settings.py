@@ -60,6 +60,8 @@ class FederationSettings:
     # vertical's schedule stretched over all R rounds (common.task.fit_schedule), as a centralized
     # run's single fit would, instead of replaying the whole schedule in every round
     one_schedule: bool = False
+    # SecAgg+ (federation/secagg.py): the hub learns only the weighted mean of the sites' updates
+    secagg: bool = False
     threads: int = 1
     fail_site: int = -1  # fault drill: this site fails every training round
     fail_mode: str = "error"  # error | hang
