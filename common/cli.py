@@ -17,6 +17,7 @@ import click
 import typer
 
 import common
+from common import progress
 from common.errors import PartialSuccess, UserError
 
 # (name, "module:attribute", help). Groups are Typer apps, commands are functions.
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the contract's exit code (the console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
+    progress.set_debug(_state["debug"])
     code = 0
     try:
         app = build_app()
