@@ -18,8 +18,9 @@ from common.cli import main
 from data_adapters.transactions import read_transactions, time_order
 from verticals.finance.baselines import fit_baseline, predict_baseline
 from verticals.finance.config import FinanceConfig
+from verticals.finance.data import load_dataset
 from verticals.finance.features import AccountState, featurise
-from verticals.finance.infer import StreamingScorer, load_dataset
+from verticals.finance.infer import StreamingScorer
 from verticals.finance.model import FraudNet
 
 TINY = ["--set", "history=8", "--set", "tcn_channels=8", "--set", "tcn_levels=2", "--set", "gnn_hidden=16"]
@@ -58,7 +59,7 @@ def test_features_are_causal_and_ignore_labels(trained):
     full = _features(changed)[0]
     for name in ("seq", "nbr", "txn"):
         np.testing.assert_array_equal(getattr(full, name)[:cut], getattr(prefix, name))
-    model = FraudNet(FinanceConfig(history=8, tcn_channels=8, tcn_levels=2, gnn_hidden=16, head_hidden=32)).eval()
+    model = FraudNet(history=8, tcn_channels=8, tcn_levels=2, gnn_hidden=16, head_hidden=32).eval()
     with torch.no_grad():
         a = model(*(torch.from_numpy(getattr(prefix, k)) for k in ("seq", "nbr", "txn")))
         b = model(*(torch.from_numpy(getattr(full, k)[:cut]) for k in ("seq", "nbr", "txn")))

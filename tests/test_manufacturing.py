@@ -230,7 +230,7 @@ def test_val_split_is_labelled_for_federated_monitoring(tmp_path):
 
 
 def test_int8_calibration_covers_defective_parts(tmp_path):
-    from verticals.manufacturing.workflows import calibration_batches
+    from verticals.manufacturing.api import calibration_batches
 
     cfg, train, _ = _tiny_data(tmp_path)
     batches = calibration_batches(train, cfg, seed=0, n=4)

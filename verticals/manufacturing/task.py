@@ -13,7 +13,7 @@ from data_adapters.synth.surfaces import Lighting
 
 from . import evaluate as evaluation
 from . import train as training
-from .config import InspectConfig
+from .config import PRESETS, InspectConfig
 from .data import InspectionData, load_split
 from .model import DefectNet
 
@@ -27,7 +27,7 @@ class ManufacturingTask:
     higher_is_better = True
 
     def build_model(self, cfg: InspectConfig) -> nn.Module:
-        return DefectNet(cfg)
+        return model_from_config(cfg)
 
     def load_data(self, cfg: InspectConfig, source: str | Path, split: str) -> InspectionData:
         return load_split(cfg, source, split)
@@ -62,23 +62,21 @@ class ManufacturingTask:
         )
 
     def tiny_config(self) -> InspectConfig:
-        """64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects.
+        return PRESETS["tiny"]
 
-        No patch memory: FedAvg would average different sites' memories row by row, which means
-        nothing; a federated memory needs its own aggregation (concatenate + coreset), not done yet.
-        """
-        return InspectConfig(
-            image_size=64,
-            width=8,
-            epochs=3,
-            steps_per_epoch=25,
-            batch_size=8,
-            crop=64,
-            infer_batch=8,
-            blur_sigma=1.0,
-            blur_candidates="",
-            memory_size=0,
-        )
+
+def model_from_config(cfg: InspectConfig) -> DefectNet:
+    """The DefectNet a config describes (model.py takes explicit arguments, not the config)."""
+    return DefectNet(
+        width=cfg.width,
+        reconstruction=cfg.reconstruction,
+        attention_kind=cfg.attention,
+        model_stride=cfg.model_stride,
+        image_size=cfg.image_size,
+        score_pool=cfg.score_pool,
+        memory_size=cfg.memory_size,
+        memory_patch=cfg.memory_patch,
+    )
 
 
 TASK = ManufacturingTask()

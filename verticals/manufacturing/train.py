@@ -149,7 +149,7 @@ def fit(
     sigma, report = choose_blur(model, validation, cfg)
     metrics.update(report)
     metrics.update(calibrate(model, holdout if holdout is not None else train, replace(cfg, blur_sigma=sigma)))
-    metrics["blur_sigma"] = sigma  # workflows.train stores it in the model directory's config
+    metrics["blur_sigma"] = sigma  # api.train stores it in the model directory's config
     return metrics
 
 

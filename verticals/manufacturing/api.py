@@ -28,7 +28,7 @@ from .data import InspectionData, load_split, split_holdout, to_tensor
 from .deploy import FP32_NAME, INT8_NAME, load_backend, prepare_deployment
 from .evaluate import evaluate, metrics_from
 from .infer import inspect
-from .model import DefectNet
+from .task import model_from_config
 from .train import fit
 
 BASELINE_NAME = "baseline.npz"
@@ -60,7 +60,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
     set_threads(None)
     seed_everything(seed)
     data = load_split(cfg, data_dir, "train")
-    model = DefectNet(cfg)
+    model = model_from_config(cfg)
     metrics = fit(model, data, cfg, seed=seed)
     cfg = replace(cfg, blur_sigma=metrics.get("blur_sigma", cfg.blur_sigma))  # chosen on validation
     log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
