@@ -135,8 +135,10 @@ def _name(elem, rule: Rule) -> str:
 def _dummy(elem, key: SiteKey, alias: str) -> Any:
     """A non-empty value of `elem`'s VR that carries nothing of the original."""
     vr = elem.VR
-    if elem.keyword in ("PatientID", "PatientName"):
+    if elem.keyword == "PatientID":
         return alias
+    if elem.keyword == "PatientName":
+        return alias.replace("-", "^", 1)
     if vr in DUMMY_BY_VR:
         return DUMMY_BY_VR[vr]
     if vr in _TEXT_VRS:
@@ -175,7 +177,7 @@ def apply_profile(dataset, key: SiteKey, alias: str, audit: Audit) -> None:
             if elem.VR == "SQ":
                 elem.value = []
             elif elem.keyword == "PatientName":
-                elem.value = alias  # a dummy is allowed for Z; the alias keeps patients apart
+                elem.value = alias.replace("-", "^", 1)  # a dummy is allowed for Z; the alias keeps patients apart
             else:
                 elem.value = None
             audit.emptied.add(name)
