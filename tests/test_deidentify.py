@@ -49,7 +49,7 @@ def _value(vr: str, n: int):
 def _fill(ds: Dataset, start: int, depth: int) -> int:
     """Put every table attribute with a plain VR into `ds` (sequences get one item, filled one level down)."""
     n = start
-    for tag, rule in sorted(profile().items()):
+    for tag in sorted(profile()):
         try:
             vr = dictionary_VR(tag)
         except KeyError:
@@ -207,11 +207,12 @@ def test_truncated_and_empty_inputs(tmp_path, secret, capsys):
     assert "truncated" in failed[victims[0].name] and "PixelData" in failed[victims[1].name]
     assert not (tmp_path / "out" / "scan_000" / victims[0].name).exists()
     (tmp_path / "empty").mkdir()
-    assert main(["dicom", "deidentify", str(tmp_path / "empty"), str(tmp_path / "o2"), "--secret-file", str(secret)]) == 2
+    key = ["--secret-file", str(secret)]
+    assert main(["dicom", "deidentify", str(tmp_path / "empty"), str(tmp_path / "o2"), *key]) == 2
     assert "no files to de-identify" in capsys.readouterr().err
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "a.txt").write_text("x")
-    assert main(["dicom", "deidentify", str(tmp_path / "text"), str(tmp_path / "o3"), "--secret-file", str(secret)]) == 2
+    assert main(["dicom", "deidentify", str(tmp_path / "text"), str(tmp_path / "o3"), *key]) == 2
     assert "no DICOM image" in capsys.readouterr().err
 
 
