@@ -1,6 +1,6 @@
 """The `fedsite` entry point: parses, looks the command up, calls it, maps errors to exit codes.
 
-Exit codes (CONTRACTS.md) are implemented here once: 0 success, 2 bad usage or bad input (one line
+Exit codes (docs/contracts.md) are implemented here once: 0 success, 2 bad usage or bad input (one line
 on stderr, no traceback unless --debug), 3 partial success (some inputs rejected and reported).
 Command modules raise `UserError` / `PartialSuccess`; they never call sys.exit themselves.
 Command groups are imported lazily by module path so `fedsite --help` stays fast and the core does

@@ -11,7 +11,7 @@ Tolerances follow the precision the header gives: a decimal string can be off by
 last digit, so a 0.625 mm step written to 1 decimal is not a gap and a 4-decimal oblique orientation
 is not a gantry tilt (`dicom_header.resolution`).
 
-Geometry follows ITK/GDCM (CONTRACTS.md): slices sorted by increasing position along the normal
+Geometry follows ITK/GDCM (docs/contracts.md): slices sorted by increasing position along the normal
 (row cosines x column cosines), `origin_xyz` = ImagePositionPatient of the first sorted slice,
 `spacing_zyx` = (slice distance, row spacing, column spacing), `direction` = 3x3 whose columns are
 the directions of increasing column index, row index and slice index.
@@ -69,7 +69,7 @@ class Series:
         return (len(self.slices), rows, cols)
 
     def record(self) -> dict[str, Any]:
-        """The `fedsite dicom inspect` record for this series (CONTRACTS.md field names, plus its folder)."""
+        """The `fedsite dicom inspect` record for this series (docs/contracts.md field names, plus its folder)."""
         hu = self.hu
         return {
             "seriesuid": self.seriesuid,
