@@ -67,6 +67,18 @@ def write_slices(
     return paths
 
 
+def make_rgb(paths: Sequence[Path]) -> None:
+    """Turn single-frame CT files into 8-bit RGB ones (a colour "CT" series, as some exports are)."""
+    import pydicom
+
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.zeros((ds.Rows, ds.Columns, 3), np.uint8).tobytes()
+        ds.save_as(path)
+
+
 def write_enhanced(
     path: Path,
     pixels: np.ndarray,
