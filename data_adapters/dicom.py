@@ -291,3 +291,43 @@ def _geometry(obj: Any) -> tuple[tuple[float, float, float], Any, Any]:
     if isinstance(obj, dict):
         return tuple(obj["spacing_zyx"]), obj["origin_xyz"], obj["direction"]
     return tuple(obj.spacing_zyx), obj.origin_xyz, obj.direction
+
+
+# Physical plausibility of a CT volume: anything outside is a corrupt or mis-stamped header.
+PIXEL_SPACING_MM = (0.01, 50.0)
+SLICE_STEP_MM = (0.01, 100.0)
+HU_RANGE = (-4096.0, 65536.0)
+
+
+def check_volume_geometry(series: Series) -> bool:
+    """Reject a volume whose geometry cannot be a CT scan (too few slices, absurd spacing, skewed axes)."""
+    shape = series.shape_zyx
+    if shape is None or min(shape) < 1 or shape[0] < 2:
+        series.reject(f"a volume of shape {list(shape) if shape else None}: fewer than 2 slices")
+        return False
+    (lo, hi), (slo, shi) = PIXEL_SPACING_MM, SLICE_STEP_MM
+    dz, dy, dx = series.spacing_zyx
+    if not (lo <= dy <= hi and lo <= dx <= hi):
+        series.reject(f"pixel spacing {[dy, dx]} mm is outside {lo}-{hi} mm")
+        return False
+    if not slo <= dz <= shi:
+        series.reject(f"slice spacing {dz:.4g} mm is outside {slo}-{shi} mm")
+        return False
+    direction = np.asarray(series.direction, float)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        series.reject("direction cosines are not orthonormal (sheared volume; resampling not enabled)")
+        return False
+    return True
+
+
+def check_hu(series: Series) -> bool:
+    """Reject a decoded volume whose values cannot be Hounsfield units (clears `series.hu`)."""
+    hu = series.hu
+    lo, hi = (float(hu.min()), float(hu.max())) if hu is not None and hu.size else (float("nan"),) * 2
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < HU_RANGE[0] or hi > HU_RANGE[1]:
+        series.reject(
+            f"HU range [{lo:.4g}, {hi:.4g}] is not plausible for CT (outside {HU_RANGE[0]:g}..{HU_RANGE[1]:g})"
+        )
+        series.hu = None
+        return False
+    return True

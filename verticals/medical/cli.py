@@ -34,9 +34,25 @@ def inspect(
     gaps: str = GAP_POLICY,
 ) -> None:
     """List every DICOM series under DIRECTORY: geometry, HU range, QC status (exit 3 if anything was rejected)."""
+    _inspect(directory, as_json, gaps, volumes=False)
+
+
+@app.command("inspect")
+def inspect_volumes(
+    directory: Path = typer.Argument(
+        ..., help="Folder of volumes (.mhd/.raw, .mha, .nii, .nii.gz, .nrrd, .nhdr) and/or DICOM series."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
+    gaps: str = GAP_POLICY,
+) -> None:
+    """List every volume file and DICOM series under DIRECTORY, as `fedsite dicom inspect` does (exit 3 on rejects)."""
+    _inspect(directory, as_json, gaps, volumes=True)
+
+
+def _inspect(directory: Path, as_json: bool, gaps: str, *, volumes: bool) -> None:
     from verticals.medical.api import inspect_directory
 
-    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps))
+    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps), volumes=volumes)
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -50,7 +66,7 @@ def inspect(
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in the report)", rejected=bad)
     if not report["series"]:
-        raise UserError(f"{directory}: no DICOM series found")
+        raise UserError(f"{directory}: no {'volume or ' if volumes else ''}DICOM series found")
 
 
 @dicom_app.command("deidentify")
@@ -89,7 +105,7 @@ def synth(
 
 @app.command("train")
 def train(
-    data: Path = typer.Option(..., "--data", help="Folder of DICOM series."),
+    data: Path = typer.Option(..., "--data", help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, ...)."),
     annotations: Path = typer.Option(
         ..., "--annotations", help="annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm)."
     ),
@@ -115,7 +131,7 @@ def train(
 
 @app.command("detect")
 def detect(
-    data: Path = typer.Argument(..., help="Folder of DICOM series."),
+    data: Path = typer.Argument(..., help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, .nrrd...)."),
     model: Path = typer.Option(..., "--model", help="Model directory from `fedsite medical train`."),
     out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, overlays/."),
     overlays: int = typer.Option(3, "--overlays", min=0, help="Overlay PNGs per series (top candidates)."),
@@ -144,11 +160,36 @@ def evaluate(
     candidates: Path = typer.Option(..., "--candidates", help="candidates.csv (LUNA16 submission format)."),
     annotations: Path = typer.Option(..., "--annotations", help="annotations.csv (LUNA16 format)."),
     out: Path | None = typer.Option(None, "--out", help="Folder for froc.png and froc.json."),
+    excluded: Path | None = typer.Option(
+        None,
+        "--excluded",
+        help="LUNA16 annotations_excluded.csv: candidates hitting these findings count neither as TP nor FP.",
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the CPM 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score candidates by the LUNA16 protocol: prints CPM, FROC at 1/8..8 FP/scan, counts."""
     from verticals.medical.api import evaluate_candidates
 
-    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed)
+    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded)
     print(json.dumps(result, indent=2))
+
+
+@app.command("lidc-annotations")
+def lidc_annotations(
+    xml_dir: Path = typer.Argument(..., help="Folder of LIDC-IDRI reader XML files (LidcReadMessage), any nesting."),
+    data: Path = typer.Option(..., "--data", help="Folder of the DICOM series the XML files annotate."),
+    out: Path = typer.Option(..., "--out", help="annotations.csv to write (LUNA16 format, plus n_readers)."),
+    excluded_out: Path | None = typer.Option(
+        None, "--excluded-out", help="Also write annotations_excluded.csv (findings to ignore in evaluation)."
+    ),
+    min_readers: int = typer.Option(3, "--min-readers", min=1, help="Readers who must mark a nodule >= 3 mm."),
+) -> None:
+    """LIDC-IDRI XML -> LUNA16 annotations: nodules >= 3 mm marked by >= 3 readers (exit 3 if XML was skipped)."""
+    from verticals.medical.api import lidc_annotations as convert
+
+    result = convert(xml_dir, data, out, excluded_csv=excluded_out, min_readers=min_readers)
+    print(json.dumps(result, indent=2))
+    if result["skipped"]:
+        bad = len(result["skipped"])
+        raise PartialSuccess(f"{bad} XML file(s) skipped (listed above)", rejected=bad)
