@@ -6,12 +6,12 @@ Exit codes: UserError -> 2, PartialSuccess (raised after every output is written
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from common.errors import PartialSuccess, UserError
+from common.strict_json import to_json
 
 app = typer.Typer(no_args_is_help=True, help="CT lung-nodule detection: synth, train, detect, evaluate.")
 dicom_app = typer.Typer(no_args_is_help=True, help="DICOM series: inspect geometry and QC, de-identify.")
@@ -54,7 +54,7 @@ def _inspect(directory: Path, as_json: bool, gaps: str, *, volumes: bool) -> Non
 
     report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps), volumes=volumes)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report))
     else:
         for rec in report["series"]:
             geo = f"shape {rec['shape_zyx']} spacing {[round(v, 3) for v in rec['spacing_zyx'] or []]}"
@@ -78,7 +78,7 @@ def deidentify(
     from verticals.medical.api import deidentify_directory
 
     result = deidentify_directory(in_dir, out_dir)
-    print(json.dumps(result, indent=2))
+    print(to_json(result))
     if result["skipped"]:
         raise PartialSuccess(
             f"{len(result['skipped'])} file(s) skipped (listed above)", rejected=len(result["skipped"])
@@ -123,7 +123,7 @@ def train(
 
     cfg = resolve(MedicalConfig, config, sets, section="medical")
     result = train_model(data, annotations, out, cfg, seed=seed)
-    print(json.dumps({"out": result["out"], "metrics": result["metrics"]}, indent=2))
+    print(to_json({"out": result["out"], "metrics": result["metrics"]}))
     bad = len(result["rejected"]) + len(result["skipped"])
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in {out}/metadata.json)", rejected=bad)
@@ -172,7 +172,7 @@ def evaluate(
     from verticals.medical.api import evaluate_candidates
 
     result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded)
-    print(json.dumps(result, indent=2))
+    print(to_json(result))
 
 
 @app.command("lidc-annotations")
@@ -189,7 +189,7 @@ def lidc_annotations(
     from verticals.medical.api import lidc_annotations as convert
 
     result = convert(xml_dir, data, out, excluded_csv=excluded_out, min_readers=min_readers)
-    print(json.dumps(result, indent=2))
+    print(to_json(result))
     if result["skipped"]:
         bad = len(result["skipped"])
         raise PartialSuccess(f"{bad} XML file(s) skipped (listed above)", rejected=bad)
