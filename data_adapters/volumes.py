@@ -224,8 +224,10 @@ def read_volumes(
     mine = {h.resolve() for h in headers} | companions
     skipped = [item for item in skipped if Path(item["path"]).resolve() not in mine]
     taken = {s.seriesuid: "a DICOM series" for s in series}
+    base = root if root.is_dir() else root.parent
     for path in headers:
         vol = read_header(path)
+        vol.folder = str(path.relative_to(base))  # the table's "folder" column: here, the file itself
         if vol.seriesuid in taken:
             vol.reject(f"seriesuid {vol.seriesuid} is already used by {taken[vol.seriesuid]}")
         else:

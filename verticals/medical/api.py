@@ -57,12 +57,17 @@ def inspect_directory(root: str | Path, *, gap_policy: str = "reject", volumes: 
     return {"series": records, "skipped": skipped}
 
 
-def deidentify_directory(in_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied."""
-    from data_adapters.deidentify import deidentify_tree
+def deidentify_directory(
+    in_dir: str | Path, out_dir: str | Path, *, secret_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied.
 
-    written, skipped = deidentify_tree(_require_dir(in_dir, "input folder"), out_dir)
-    return {"written": written, "skipped": skipped}
+    UIDs are keyed hashes under the site secret (`secret_file`, default ~/.config/fedsite/deid-secret);
+    the crosswalk and the audit are written beside `out_dir` (data_adapters/deid_folder.py).
+    """
+    from data_adapters.deid_folder import deidentify_tree
+
+    return deidentify_tree(_require_dir(in_dir, "input folder"), out_dir, secret_file=secret_file)
 
 
 def train_model(
@@ -155,10 +160,8 @@ def detect_directory(
     """Detect nodules in every CT series and volume file under `data`; writes candidates.csv, report.json, overlays/."""
     from common import atomic, runs
     from common.device import set_threads
-    from data_adapters import dicom, volumes
-    from verticals.medical.infer import detect_case, fp_params
-    from verticals.medical.overlays import write_overlays
-    from verticals.medical.preprocess import case_from_series
+    from data_adapters import volumes
+    from verticals.medical.infer import fp_params
 
     data = _require_dir(data, "data folder").resolve()
     out_path = Path(out_dir).resolve()
@@ -175,34 +178,11 @@ def detect_directory(
         for series in track(series_list, "detecting"):
             record = {"seriesuid": series.seriesuid, "status": series.status, "reasons": list(series.reasons)}
             if series.status == "ok":
-                t0 = time.perf_counter()
-                volumes.load_volume(series)
-                t1 = time.perf_counter()
-                if series.status == "ok":
-                    case = case_from_series(series, cfg, keep_hu=True)
-                    t2 = time.perf_counter()
-                    found = detect_case(case, runner, cfg, fp)
-                    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
-                    pngs = write_overlays(
-                        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
-                        found["diameter_mm"], found["probability"], overlays,
-                    )  # fmt: skip
-                    for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"]):
-                        rows.append([series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"])
-                    record.update(
-                        shape_zyx=list(series.hu.shape),
-                        spacing_zyx=[float(v) for v in series.spacing_zyx],
-                        n_candidates=int(len(found["probability"])),
-                        overlays=[str(Path(p).relative_to(tmp)) for p in pngs],
-                        timings={
-                            "read_s": t1 - t0,
-                            "preprocess_s": t2 - t1,
-                            "network_s": found["seconds_network"],
-                            "postprocess_s": found["seconds_postprocess"],
-                            "total_s": time.perf_counter() - t0,
-                        },
-                    )
-                    series.hu = None
+                try:
+                    record.update(_detect_one(series, runner, cfg, fp, tmp, overlays, rows))
+                except Exception as exc:  # one series' failure never costs the others their results
+                    series.reject(f"could not be processed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+                series.hu = None
                 record["status"], record["reasons"] = series.status, list(series.reasons)
             records.append(record)
         atomic.write_csv(tmp / "candidates.csv", CANDIDATE_HEADER, rows)
@@ -216,6 +196,46 @@ def detect_directory(
         }
         runs.write_json(tmp / "report.json", report)
     return report
+
+
+def _detect_one(series, runner, cfg, fp, tmp: Path, overlays: int, rows: list) -> dict[str, Any]:
+    """Read, preprocess and detect one QC-passed series; append its candidate rows; return its record fields."""
+    from data_adapters import dicom, volumes
+    from verticals.medical.infer import detect_case
+    from verticals.medical.overlays import write_overlays
+    from verticals.medical.preprocess import case_from_series
+
+    t0 = time.perf_counter()
+    volumes.load_volume(series)
+    t1 = time.perf_counter()
+    if series.status != "ok":
+        return {}
+    case = case_from_series(series, cfg, keep_hu=True)
+    t2 = time.perf_counter()
+    found = detect_case(case, runner, cfg, fp)
+    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
+    pngs = write_overlays(
+        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
+        found["diameter_mm"], found["probability"], overlays,
+    )  # fmt: skip
+    new_rows = [
+        [series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"]
+        for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"])
+    ]
+    rows.extend(new_rows)  # only once the whole series succeeded
+    return {
+        "shape_zyx": list(series.hu.shape),
+        "spacing_zyx": [float(v) for v in series.spacing_zyx],
+        "n_candidates": len(new_rows),
+        "overlays": [str(Path(p).relative_to(tmp)) for p in pngs],
+        "timings": {
+            "read_s": t1 - t0,
+            "preprocess_s": t2 - t1,
+            "network_s": found["seconds_network"],
+            "postprocess_s": found["seconds_postprocess"],
+            "total_s": time.perf_counter() - t0,
+        },
+    }
 
 
 LIDC_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "n_readers"]
