@@ -221,14 +221,14 @@ def _sort_and_check(series: Series, slices: list[SliceInfo], gap_policy: str) ->
         series.reject("only localizer/scout images")
         return []
     missing = [s for s in slices if not s.has_pixels]
+    if len(missing) == len(slices):
+        series.reject(f"no file of the series holds PixelData ({len(missing)} header-only file(s))")
+        return []
     if missing:
         series.reasons.append(
             f"skipped {len(missing)} file(s) without PixelData (truncated copies?), e.g. {missing[0].label}"
         )
         slices = [s for s in slices if s.has_pixels]
-        if not slices:
-            series.reject("no file of the series holds PixelData")
-            return []
     if any(s.position is None or s.orientation is None or s.pixel_spacing is None for s in slices):
         series.reject("missing ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
         return []

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
@@ -92,14 +94,17 @@ def _loaded_dataset(path: Path) -> Path:
     return path
 
 
-def _walk(ds: Dataset, seen: dict[str, int]) -> None:
-    """Check every element (recursively) against its rule of table E.1-1; count what was checked."""
-    alias = str(ds.get("PatientID", "")) or None
+def _walk(ds: Dataset, seen: dict[str, int], alias: str | None = None) -> None:
+    """Check every element (recursively) against its rule of table E.1-1; count what was checked.
+
+    `alias` is the file's patient alias (its top-level PatientID): names at any depth may carry it.
+    """
+    alias = alias or str(ds.get("PatientID", "")) or None
     for elem in ds:
         rule = rule_for(int(elem.tag))
         if elem.VR == "SQ":
             for item in elem.value:
-                _walk(item, seen)
+                _walk(item, seen, alias)
         if rule is None:
             continue
         action = rule.action
@@ -244,3 +249,56 @@ def test_every_dicom_file_fedsite_writes_passes_dciodvfy(tmp_path, secret):
     assert len(files) == 48
     errors = {str(p): _dciodvfy_errors(p) for p in files[::5] + files[-1:]}
     assert not any(errors.values()), errors
+
+
+def _plain_tags(vrs: set[str]) -> list[int]:
+    out = []
+    for tag in sorted(profile()):
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            continue
+        if vr in vrs and tag >> 16 not in (0x0002, 0x0004):
+            out.append(tag)
+    return out
+
+
+TEXT_TAGS = _plain_tags(_TEXT - {"CS", "AE"})
+UI_TAGS = _plain_tags({"UI"})
+SQ_TAGS = [0x00081140, 0x00400275, 0x0040A730, 0x00082218, 0x00081115]  # tabled (U*, X, D) and untabled
+
+
+@st.composite
+def datasets(draw, depth: int = 0) -> Dataset:
+    """A dataset of random table attributes (text and UIDs), nested up to 3 sequences deep."""
+    ds = Dataset()
+    for tag in draw(st.lists(st.sampled_from(TEXT_TAGS), max_size=6, unique=True)):
+        ds.add_new(tag, dictionary_VR(tag), f"LEAK{draw(st.integers(0, 9999)):04d}")
+    for tag in draw(st.lists(st.sampled_from(UI_TAGS), max_size=3, unique=True)):
+        ds.add_new(tag, "UI", f"1.2.826.0.1.3680043.8.498.{draw(st.integers(1, 10**9))}")
+    if depth < 3:
+        for tag in draw(st.lists(st.sampled_from(SQ_TAGS), max_size=2, unique=True)):
+            ds.add_new(tag, "SQ", draw(st.lists(datasets(depth + 1), min_size=1, max_size=2)))
+    return ds
+
+
+@settings(max_examples=40, deadline=None)
+@given(ds=datasets())
+def test_any_nesting_of_table_attributes_leaves_no_value_behind(ds):
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from data_adapters.deidentify import SiteKey, deidentify_dataset
+
+    ds.PatientID = "LEAKPID1"
+    key = SiteKey(b"property-test-secret-0123456789")
+    original_uids = {str(e.value) for e in ds.iterall() if e.VR == "UI"}
+    deidentify_dataset(ds, key)
+    seen: dict[str, int] = {}
+    _walk(ds, seen)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    with pydicom.config.disable_value_validation():
+        write_dataset(buffer, ds)
+    assert b"LEAK" not in buffer.getvalue()
+    assert not original_uids & {str(e.value) for e in ds.iterall() if e.VR == "UI"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,33 +166,44 @@ def test_physically_implausible_headers_are_rejected(tmp_path, change, reason):
     assert series.status == "rejected" and reason in series.reasons[0]
 
 
-def _unreadable_folder_run(root: Path) -> subprocess.CompletedProcess:
-    """`fedsite dicom inspect --json` run without the right to read `root/locked`.
+def _without_privileges(*args: str) -> subprocess.CompletedProcess:
+    """`fedsite ARGS` run as a process that cannot read mode-000 files and folders.
 
     root reads anything (CAP_DAC_OVERRIDE): as root, the command runs with every capability dropped
-    (util-linux setpriv), so the folder's mode 000 applies as it would for a hospital's service account.
+    (util-linux setpriv), so mode 000 applies as it would for a hospital's service account.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "common.cli", "dicom", "inspect", str(root), "--json"]
+    cmd = [sys.executable, "-m", "common.cli", *args]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_a_folder_without_read_permission_is_reported(tmp_path):
-    root = tmp_path
+def test_folders_and_files_without_read_permission_are_reported(tmp_path):
+    root = tmp_path / "in"
+    paths = write_slices(root / "ok", _pixels(3), axial_positions(3, 2.0, 2))
+    shutil.copy(paths[0], root / "ok" / "locked_copy.dcm")
+    write_slices(root / "locked", _pixels(3), axial_positions(3, 2.0, 2), series_uid="1.2.826.0.1.3680043.8.498.4")
+    (root / "locked").chmod(0o000)
+    (root / "ok" / "locked_copy.dcm").chmod(0o000)
+    (tmp_path / "key").write_text("k" * 32)
     try:
-        write_slices(root / "ok", _pixels(3), axial_positions(3, 2.0, 2))
-        write_slices(root / "locked", _pixels(3), axial_positions(3, 2.0, 2), series_uid="1.2.826.0.1.3680043.8.498.4")
-        (root / "locked").chmod(0o000)
-        result = _unreadable_folder_run(root)
-        assert result.returncode == 3, result.stderr
-        report = json.loads(result.stdout)
-        assert [s["status"] for s in report["series"]] == ["ok"]
-        locked = {"path": str(root / "locked"), "reason": "folder not readable (Permission denied)"}
-        assert report["skipped"] == [locked]
+        inspect = _without_privileges("dicom", "inspect", str(root), "--json")
+        deid = _without_privileges("dicom", "deidentify", str(root), str(tmp_path / "out"), "--secret-file",
+                                   str(tmp_path / "key"))  # fmt: skip
     finally:
         (root / "locked").chmod(0o755)
+        (root / "ok" / "locked_copy.dcm").chmod(0o644)
+    assert inspect.returncode == 3, inspect.stderr
+    report = json.loads(inspect.stdout)
+    assert [s["status"] for s in report["series"]] == ["ok"]
+    assert report["skipped"] == [
+        {"path": str(root / "locked"), "reason": "folder not readable (Permission denied)"},
+        {"path": str(root / "ok" / "locked_copy.dcm"), "reason": "file not readable (permission denied)"},
+    ]
+    assert deid.returncode == 3, deid.stderr
+    failed = {Path(f["path"]).name: f["reason"] for f in json.loads(deid.stdout)["failed"]}
+    assert set(failed) == {"locked", "locked_copy.dcm"} and "not readable" in failed["locked"]
 
 
 def test_pydicom_warnings_stay_off_stderr_unless_debug(tmp_path):

@@ -25,13 +25,20 @@ def _row(rec: dict[str, Any]) -> list[str]:
     return [
         rec.get("folder") or ".",
         rec.get("modality") or "?",
-        str(rec.get("n_slices", 0)),
+        str(rec["n_slices"]) if rec.get("n_slices") else f"({rec.get('files', 0)} files)",
         _fmt_list(rec.get("shape_zyx"), 0),
         _fmt_list(rec.get("spacing_zyx"), 3),
         hu,
         rec.get("status", "?"),
         "; ".join(rec.get("reasons") or []) or "-",
     ]
+
+
+def _relative(path: str, root: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return path
 
 
 def render(report: dict[str, Any], root: str | Path, *, max_skipped: int = 10) -> str:
@@ -57,7 +64,7 @@ def render(report: dict[str, Any], root: str | Path, *, max_skipped: int = 10) -
         more = len(by_reason) - 5
         out.append(f"skipped {len(skipped)} file(s): {summary}{f', {more} other reason(s)' if more > 0 else ''}")
         for item in skipped[:max_skipped]:
-            out.append(f"  {item['path']}: {item['reason']}")
+            out.append(f"  {_relative(item['path'], root)}: {item['reason']}")
         if len(skipped) > max_skipped:
             out.append(f"  ... and {len(skipped) - max_skipped} more (--max-skipped N to list more, --json for all)")
     return "\n".join(out)
