@@ -191,10 +191,8 @@ def deidentify_tree(
             other.append({"path": str(rel), "reason": reason})
             audit_rows.append([str(rel), "not copied", "", "", "", 0, 0, reason])
     crosswalk = _sidecar(dst, "crosswalk.csv")
-    atomic.write_csv(
-        crosswalk, ["attribute", "original", "replacement"], sorted([k, o, n] for (k, o), n in key.crosswalk.items())
-    )
-    os.chmod(crosswalk, 0o600)
+    rows = sorted([k, o, n] for (k, o), n in key.crosswalk.items())
+    atomic.write_csv(crosswalk, ["attribute", "original", "replacement"], rows, private=True)  # 0600 from byte one
     audit_path = _sidecar(dst, "audit.csv")
     atomic.write_csv(audit_path, AUDIT_HEADER, audit_rows)
     return {
