@@ -1,6 +1,6 @@
 """The `fedsite` entry point: parses, looks the command up, calls it, maps errors to exit codes.
 
-Exit codes (CONTRACTS.md) are implemented here once: 0 success, 2 bad usage or bad input (one line
+Exit codes (docs/contracts.md) are implemented here once: 0 success, 2 bad usage or bad input (one line
 on stderr, no traceback unless --debug), 3 partial success (some inputs rejected and reported).
 Command modules raise `UserError` / `PartialSuccess`; they never call sys.exit themselves.
 Command groups are imported lazily by module path so `fedsite --help` stays fast and the core does
@@ -18,7 +18,7 @@ import typer
 import typer.core
 
 import common
-from common import console
+from common import console, progress
 from common.errors import PartialSuccess, UserError
 
 # (name, "module:attribute", help). Groups are Typer apps, commands are functions.
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
     console.configure(debug=_state["debug"])
+    progress.set_debug(_state["debug"])
     code = 0
     try:
         app = build_app()

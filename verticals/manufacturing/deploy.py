@@ -1,6 +1,6 @@
 """The deployment path: ONNX export, static INT8 by measurement, and an ONNX Runtime module.
 
-ARCHITECTURE.md measured static INT8 (QDQ, calibrated) 1.4-2.6x faster than fp32 for 2D convs on
+docs/architecture.md records static INT8 (QDQ, calibrated) 1.4-2.6x faster than fp32 for 2D convs on
 this CPU class, but "choose per model by measurement": `prepare_deployment` exports fp32, quantizes
 the convolutions with calibration images, times both at the inspection batch size and keeps INT8
 only when it is faster AND its image scores stay within `max_score_drift` of fp32 on the same
