@@ -20,6 +20,8 @@ from verticals.medical.config import MedicalConfig
 from verticals.medical.evaluate import evaluate_candidates
 
 CANDIDATE_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm"]
+MASS_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "volume_ml", "mean_hu"]
+MASS_FIELDS = ("diameter_mm", "volume_ml", "mean_hu", "wall_contact")
 
 __all__ = [
     "deidentify_directory",
@@ -162,7 +164,7 @@ def detect_directory(
     loaded = runs.load_model(model_dir, expect="medical")
     cfg = loaded.cfg
     series_list, skipped = dicom.read_series(data, gap_policy=gap_policy, load=False)
-    rows, records = [], []
+    rows, mass_rows, records = [], [], []
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_dir(out_path) as tmp:
         runner, runner_name = _runner_for(loaded, cfg, use_onnx, Path(scratch))
         fp = fp_params(loaded.model)
@@ -183,10 +185,23 @@ def detect_directory(
                     )  # fmt: skip
                     for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"]):
                         rows.append([series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"])
+                    masses = [
+                        {
+                            "xyz": [round(float(v), 3) for v in m["xyz"]],
+                            **{k: round(float(m[k]), 3) for k in MASS_FIELDS},
+                        }
+                        for m in found["masses"]
+                    ]
+                    mass_rows += [
+                        [series.seriesuid, *(f"{v:.3f}" for v in m["xyz"]), *(f"{m[k]:.1f}" for k in MASS_HEADER[4:])]
+                        for m in masses
+                    ]
                     record.update(
                         shape_zyx=list(series.hu.shape),
                         spacing_zyx=[float(v) for v in series.spacing_zyx],
                         n_candidates=int(len(found["probability"])),
+                        lung_mask=found["lung_mask"],
+                        masses=masses,
                         overlays=[str(Path(p).relative_to(tmp)) for p in pngs],
                         timings={
                             "read_s": t1 - t0,
@@ -200,6 +215,7 @@ def detect_directory(
                 record["status"], record["reasons"] = series.status, list(series.reasons)
             records.append(record)
         atomic.write_csv(tmp / "candidates.csv", CANDIDATE_HEADER, rows)
+        atomic.write_csv(tmp / "masses.csv", MASS_HEADER, mass_rows)
         report = {
             "model": str(model_dir),
             "runner": runner_name,
@@ -207,6 +223,7 @@ def detect_directory(
             # paths relative to the input folder: the report may be shared, the site's folder layout need not be
             "skipped": [{**item, "path": _relative(item["path"], data)} for item in skipped],
             "n_candidates": len(rows),
+            "n_masses": len(mass_rows),
         }
         runs.write_json(tmp / "report.json", report)
     return report

@@ -40,12 +40,16 @@ class MedicalTask:
         return MedicalData(cases, rejected, skipped)
 
     def fit(self, model, data: MedicalData, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
+        from verticals.medical.calibrate import fit_calibration, split_for_calibration
         from verticals.medical.infer import fit_fp_reduction
         from verticals.medical.train import fit_detector
 
-        metrics = fit_detector(model, data.cases, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+        train, held_out = split_for_calibration(data.cases, cfg.calibration_fraction)
+        metrics = fit_detector(model, train, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
         if cfg.fp_reduction:
-            metrics.update(fit_fp_reduction(model, data.cases, cfg))
+            metrics.update(fit_fp_reduction(model, train, cfg))
+        if held_out:
+            metrics.update(fit_calibration(model, held_out, cfg))
         return metrics
 
     def evaluate(self, model, data: MedicalData, cfg) -> dict[str, float]:
