@@ -153,7 +153,7 @@ def detect_directory(
     from common.device import set_threads
     from data_adapters import dicom
     from verticals.medical.infer import detect_case, fp_params
-    from verticals.medical.overlays import write_overlays
+    from verticals.medical.overlays import write_mask_overlay, write_overlays
     from verticals.medical.preprocess import case_from_series
 
     data = _require_dir(data, "data folder").resolve()
@@ -183,6 +183,14 @@ def detect_directory(
                         tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
                         found["diameter_mm"], found["probability"], overlays,
                     )  # fmt: skip
+                    if overlays and found["anatomy"] is not None:
+                        mask = found["anatomy"]
+                        pngs.append(write_mask_overlay(
+                            tmp / "overlays" / series.seriesuid / "lung_mask.png",
+                            case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min),
+                            mask.region, mask.lungs, found["zyx"], found["probability"],
+                            [m["zyx"] for m in found["masses"]],
+                        ))  # fmt: skip
                     for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"]):
                         rows.append([series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"])
                     masses = [

@@ -137,7 +137,7 @@ def detect_case(
     case: Case, runner: Runner, cfg, fp: tuple | None = None, *, report_all: bool = False, masses: bool = True
 ) -> dict:
     """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings,
-    "lung_mask" (its record, or None when off), "masses"}.
+    "lung_mask" (its record, or None when off), "anatomy" (the LungMask), "masses"}.
 
     Candidates whose centre lies outside the lung mask (lungmask.py) are dropped before the FP stage;
     probabilities are the FP stage's, Platt-calibrated; those below `cfg.min_probability` are not
@@ -173,6 +173,7 @@ def detect_case(
         "diameter_mm": diam[order],
         "features": feats[order],
         "lung_mask": anatomy["mask"].record() if anatomy is not None else None,
+        "anatomy": anatomy["mask"] if anatomy is not None else None,
         "masses": anatomy["masses"] if anatomy is not None else [],
         "seconds_network": t1 - t0,
         "seconds_postprocess": time.perf_counter() - t1,
