@@ -144,9 +144,9 @@ def config_for(vertical: str, plan: dict) -> Any:
     from common.registry import get_task
 
     if vertical == "medical" and plan["config"] == "small":
-        from verticals.medical.task import small_config
+        from verticals.medical.config import PRESETS
 
-        base = small_config()
+        base = PRESETS["small"]
     else:
         base = get_task(vertical).tiny_config()
     return dataclasses.replace(base, **plan.get("config_changes", {}))
@@ -177,12 +177,12 @@ def site_synthesizer(vertical: str, plan: dict, seed: int):
 def pooled(vertical: str, parts: list, cfg: Any, seed: int) -> Any:
     """The sites' training data as one dataset (what a centralized trainer would hold)."""
     if vertical == "medical":
-        from verticals.medical.task import MedicalData
+        from verticals.medical.data import MedicalData
 
         return MedicalData([c for p in parts for c in p.cases], [], [])
     if vertical == "finance":
+        from verticals.finance.data import FinanceData
         from verticals.finance.features import FeatureBatch
-        from verticals.finance.infer import FinanceData
 
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
         features = FeatureBatch.concat([p.features for p in parts], cfg.history)

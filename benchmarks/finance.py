@@ -37,16 +37,16 @@ def _quality(args, data_csv: Path, out: Path) -> tuple[dict, dict]:
     from common import runs
     from common.device import seed_everything, set_threads
     from verticals.finance import TASK
+    from verticals.finance.api import export_bytes
     from verticals.finance.baselines import fit_baseline, predict_baseline
     from verticals.finance.config import FinanceConfig
+    from verticals.finance.data import split_by_time
     from verticals.finance.evaluate import fraud_metrics
-    from verticals.finance.task import split_by_time
-    from verticals.finance.train import _export_bytes
 
     set_threads(args.train_threads)
     cfg = FinanceConfig(epochs=args.epochs, threads=args.score_threads)
     start = time.perf_counter()
-    from verticals.finance.infer import load_dataset
+    from verticals.finance.data import load_dataset
 
     data = load_dataset(data_csv, cfg)
     featurise_s = time.perf_counter() - start
@@ -72,7 +72,7 @@ def _quality(args, data_csv: Path, out: Path) -> tuple[dict, dict]:
         print(f"{arch}: auprc {results[arch]['auprc']:.3f} ({timings[f'{arch}_train_s']:.0f}s)", file=sys.stderr)
         if arch == "fused":
             runs.save_model(out / "model", "finance", model, arch_cfg, metrics=results[arch], seed=args.seed,
-                            extra_files=_export_bytes(model, arch_cfg))  # fmt: skip
+                            extra_files=export_bytes(model, arch_cfg))  # fmt: skip
     torch.set_num_threads(max(args.score_threads, 1))
     return results, timings
 
@@ -86,8 +86,7 @@ def _graph_baseline(args, data_csv: Path, out: Path):
         return pickle.loads(path.read_bytes())
     from verticals.finance.baselines import fit_baseline
     from verticals.finance.config import FinanceConfig
-    from verticals.finance.infer import load_dataset
-    from verticals.finance.task import split_by_time
+    from verticals.finance.data import load_dataset, split_by_time
 
     print("fitting the HGB graph baseline for the speed peer (not saved by this --out's quality run)", file=sys.stderr)
     model = fit_baseline(split_by_time(load_dataset(data_csv, FinanceConfig()), "train", 0.7), "graph", seed=args.seed)
@@ -111,8 +110,10 @@ def _throughput(args, data_csv: Path, out: Path) -> dict:
     from common.device import set_threads
     from common.runs import load_model
     from data_adapters.transactions import read_transactions, time_order
+    from verticals.finance.api import score_csv
     from verticals.finance.baselines import graph_features
-    from verticals.finance.infer import StreamingScorer, featurise_all, score_csv
+    from verticals.finance.data import featurise_all
+    from verticals.finance.infer import StreamingScorer
 
     set_threads(args.score_threads)
     os.environ["FEDSITE_THREADS"] = str(args.score_threads)

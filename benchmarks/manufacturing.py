@@ -28,10 +28,10 @@ def run_category(category: str, out: Path, overrides: list[str], seed: int) -> d
 
     from common.config import resolve
     from data_adapters.synth.inspection import write_dataset
+    from verticals.manufacturing.api import evaluate_model, train
     from verticals.manufacturing.baseline import GoldenTemplate
     from verticals.manufacturing.config import InspectConfig
     from verticals.manufacturing.data import load_split
-    from verticals.manufacturing.workflows import evaluate_model, train
 
     data_dir = out / "data" / category
     if not (data_dir / "dataset.json").is_file():

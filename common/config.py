@@ -114,7 +114,12 @@ def resolve(
         if section and isinstance(data.get(section), dict):
             data = {**{k: v for k, v in data.items() if not isinstance(v, dict)}, **data[section]}
         for key, value in data.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict):  # a sub-table: [finance.features] numeric = ... is features_numeric
+                if any(name.startswith(f"{key}_") for name in types_):
+                    for sub, item in value.items():
+                        if f"{key}_{sub}" not in types_:
+                            raise UserError(f"{path}: unknown config key '{key}.{sub}'")
+                        values[f"{key}_{sub}"] = _coerce(f"{key}.{sub}", item, types_[f"{key}_{sub}"])
                 continue
             if key not in types_:
                 raise UserError(f"{path}: unknown config key '{key}' (known: {', '.join(sorted(types_))})")
@@ -123,7 +128,7 @@ def resolve(
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        key = key.strip()
+        key = key.strip().replace(".", "_")  # --set features.numeric=a,b names features_numeric
         if key not in types_:
             raise UserError(f"--set {key}: unknown config key (known: {', '.join(sorted(types_))})")
         values[key] = _coerce(key, raw.strip(), types_[key])

@@ -6,7 +6,7 @@ such a folder into volumes whose geometry is exact (LPS millimetres, as ImagePos
 into a reason saying why a file or series was not used. Nothing raises on bad data: the caller gets
 `skipped` files and `rejected` series with reasons, and every valid series is still returned.
 
-Geometry follows ITK/GDCM (CONTRACTS.md): slices sorted by increasing position along the normal
+Geometry follows ITK/GDCM (docs/contracts.md): slices sorted by increasing position along the normal
 (row cosines x column cosines), `origin_xyz` = ImagePositionPatient of the first sorted slice,
 `spacing_zyx` = (slice distance, row spacing, column spacing), `direction` = 3x3 whose columns are
 the directions of increasing column index, row index and slice index.
@@ -69,7 +69,7 @@ class Series:
         return (len(self.slices), rows, cols)
 
     def record(self) -> dict[str, Any]:
-        """The `fedsite dicom inspect` record for this series (CONTRACTS.md field names)."""
+        """The `fedsite dicom inspect` record for this series (docs/contracts.md field names)."""
         hu = self.hu
         return {
             "seriesuid": self.seriesuid,

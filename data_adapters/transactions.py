@@ -1,4 +1,4 @@
-"""The transactions CSV of CONTRACTS.md (Finance) -> validated columns, rejects, time order, graph.
+"""The transactions CSV of docs/contracts.md (Finance) -> validated columns, rejects, time order, graph.
 
 Why this module exists apart from the model: a bank's export is never clean. Every row is checked
 (missing field, unparseable or zone-less timestamp, amount <= 0, duplicate txn_id, bad label or
@@ -12,6 +12,7 @@ Timestamps become float Unix seconds in UTC (ISO 8601 with an offset or `Z`, or 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import math
@@ -25,6 +26,7 @@ import numpy as np
 
 from common.atomic import write_csv
 from common.errors import UserError
+from data_adapters.column_mapping import ColumnMapping
 
 REQUIRED = ("txn_id", "timestamp", "src_account", "dst_account", "amount")
 OPTIONAL = ("currency", "channel", "is_fraud", "typology")
@@ -57,6 +59,7 @@ class Transactions:
     rows_read: int = 0
     source: str = ""
     extra_columns: list[str] = field(default_factory=list)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the bank's own columns (see extra_column)
 
     def __len__(self) -> int:
         return len(self.txn_id)
@@ -68,7 +71,10 @@ class Transactions:
     def take(self, index: np.ndarray) -> Transactions:
         """A row subset (boolean mask or integer index), same columns."""
         cols = {name: getattr(self, name)[index] for name in _COLUMNS}
-        return Transactions(**cols, rows_read=self.rows_read, source=self.source, extra_columns=self.extra_columns)
+        extras = {name: values[index] for name, values in self.extras.items()}
+        return Transactions(
+            **cols, rows_read=self.rows_read, source=self.source, extra_columns=self.extra_columns, extras=extras
+        )
 
 
 _COLUMNS = ("txn_id", "line", "ts", "src", "dst", "amount", "currency", "channel", "label", "typology")
@@ -137,27 +143,26 @@ def check_row(values: dict[str, str], require_label: bool) -> tuple[float, float
 
 
 def iter_chunks(
-    path: str | os.PathLike[str], *, require_label: bool = False, chunk_rows: int = 100_000
+    path: str | os.PathLike[str],
+    *,
+    require_label: bool = False,
+    chunk_rows: int = 100_000,
+    mapping: ColumnMapping | None = None,
 ) -> Iterator[tuple[Transactions, list[Rejection]]]:
     """Parse `path` `chunk_rows` data lines at a time; yields (valid rows, rejections) per chunk.
 
-    Duplicate ids are detected across the whole file (the first occurrence wins).
+    Duplicate ids are detected across the whole file (the first occurrence wins). `mapping`
+    (data_adapters.column_mapping) names the contract columns in a file that uses other names;
+    every column that is not a contract column comes back in `Transactions.extras`.
     """
     path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a transactions CSV") from None
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise UserError(f"{path}: empty file (expected a header line)") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not a readable CSV ({exc})") from None
+    if mapping is not None and mapping.source is not None:
+        source_header, records = mapping.source(path)
+    else:
+        source_header, records = _csv_records(path)
+    with contextlib.closing(records):
+        bound = mapping.bind(source_header, str(path)) if mapping is not None else None
+        header = bound.header if bound is not None else [h.strip() for h in source_header]
         missing = [c for c in REQUIRED if c not in header]
         if require_label and "is_fraud" not in header:
             missing.append("is_fraud")
@@ -165,27 +170,25 @@ def iter_chunks(
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} in the header")
         extra = [h for h in header if h not in REQUIRED + OPTIONAL]
         seen: dict[str, int] = {}
-        n_fields, id_at = len(header), header.index("txn_id")
+        n_fields, id_at = len(source_header), (header.index("txn_id") if bound is None else -1)
         while True:
             raws, lines, rejects, done = [], [], [], True
-            try:
-                for raw in reader:
-                    line = reader.line_num
-                    done = False
-                    if len(raw) == n_fields:
-                        raws.append(raw)
-                        lines.append(line)
-                    elif not raw or (len(raw) == 1 and not raw[0].strip()):
-                        rejects.append(Rejection("", line, "empty row"))
-                    else:
-                        txn = raw[id_at].strip() if len(raw) > id_at else ""
-                        rejects.append(Rejection(txn, line, f"expected {n_fields} fields, found {len(raw)}"))
-                    if len(raws) + len(rejects) >= chunk_rows:
-                        break
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise UserError(f"{path}: line {reader.line_num}: unreadable CSV ({exc})") from None
+            for line, raw in records:
+                done = False
+                if len(raw) == n_fields:
+                    raws.append(raw)
+                    lines.append(line)
+                elif not raw or (len(raw) == 1 and not raw[0].strip()):
+                    rejects.append(Rejection("", line, "empty row"))
+                else:
+                    txn = raw[id_at].strip() if 0 <= id_at < len(raw) else ""
+                    rejects.append(Rejection(txn, line, f"expected {n_fields} fields, found {len(raw)}"))
+                if len(raws) + len(rejects) >= chunk_rows:
+                    break
             if done:
                 return
+            if bound is not None:
+                raws = bound.apply(raws, lines)
             parts, read = [], len(raws) + len(rejects)
             for i in range(0, len(raws), _BLOCK):
                 block, block_lines = raws[i : i + _BLOCK], lines[i : i + _BLOCK]
@@ -199,6 +202,35 @@ def iter_chunks(
             chunk = concat(parts) if parts else _columns([], 0, str(path), extra)
             chunk.rows_read, chunk.source, chunk.extra_columns = read, str(path), extra
             yield chunk, rejects
+
+
+def _csv_records(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """(header, (line, fields) per data line) of a CSV file; one-line UserErrors for unreadable files."""
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a transactions CSV") from None
+    reader = csv.reader(handle)
+    try:
+        header = next(reader)
+    except StopIteration:
+        handle.close()
+        raise UserError(f"{path}: empty file (expected a header line)") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        handle.close()
+        raise UserError(f"{path}: not a readable CSV ({exc})") from None
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        with handle:
+            try:
+                for raw in reader:
+                    yield reader.line_num, raw
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise UserError(f"{path}: line {reader.line_num}: unreadable CSV ({exc})") from None
+
+    return header, records()
 
 
 _BLOCK = 16_384  # rows validated column-wise at once; a block with any bad row is re-checked row by row
@@ -221,7 +253,7 @@ def _checked_rows(
         else:
             seen[txn] = line
             rows.append((txn, line, *checked, values))
-    return _columns(rows, 0, "", [])
+    return _columns(rows, 0, "", [h for h in header if h not in REQUIRED + OPTIONAL])
 
 
 def _clean_block(
@@ -270,6 +302,7 @@ def _clean_block(
     if len(ids) != len(txn) or not seen.keys().isdisjoint(ids):
         return None
     seen.update(zip(txn, lines))
+    extra = [name for name in header if name not in REQUIRED + OPTIONAL]
     return Transactions(
         txn_id=np.array(txn, dtype=object),
         line=np.array(lines, dtype=np.int64),
@@ -281,7 +314,21 @@ def _clean_block(
         channel=np.array([c.lower() for c in text("channel")], dtype=object),
         label=np.array([_LABELS.get(v, -1) for v in label_text], dtype=np.int8),
         typology=np.array(text("typology"), dtype=object),
+        extra_columns=extra,
+        extras={name: extra_column(text(name)) for name in extra},
     )
+
+
+def extra_column(values: list[str]) -> np.ndarray:
+    """A feature column kept compact: float64 (NaN where empty) when every value is a number, else
+    an object array whose equal strings share one object (8 bytes a cell, not a string each)."""
+    text = np.array(values, dtype=str)
+    numbers = np.where(text == "", "nan", text)
+    try:
+        return numbers.astype(np.float64)
+    except ValueError:
+        uniques, inverse = np.unique(text, return_inverse=True)
+        return uniques.astype(object)[inverse.reshape(-1)]
 
 
 def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactions:
@@ -302,6 +349,7 @@ def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactio
         rows_read=read,
         source=source,
         extra_columns=extra,
+        extras={name: extra_column(list(text(name))) for name in extra},
     )
 
 
@@ -310,17 +358,35 @@ def concat(parts: list[Transactions]) -> Transactions:
     if not parts:
         raise ValueError("nothing to concatenate")
     cols = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
+    extras = {}
+    for name in parts[0].extra_columns:
+        pieces = [p.extras[name] for p in parts if name in p.extras]
+        if any(piece.dtype == object for piece in pieces):  # a chunk with text: the column is text
+            pieces = [piece if piece.dtype == object else _as_text(piece) for piece in pieces]
+        extras[name] = np.concatenate(pieces) if pieces else np.zeros(0)
     return Transactions(
-        **cols, rows_read=sum(p.rows_read for p in parts), source=parts[0].source, extra_columns=parts[0].extra_columns
+        **cols,
+        rows_read=sum(p.rows_read for p in parts),
+        source=parts[0].source,
+        extra_columns=parts[0].extra_columns,
+        extras=extras,
     )
 
 
+def _as_text(numbers: np.ndarray) -> np.ndarray:
+    return np.array(["" if np.isnan(x) else f"{x:g}" for x in numbers], dtype=object)
+
+
 def read_transactions(
-    path: str | os.PathLike[str], *, require_label: bool = False, chunk_rows: int = 100_000
+    path: str | os.PathLike[str],
+    *,
+    require_label: bool = False,
+    chunk_rows: int = 100_000,
+    mapping: ColumnMapping | None = None,
 ) -> tuple[Transactions, list[Rejection]]:
     """Every valid row of `path` (input order) and every rejection; a UserError if none is valid."""
     parts, rejects = [], []
-    for chunk, rejected in iter_chunks(path, require_label=require_label, chunk_rows=chunk_rows):
+    for chunk, rejected in iter_chunks(path, require_label=require_label, chunk_rows=chunk_rows, mapping=mapping):
         parts.append(chunk)
         rejects.extend(rejected)
     if not parts or sum(len(p) for p in parts) == 0:

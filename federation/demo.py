@@ -133,9 +133,9 @@ def medical_section(vertical: str, run_dir: Path, plan: dict, *, seed: int, quic
     if task is None:
         raise RuntimeError("the medical vertical is not available in this build")
     from verticals.medical.api import detect_directory, evaluate_candidates, synth_dataset
-    from verticals.medical.task import small_config
+    from verticals.medical.config import PRESETS
 
-    history = _federate(vertical, run_dir, plan, seed=seed, engine=engine, cfg=small_config(tiny=quick))
+    history = _federate(vertical, run_dir, plan, seed=seed, engine=engine, cfg=PRESETS["tiny" if quick else "small"])
     heldout = run_dir / "heldout"
     if not (heldout / "annotations.csv").exists():
         synth_dataset(heldout, 2 if quick else 3, seed=seed + 101, site=1, n_sites=SITES, scale=plan["scale"])

@@ -146,12 +146,14 @@ def test_train_and_detect_bad_input_are_one_line_errors(trained, tmp_path, capsy
 @pytest.mark.slow
 def test_detector_learns_to_find_nodules(tmp_path):
     """A short training on tiny phantoms finds most nodules of its own scans (it could fail: it must learn)."""
+    from common.config import replace
     from common.device import seed_everything, set_threads
-    from verticals.medical.task import TASK, small_config
+    from verticals.medical.config import PRESETS
+    from verticals.medical.task import TASK
 
     set_threads(None)
     seed_everything(0)
-    cfg = small_config(epochs=8, steps_per_epoch=12)
+    cfg = replace(PRESETS["small"], epochs=8, steps_per_epoch=12)
     data = TASK.load_data(cfg, TASK.synthesize(tmp_path / "d", seed=11, scale="tiny"), "train")
     model = TASK.build_model(cfg)
     untrained = TASK.evaluate(model, data, cfg)

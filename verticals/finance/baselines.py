@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from verticals.finance.data import FinanceData
 from verticals.finance.features import F_EDGE, F_NBR, FeatureBatch
-from verticals.finance.infer import FinanceData
 
 
 def graph_features(features: FeatureBatch) -> np.ndarray:

@@ -17,6 +17,13 @@ app = typer.Typer(no_args_is_help=True, help="Fraud detection: synth, train, sco
 
 _CONFIG = typer.Option(None, "--config", help="TOML file overriding the FinanceConfig defaults.")
 _SET = typer.Option([], "--set", help="Override one config key (repeatable): --set epochs=3.")
+_COLUMNS = typer.Option(
+    None,
+    "--columns",
+    help="Column mapping for an export with other names, e.g. "
+    "src_account=card1+addr1,timestamp=TransactionDT:seconds@2017-12-01,amount=TransactionAmt,is_fraud=isFraud.",
+)
+_FORMAT = typer.Option(None, "--format", help="Built-in importer: contract (default), amlworld, paysim, elliptic.")
 
 
 def _not_input(out: Path, *inputs: Path) -> None:
@@ -25,11 +32,25 @@ def _not_input(out: Path, *inputs: Path) -> None:
             raise UserError(f"{out}: output would overwrite the input {item}")
 
 
-def _config(config: Path | None, sets: list[str]):
+def _config(config: Path | None, sets: list[str], columns: str | None = None, fmt: str | None = None):
     from common.config import resolve
     from verticals.finance.config import FinanceConfig
 
-    return resolve(FinanceConfig, config, sets, section="finance")
+    cfg = resolve(FinanceConfig, config, sets, section="finance")
+    return _reading(cfg, columns, fmt)
+
+
+def _reading(cfg, columns: str | None, fmt: str | None):
+    """cfg with --columns / --format applied (checked at once, so a typo fails before any work)."""
+    from common.config import replace
+    from data_adapters.importers import mapping_for
+
+    if columns is not None:
+        cfg = replace(cfg, columns=columns)
+    if fmt is not None:
+        cfg = replace(cfg, format=fmt)
+    mapping_for(cfg.format, cfg.columns)
+    return cfg
 
 
 @app.command()
@@ -56,13 +77,15 @@ def train(
     config: Path | None = _CONFIG,
     sets: list[str] = _SET,
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    columns: str | None = _COLUMNS,
+    fmt: str | None = _FORMAT,
 ) -> None:
-    """Train the fused TCN + GNN fraud model on every valid row of --data."""
+    """Train the fraud model on every valid row of --data (every extra column is a feature)."""
     from common.runs import read_metadata
-    from verticals.finance.train import train_model
+    from verticals.finance.api import train_model
 
     _not_input(out, data)
-    metrics = train_model(data, out, _config(config, sets), seed=seed)
+    metrics = train_model(data, out, _config(config, sets, columns, fmt), seed=seed)
     typer.echo(json.dumps(metrics, indent=2))
     rejected = read_metadata(out).get("rows_rejected", 0)
     if rejected:
@@ -74,13 +97,15 @@ def score(
     data: Path = typer.Option(..., "--data", help="Transactions CSV to score."),
     model: Path = typer.Option(..., "--model", help="Model directory."),
     out: Path = typer.Option(..., "--out", help="Scores CSV to write (rejected.csv goes beside it)."),
+    columns: str | None = typer.Option(None, "--columns", help="Column mapping (default: the model's)."),
+    fmt: str | None = typer.Option(None, "--format", help="Built-in importer (default: the model's)."),
 ) -> None:
     """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
-    from verticals.finance.infer import score_csv
+    from verticals.finance.api import score_csv
 
     _not_input(out, data)
     _not_input(out.parent / "rejected.csv", data)
-    report = score_csv(data, model, out)
+    report = score_csv(data, model, out, columns=columns, fmt=fmt)
     typer.echo(json.dumps(report.__dict__, indent=2))
     if report.rejected:
         raise PartialSuccess(f"{report.rejected} of {report.rows_read} rows rejected: see {report.rejected_path}")
@@ -92,23 +117,30 @@ def update(
     data: Path = typer.Option(..., "--data", help="Newly labelled transactions CSV."),
     out: Path = typer.Option(..., "--out", help="New model directory."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    force: bool = typer.Option(
+        False, "--force", help="Go on when the held-out period has no fraud (before/after cannot be compared)."
+    ),
 ) -> None:
     """Fine-tune on newly labelled rows; prints metrics before and after on a held-out later period."""
-    from verticals.finance.train import update_model
+    from common.strict_json import to_json
+    from verticals.finance.api import update_model
 
     _not_input(out, model, data)
-    typer.echo(json.dumps(update_model(model, data, out, seed=seed), indent=2))
+    typer.echo(to_json(update_model(model, data, out, seed=seed, force=force)))
 
 
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., "--data", help="Labelled transactions CSV."),
     scores: Path = typer.Option(..., "--scores", help="Scores CSV from `finance score`."),
+    columns: str | None = _COLUMNS,
+    fmt: str | None = _FORMAT,
 ) -> None:
     """Print JSON with auprc, roc_auc, recall_at_1pct_fpr, f1_best (and recall per typology)."""
+    from data_adapters.importers import mapping_for
     from verticals.finance.evaluate import evaluate_scores
 
-    typer.echo(json.dumps(evaluate_scores(data, scores), indent=2))
+    typer.echo(json.dumps(evaluate_scores(data, scores, mapping_for(fmt or "contract", columns or "")), indent=2))
 
 
 @app.command()

@@ -1,4 +1,9 @@
-"""Every default of the finance vertical in one frozen dataclass (resolved by common.config)."""
+"""Every default of the finance vertical in one frozen dataclass, and its named presets.
+
+`PRESETS` holds the three sizes every vertical names alike: "tiny" (tests and the federated demo:
+seconds per fit), "small" (`--quick`: a useful model in about a minute on 2 cores) and "default"
+(the dataclass defaults). common.config resolves overrides on top.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ class FinanceConfig:
 
     `history` is how many recent events of the payer and of the payee the TCN reads and the GNN
     passes messages from; `arch` selects the fused model or one of its ablations.
+
+    `columns` / `format` say how to read a bank's export (data_adapters.column_mapping, importers);
+    they are saved with the model, so `score`, `serve` and `update` read files the same way.
+    `features_numeric` / `features_categorical` / `features_ignore` override the inferred type of
+    the export's extra columns (TOML: `[finance.features] numeric = [...]`).
     """
 
     arch: Literal["fused", "tcn", "gnn"] = "fused"
@@ -37,3 +47,18 @@ class FinanceConfig:
     chunk_rows: int = 4096
     seed: int = 0
     threads: int = 0
+    columns: str = ""
+    format: Literal["contract", "amlworld", "paysim", "elliptic"] = "contract"
+    features_numeric: tuple[str, ...] = ()
+    features_categorical: tuple[str, ...] = ()
+    features_ignore: tuple[str, ...] = ()
+    feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
+
+
+PRESETS: dict[str, FinanceConfig] = {
+    "tiny": FinanceConfig(
+        history=8, tcn_channels=8, tcn_levels=2, gnn_hidden=16, head_hidden=32, epochs=2, batch_size=128
+    ),
+    "small": FinanceConfig(epochs=4),
+    "default": FinanceConfig(),
+}

@@ -78,12 +78,13 @@ def read_scores(path: str | Path) -> dict[str, float]:
     return scores
 
 
-def evaluate_scores(data: str | Path, scores_path: str | Path) -> dict[str, float]:
-    """`fedsite finance evaluate`: metrics of a scores CSV against the labelled transactions CSV."""
+def evaluate_scores(data: str | Path, scores_path: str | Path, mapping=None) -> dict[str, float]:
+    """`fedsite finance evaluate`: metrics of a scores CSV against the labelled transactions CSV
+    (`mapping`: a data_adapters.column_mapping.ColumnMapping for an export with other names)."""
     from common.errors import UserError
     from data_adapters.transactions import read_transactions
 
-    txns, rejects = read_transactions(data, require_label=True)
+    txns, rejects = read_transactions(data, require_label=True, mapping=mapping)
     scores = read_scores(scores_path)
     have = np.array([t in scores for t in txns.txn_id], dtype=bool)
     if not have.any():

@@ -1,4 +1,4 @@
-"""The streaming scorer behind `score`, `serve`, training data and evaluation.
+"""The streaming scorer behind `score`, `serve` and evaluation.
 
 Why one scorer: batch and online scores must agree, and both must be causal. `StreamingScorer` keeps
 the per-account state (features.AccountState) and scores whatever it is given, one transaction (the
@@ -9,79 +9,19 @@ runs in ONNX Runtime when the model directory holds `model.onnx` (about as fast 
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from common.atomic import write_csv
-from common.progress import log
-from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order, write_rejected
+from verticals.finance.columns import ColumnSpec, nn_matrix
 from verticals.finance.config import FinanceConfig
-from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
+from verticals.finance.features import AccountState, FeatureBatch, featurise
 
 ORT_MAX_BATCH = 4096  # the exported model's dynamic batch axis is bounded (common.export)
 ORT_BATCH = 1024  # ONNX Runtime calls of 1,024 rows: 12 % less CPU per row than 4,096 (activations stay in cache)
-
-
-@dataclass
-class FinanceData:
-    """Featurised transactions in time order (what fit/evaluate/baselines consume)."""
-
-    features: FeatureBatch
-    label: np.ndarray
-    typology: np.ndarray
-    txn_id: np.ndarray
-    ts: np.ndarray
-    raw: np.ndarray
-    rejects: list[Rejection] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    def take(self, index: np.ndarray) -> FinanceData:
-        return FinanceData(
-            self.features.take(index),
-            self.label[index],
-            self.typology[index],
-            self.txn_id[index],
-            self.ts[index],
-            self.raw[index],
-        )
-
-    def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.features
-        return torch.from_numpy(f.seq[index]), torch.from_numpy(f.nbr[index]), torch.from_numpy(f.txn[index])
-
-
-def featurise_all(txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None) -> FeatureBatch:
-    """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one)."""
-    state = state or AccountState(cfg.history)
-    parts = []
-    for i in range(0, len(txns), cfg.chunk_rows):
-        s = slice(i, i + cfg.chunk_rows)
-        parts.append(featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s]))
-    return FeatureBatch.concat(parts, cfg.history)
-
-
-def load_dataset(path: str | Path, cfg: FinanceConfig, *, require_label: bool = True) -> FinanceData:
-    """Read, validate and featurise a transactions CSV; rows come back in time order."""
-    txns, rejects = read_transactions(path, require_label=require_label)
-    txns = txns.take(time_order(txns))
-    data = FinanceData(
-        featurise_all(txns, cfg),
-        txns.label.astype(np.int64),
-        np.where(txns.typology == "", "none", txns.typology),
-        txns.txn_id,
-        txns.ts,
-        raw_features(txns.ts, txns.amount, txns.channel),
-    )
-    data.rejects = rejects
-    return data
 
 
 def predict(model: nn.Module, features: FeatureBatch, batch: int = ORT_MAX_BATCH) -> np.ndarray:
@@ -131,6 +71,7 @@ class StreamingScorer:
 
     def __init__(self, model: nn.Module | None, cfg: FinanceConfig, onnx_path: str | Path | None = None) -> None:
         self.cfg = cfg
+        self.spec = ColumnSpec.from_json(cfg.feature_spec)
         self.state = AccountState(cfg.history)
         self.backend = "torch"
         self.model = model.eval() if model is not None else None
@@ -142,45 +83,48 @@ class StreamingScorer:
         elif self.model is None:
             raise ValueError("StreamingScorer needs a torch model or an existing ONNX file")
 
+    def _featurise(self, s: slice, ts, src, dst, amount, channel, extra: np.ndarray | None) -> FeatureBatch:
+        features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s])
+        if extra is not None:
+            features.txn = np.concatenate([features.txn, extra[s]], 1)
+        return features
+
     def _predict(self, features: FeatureBatch) -> np.ndarray:
         if isinstance(self.model, OnnxFraudModel):
             return self.model.probabilities(features)
         return predict(self.model, features)
 
     def score(
-        self, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
+        self,
+        ts: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        amount: np.ndarray,
+        channel: np.ndarray,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Probabilities for these transactions, each seeing only the ones before it; advances state.
 
         Several chunks are pipelined: the next chunk is featurised (sequential: it advances the
         state) while a worker thread runs the model on the previous one (ONNX Runtime and torch
-        release the GIL), which uses both cores of a small site server.
+        release the GIL), which uses both cores of a small site server. `extras`: the model's extra
+        columns (columns.ColumnSpec.used), raw as read.
         """
         starts = range(0, len(ts), self.cfg.chunk_rows)
+        extra = nn_matrix(self.spec, extras or {}, len(ts)) if self.spec.used else None
         if len(starts) <= 1:
-            features = featurise(self.state, ts, src, dst, amount, channel)
+            features = self._featurise(slice(None), ts, src, dst, amount, channel, extra)
             return self._predict(features) if len(ts) else np.zeros(0, np.float32)
         out, pending = [], None
         with ThreadPoolExecutor(max_workers=1) as pool:
             for i in starts:
                 s = slice(i, i + self.cfg.chunk_rows)
-                features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s])
+                features = self._featurise(s, ts, src, dst, amount, channel, extra)
                 if pending is not None:
                     out.append(pending.result())
                 pending = pool.submit(self._predict, features)
             out.append(pending.result())
         return np.concatenate(out)
-
-
-@dataclass
-class ScoreReport:
-    rows_read: int
-    scored: int
-    rejected: int
-    seconds: float
-    backend: str
-    scores_path: str
-    rejected_path: str
 
 
 def load_scorer(model_dir: str | Path, cfg_threads: int | None = None) -> StreamingScorer:
@@ -210,29 +154,3 @@ def load_scorer(model_dir: str | Path, cfg_threads: int | None = None) -> Stream
     if cfg_threads is not None:
         cfg = config.replace(cfg, threads=cfg_threads)
     return StreamingScorer(model, cfg, onnx)
-
-
-def score_csv(data: str | Path, model_dir: str | Path, out: str | Path) -> ScoreReport:
-    """`fedsite finance score`: scores.csv (input order) + rejected.csv beside it."""
-    start = time.perf_counter()
-    scorer = load_scorer(model_dir)
-    txns, rejects = read_transactions(data)
-    order = time_order(txns)
-    log(f"scoring {len(txns)} transactions ({scorer.backend})")
-    ordered = txns.take(order)
-    probs = np.empty(len(txns), np.float64)
-    probs[order] = scorer.score(ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel)
-    out = Path(out)
-    write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
-    rejected_path = out.parent / "rejected.csv"
-    write_rejected(rejected_path, rejects)
-    assert len(txns) + len(rejects) == txns.rows_read
-    return ScoreReport(
-        txns.rows_read,
-        len(txns),
-        len(rejects),
-        time.perf_counter() - start,
-        scorer.backend,
-        str(out),
-        str(rejected_path),
-    )

@@ -25,7 +25,6 @@ from torch import nn
 from torch_geometric.nn import MessagePassing
 
 from common.blocks import attention
-from verticals.finance.config import FinanceConfig
 from verticals.finance.features import F_AGG, F_EDGE, F_NBR, F_SEQ, F_TXN, N_CHANNELS
 
 _EDGE_ATTR = [0, 2, 3, *range(4, 4 + N_CHANNELS), F_EDGE]  # amount, flags, channel, age of edge (no direction)
@@ -75,13 +74,13 @@ class DirectedEdgeConv(MessagePassing):
 class EgoGraphGNN(nn.Module):
     """Two message-passing layers over each transaction's causal ego-graph (see module docstring)."""
 
-    def __init__(self, hidden: int, history: int) -> None:
+    def __init__(self, hidden: int, history: int, extra_dim: int = 0) -> None:
         super().__init__()
         edge_dim = len(_EDGE_ATTR)
         self.forward_conv = DirectedEdgeConv(F_AGG, edge_dim, hidden, star=history)
         self.reverse_conv = DirectedEdgeConv(F_AGG, edge_dim, hidden, star=history)
         self.node = nn.Sequential(nn.Linear(F_AGG + 2 * hidden, hidden), nn.ReLU())
-        pair_edge_dim = F_SEQ
+        pair_edge_dim = F_SEQ + extra_dim  # the scored edge carries the bank's extra columns too
         self.pay_conv = DirectedEdgeConv(hidden, pair_edge_dim, hidden)
         self.paid_conv = DirectedEdgeConv(hidden, pair_edge_dim, hidden)
         self.update = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU())
@@ -90,7 +89,7 @@ class EgoGraphGNN(nn.Module):
         self, nbr: torch.Tensor, incoming: torch.Tensor, centre: torch.Tensor, txn_edge: torch.Tensor
     ) -> torch.Tensor:
         """nbr (B,2,H,F_NBR) normalised (padding rows 0), incoming (B,2,H) 1 for edges paid to the centre,
-        centre (B,2,F_AGG), txn_edge (B,F_SEQ) -> (B, 2*hidden)."""
+        centre (B,2,F_AGG), txn_edge (B,F_SEQ+extra) -> (B, 2*hidden)."""
         b, _, h, _ = nbr.shape
         n_centre = 2 * b
         flat = nbr.reshape(n_centre * h, F_NBR)
@@ -115,26 +114,41 @@ class EgoGraphGNN(nn.Module):
 class FraudNet(nn.Module):
     """Per-transaction fraud logit from (seq, nbr, txn) as built by `features.featurise`."""
 
-    def __init__(self, cfg: FinanceConfig) -> None:
+    def __init__(
+        self,
+        *,
+        arch: str = "fused",
+        history: int = 16,
+        tcn_channels: int = 16,
+        tcn_levels: int = 2,
+        tcn_kernel: int = 3,
+        attention_kind: str = "scse",
+        gnn_hidden: int = 16,
+        head_hidden: int = 48,
+        dropout: float = 0.1,
+        extra_dim: int = 0,
+    ) -> None:
         super().__init__()
-        self.arch = cfg.arch
-        for name, dim in (("seq", F_SEQ), ("nbr", F_NBR), ("txn", F_TXN)):
+        self.arch = arch
+        self.extra_dim = extra_dim  # width of the bank's extra columns appended to each transaction row
+        txn_dim = F_TXN + extra_dim
+        for name, dim in (("seq", F_SEQ), ("nbr", F_NBR), ("txn", txn_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
         self.register_buffer("stats_ready", torch.zeros(()))
-        width = cfg.head_hidden
-        self.txn_mlp = nn.Sequential(nn.Linear(F_TXN, width), nn.ReLU())
+        width = head_hidden
+        self.txn_mlp = nn.Sequential(nn.Linear(txn_dim, width), nn.ReLU())
         fused = width
-        if cfg.arch in ("fused", "tcn"):
-            channels = [cfg.tcn_channels] * cfg.tcn_levels
-            self.tcn = TCN(F_SEQ, channels, kernel_size=cfg.tcn_kernel, causal=True, use_norm=None, dropout=cfg.dropout)
-            self.tcn_attention = attention(cfg.attention, 1, cfg.tcn_channels)
-            fused += 2 * cfg.tcn_channels
-        if cfg.arch in ("fused", "gnn"):
-            self.gnn = EgoGraphGNN(cfg.gnn_hidden, cfg.history)
-            fused += 2 * cfg.gnn_hidden
+        if arch in ("fused", "tcn"):
+            channels = [tcn_channels] * tcn_levels
+            self.tcn = TCN(F_SEQ, channels, kernel_size=tcn_kernel, causal=True, use_norm=None, dropout=dropout)
+            self.tcn_attention = attention(attention_kind, 1, tcn_channels)
+            fused += 2 * tcn_channels
+        if arch in ("fused", "gnn"):
+            self.gnn = EgoGraphGNN(gnn_hidden, history, extra_dim)
+            fused += 2 * gnn_hidden
         self.head = nn.Sequential(
-            nn.Linear(fused, width), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(width, width // 2), nn.ReLU()
+            nn.Linear(fused, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, width // 2), nn.ReLU()
         )
         self.out = nn.Linear(width // 2, 1)
         # one linear logit per branch added to the head's: each branch gets a direct gradient path, so
@@ -166,7 +180,8 @@ class FraudNet(nn.Module):
             steps = self.tcn_attention(steps)
             parts.append(pair_rows(steps[:, :, -1]))
         if self.arch in ("fused", "gnn"):
-            centre = txn_n[:, 2 * F_SEQ :].reshape(b, 2, F_AGG)
-            parts.append(self.gnn(nbr, incoming, centre, txn_n[:, :F_SEQ]))
+            centre = txn_n[:, 2 * F_SEQ : F_TXN].reshape(b, 2, F_AGG)
+            txn_edge = torch.cat([txn_n[:, :F_SEQ], txn_n[:, F_TXN:]], -1) if self.extra_dim else txn_n[:, :F_SEQ]
+            parts.append(self.gnn(nbr, incoming, centre, txn_edge))
         joined = torch.cat(parts, -1)
         return (self.out(self.head(joined)) + self.branch_logits(joined)).squeeze(-1)

@@ -5,7 +5,8 @@ would give for the same stream (a test checks it), so it owns no features of its
 each request with the CSV's row rules (data_adapters.transactions.check_row); a bad request gets 422
 with the reason and changes no state, and the service keeps serving. The event loop serialises
 requests, so the account state needs no lock, and one request costs well under a millisecond of
-featurising plus one ONNX Runtime call.
+featurising plus one ONNX Runtime call. A model trained with extra columns needs them in every
+request, under the names they have after the column mapping (null = missing value).
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves the endpoint annotations (Request)
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from data_adapters.transactions import REQUIRED, check_row
+from data_adapters.transactions import REQUIRED, check_row, extra_column
 from verticals.finance.infer import StreamingScorer, load_scorer
 
 MAX_ITEMS = 10_000
@@ -52,6 +53,9 @@ class ScoringService:
             if not isinstance(item, dict):
                 raise RequestError(f"{where}expected a JSON object with {', '.join(REQUIRED)}")
             values = {k: "" if v is None else str(v) for k, v in item.items()}
+            lacking = [c for c in self.scorer.spec.used if c not in values]
+            if lacking:  # null is a missing value the model knows; an absent key is a different schema
+                raise RequestError(f"{where}missing trained column(s) {', '.join(lacking)}")
             checked = check_row(values, require_label=False)
             if isinstance(checked, str):
                 raise RequestError(f"{where}{checked}")
@@ -79,8 +83,9 @@ class ScoringService:
             return np.array([rows[i].get(name, "").strip() for i in order], dtype=object)
 
         channel = np.array([c.lower() for c in col("channel")], dtype=object)
+        extras = {name: extra_column(list(col(name))) for name in self.scorer.spec.used}
         probs = self.scorer.score(
-            ts[order], col("src_account"), col("dst_account"), np.asarray(amounts)[order], channel
+            ts[order], col("src_account"), col("dst_account"), np.asarray(amounts)[order], channel, extras
         )
         out: list[dict[str, Any]] = [{}] * len(rows)
         for rank, i in enumerate(order):

@@ -1,45 +1,26 @@
 """The finance Task: fraud scoring wired into the common Task protocol (common/task.py).
 
-Data for a site is a transactions CSV (or a directory holding `transactions.csv`); `load_data`
-featurises the *whole* file causally and then splits by time, so the test period's features use
-the training period's history exactly as live scoring would (train = first `train_fraction` of the
-time span; val and test = the rest: nothing is tuned on val).
+Data for a site is a transactions CSV (or a directory holding `transactions.csv`), split by time
+(data.load_split).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from common.errors import UserError
 from verticals.finance import evaluate as metrics
 from verticals.finance import train as training
-from verticals.finance.config import FinanceConfig
+from verticals.finance.config import PRESETS, FinanceConfig
+from verticals.finance.data import FinanceData, load_split
 from verticals.finance.features import F_NBR, F_SEQ, F_TXN
-from verticals.finance.infer import FinanceData, load_dataset, predict
+from verticals.finance.infer import predict
 from verticals.finance.model import FraudNet
 
 SCALES = {"tiny": (150, 10), "small": (400, 20), "full": (3000, 30)}
-
-
-def csv_path(source: str | Path) -> Path:
-    """A CSV path from a file or a directory holding transactions.csv."""
-    path = Path(source)
-    return path / "transactions.csv" if path.is_dir() else path
-
-
-def split_by_time(data: FinanceData, split: str, train_fraction: float) -> FinanceData:
-    if split not in ("train", "val", "test"):
-        raise UserError(f"unknown split '{split}' (train, val, test)")
-    if len(data) == 0:
-        return data
-    lo, hi = float(data.ts.min()), float(data.ts.max())
-    cut = lo + train_fraction * (hi - lo)
-    mask = data.ts < cut if split == "train" else data.ts >= cut
-    return data.take(np.flatnonzero(mask))
 
 
 class FinanceTask:
@@ -49,10 +30,10 @@ class FinanceTask:
     higher_is_better = True
 
     def build_model(self, cfg: FinanceConfig) -> nn.Module:
-        return FraudNet(cfg)
+        return model_from_config(cfg)
 
     def load_data(self, cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
-        return split_by_time(load_dataset(csv_path(source), cfg), split, cfg.train_fraction)
+        return load_split(cfg, source, split)
 
     def fit(self, model, data, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
         return training.fit(model, data, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
@@ -68,7 +49,7 @@ class FinanceTask:
         seq[..., -1] = 1.0
         nbr[..., -1] = 1.0
         nbr[..., 1] = (nbr[..., 1] > 0).float()
-        return seq, nbr, torch.randn(2, F_TXN, generator=g)
+        return seq, nbr, torch.randn(2, F_TXN + txn_extra_dim(cfg), generator=g)
 
     def calibration_batches(self, data: FinanceData, cfg: FinanceConfig) -> list[tuple[torch.Tensor, ...]]:
         size = 64
@@ -84,6 +65,27 @@ class FinanceTask:
         return Path(out)
 
     def tiny_config(self) -> FinanceConfig:
-        return FinanceConfig(
-            history=8, tcn_channels=8, tcn_levels=2, gnn_hidden=16, head_hidden=32, epochs=2, batch_size=128
-        )
+        return PRESETS["tiny"]
+
+
+def model_from_config(cfg: FinanceConfig) -> FraudNet:
+    """The FraudNet a config describes (model.py takes explicit arguments, not the config)."""
+    return FraudNet(
+        arch=cfg.arch,
+        history=cfg.history,
+        tcn_channels=cfg.tcn_channels,
+        tcn_levels=cfg.tcn_levels,
+        tcn_kernel=cfg.tcn_kernel,
+        attention_kind=cfg.attention,
+        gnn_hidden=cfg.gnn_hidden,
+        head_hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+        extra_dim=txn_extra_dim(cfg),
+    )
+
+
+def txn_extra_dim(cfg: FinanceConfig) -> int:
+    """Width of the extra columns' block appended to each transaction row (0 without extra columns)."""
+    from verticals.finance.columns import ColumnSpec
+
+    return ColumnSpec.from_json(cfg.feature_spec).nn_dim

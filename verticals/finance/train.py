@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from common import runs
-from common.device import select_device, set_threads
-from common.progress import log, track
+from common.device import select_device
+from common.progress import track
 from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer, fit_schedule
 from verticals.finance.config import FinanceConfig
-from verticals.finance.infer import FinanceData, load_dataset, predict
+from verticals.finance.data import FinanceData
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
@@ -89,84 +86,3 @@ def fit(
         last = total / max(steps, 1)
     model.eval().cpu()
     return {"loss": last, "epochs": float(n_epochs), "seconds": time.perf_counter() - start, "positives": positives}
-
-
-def _export_bytes(model: nn.Module, cfg: FinanceConfig) -> dict[str, bytes]:
-    """model.onnx for the model directory (the serving and batch-scoring path)."""
-    import tempfile
-
-    from common.export import export_onnx
-    from common.registry import get_task
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, get_task("finance").example_input(cfg), Path(tmp) / "model.onnx")
-        return {"model.onnx": path.read_bytes()}
-
-
-def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: int = 0) -> dict[str, float]:
-    """`fedsite finance train`: fit on every valid row of `data`, save a model directory (with ONNX)."""
-    from common.device import seed_everything
-    from common.registry import get_task
-    from verticals.finance.evaluate import fraud_metrics
-
-    set_threads(cfg.threads or None)
-    seed_everything(seed)
-    dataset = load_dataset(data, cfg)
-    if dataset.label.sum() == 0:
-        from common.errors import UserError
-
-        raise UserError(f"{data}: no row has is_fraud=1; cannot learn what fraud looks like")
-    model = get_task("finance").build_model(cfg)
-    fit_metrics = fit(model, dataset, cfg)
-    train_metrics = fraud_metrics(dataset.label, predict(model, dataset.features))
-    metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
-    runs.save_model(
-        out,
-        "finance",
-        model,
-        cfg,
-        metrics=metrics,
-        seed=seed,
-        data_fingerprint=runs.fingerprint(data),
-        extra={"rows_rejected": len(dataset.rejects), "rows_trained": len(dataset)},
-        extra_files=_export_bytes(model, cfg),
-    )
-    log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
-    return metrics
-
-
-def update_model(model_dir: str | Path, data: str | Path, out: str | Path, *, seed: int = 0) -> dict[str, dict]:
-    """`fedsite finance update`: fine-tune on newly labelled rows; metrics before and after.
-
-    The new rows are split by time: the model is fine-tuned on the earlier 80 % and both models are
-    measured on the later 20 % (a held-out period, so "after" is not measured on what it just saw).
-    """
-    from common.device import seed_everything
-    from verticals.finance.evaluate import fraud_metrics
-
-    loaded = runs.load_model(model_dir, expect="finance")
-    cfg = loaded.cfg
-    set_threads(cfg.threads or None)
-    seed_everything(seed)
-    dataset = load_dataset(data, cfg)
-    cut = dataset.ts.min() + 0.8 * (dataset.ts.max() - dataset.ts.min())
-    tune, hold = dataset.take(np.flatnonzero(dataset.ts < cut)), dataset.take(np.flatnonzero(dataset.ts >= cut))
-    if len(tune) == 0 or len(hold) == 0:
-        from common.errors import UserError
-
-        raise UserError(f"{data}: need rows spread over time to fine-tune and hold out (found {len(dataset)})")
-    before = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
-    fit(loaded.model, tune, cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
-    after = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
-    runs.save_model(
-        out,
-        "finance",
-        loaded.model,
-        cfg,
-        metrics={f"holdout_{k}": v for k, v in after.items()},
-        seed=seed,
-        data_fingerprint=runs.fingerprint(data),
-        extra={"updated_from": str(model_dir), "rows_rejected": len(dataset.rejects)},
-        extra_files=_export_bytes(loaded.model, cfg),
-    )
-    return {"before": before, "after": after, "rows_tuned": len(tune), "rows_held_out": len(hold)}

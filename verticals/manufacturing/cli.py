@@ -1,4 +1,4 @@
-"""`fedsite manufacturing synth / train / inspect / evaluate`: parse, call workflows, map errors.
+"""`fedsite manufacturing synth / train / inspect / evaluate`: parse, call api.py, map errors.
 
 Heavy imports (torch, cv2) happen inside the commands so `fedsite --help` stays fast.
 """
@@ -26,7 +26,7 @@ def synth(
     site: int = typer.Option(0, "--site", help="Site index: changes the line's lighting."),
 ) -> None:
     """Write a synthetic inspection dataset: good parts for training, good and defective parts with masks for test."""
-    from .workflows import synth as run
+    from .api import synth as run
 
     run(out, seed=seed, category=category, scale=scale, site=site)
 
@@ -42,8 +42,8 @@ def train(
     """Train the defect model and the golden-template baseline from defect-free images; export to ONNX."""
     from common.config import resolve
 
+    from .api import train as run
     from .config import InspectConfig
-    from .workflows import train as run
 
     cfg = resolve(InspectConfig, config, set_, section="manufacturing")
     path, metrics = run(data, out, cfg, seed=seed)
@@ -70,7 +70,7 @@ def inspect(
     """
     from common.errors import UserError
 
-    from .workflows import inspect as run
+    from .api import inspect as run
 
     if backend not in ("auto", "ort_fp32", "ort_int8", "torch"):
         raise UserError(f"--backend {backend}: expected auto, ort_fp32, ort_int8 or torch")
@@ -95,7 +95,7 @@ def evaluate(
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the golden-template baseline."),
 ) -> None:
     """Print JSON metrics: image_auroc, pixel_auroc, aupro, f1_image, box precision/recall, per-kind AUROC, baseline."""
-    from .workflows import evaluate_model
+    from .api import evaluate_model
 
     metrics = evaluate_model(data, model, backend=backend, baseline=not no_baseline)
     typer.echo(json.dumps(metrics, indent=2))

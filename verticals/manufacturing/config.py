@@ -1,4 +1,9 @@
-"""Every default of the defect-inspection vertical in one frozen dataclass (resolved by common.config)."""
+"""Every default of the defect-inspection vertical in one frozen dataclass, and its named presets.
+
+`PRESETS` holds the three sizes every vertical names alike: "tiny" (tests and the federated demo:
+seconds per fit), "small" (`--quick`: a useful model in about a minute on 2 cores) and "default"
+(the dataclass defaults, the benchmark's setting). common.config resolves overrides on top.
+"""
 
 from __future__ import annotations
 
@@ -50,3 +55,25 @@ class InspectConfig:
     int8: str = "auto"  # auto: use static INT8 in ONNX Runtime only when measured faster and faithful
     infer_batch: int = 4
     seed: int = 0
+
+
+PRESETS: dict[str, InspectConfig] = {
+    # 64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects. No patch
+    # memory: FedAvg would average different sites' memories row by row, which means nothing; a
+    # federated memory needs its own aggregation (concatenate + coreset), not done yet.
+    "tiny": InspectConfig(
+        image_size=64,
+        width=8,
+        epochs=3,
+        steps_per_epoch=25,
+        batch_size=8,
+        crop=64,
+        infer_batch=8,
+        blur_sigma=1.0,
+        blur_candidates="",
+        memory_size=0,
+    ),
+    # `synth --quick` data (128 px): a quarter of the default's pixels and a quarter of its steps
+    "small": InspectConfig(image_size=128, epochs=12, crop=96, memory_size=1024),
+    "default": InspectConfig(),
+}

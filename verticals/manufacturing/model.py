@@ -20,8 +20,6 @@ from torch import nn
 
 from common.blocks import attention
 
-from .config import InspectConfig
-
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     """3x3 conv + BatchNorm + ReLU: BatchNorm folds into the conv at export, so it is free at inference."""
@@ -100,13 +98,24 @@ def patch_features(xn: torch.Tensor, patch: int) -> torch.Tensor:
 class DefectNet(nn.Module):
     """The inspector: normalise -> reconstruct -> segment -> (map logits, image score, thresholds)."""
 
-    def __init__(self, cfg: InspectConfig) -> None:
+    def __init__(
+        self,
+        *,
+        width: int = 16,
+        reconstruction: bool = True,
+        attention_kind: str = "scse",
+        model_stride: int = 2,
+        image_size: int = 256,
+        score_pool: int = 9,
+        memory_size: int = 0,
+        memory_patch: int = 5,
+    ) -> None:
         super().__init__()
-        self.use_reconstruction = cfg.reconstruction
-        self.reconstructor = Reconstructor(cfg.width) if cfg.reconstruction else None
-        self.segmenter = Segmenter(6 if cfg.reconstruction else 3, cfg.width, cfg.attention)
-        self.stride = cfg.model_stride
-        pool = max(3, round(cfg.score_pool * cfg.image_size / 256 / cfg.model_stride))
+        self.use_reconstruction = reconstruction
+        self.reconstructor = Reconstructor(width) if reconstruction else None
+        self.segmenter = Segmenter(6 if reconstruction else 3, width, attention_kind)
+        self.stride = model_stride
+        pool = max(3, round(score_pool * image_size / 256 / model_stride))
         self.pool = pool + (1 - pool % 2)  # odd, so the pooled map stays centred
         self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
         self.register_buffer("std", torch.full((1, 3, 1, 1), 0.25))
@@ -115,11 +124,11 @@ class DefectNet(nn.Module):
         self.register_buffer("calibrated", torch.tensor(0.0))  # 1 once fit has set stats and thresholds
         # patch memory (PatchCore-style nearest neighbour over good parts; memory.py fits it):
         # distance -> logit as (d - memory_loc) / memory_scale * memory_weight, added to the segmenter's
-        self.memory_patch = cfg.memory_patch
-        self.memory_size = cfg.memory_size
-        if cfg.memory_size > 0:
-            self.register_buffer("memory", torch.zeros(cfg.memory_size, cfg.memory_patch**2))
-            self.register_buffer("memory_norm", torch.zeros(cfg.memory_size))
+        self.memory_patch = memory_patch
+        self.memory_size = memory_size
+        if memory_size > 0:
+            self.register_buffer("memory", torch.zeros(memory_size, memory_patch**2))
+            self.register_buffer("memory_norm", torch.zeros(memory_size))
             self.register_buffer("memory_affine", torch.tensor([0.0, 1.0, 0.0]))  # loc, scale, weight (0: off)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +184,3 @@ class DefectNet(nn.Module):
         logits = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
         thresholds = torch.stack([self.image_threshold, self.pixel_threshold]).unsqueeze(0)
         return logits, score, thresholds.expand(x.shape[0], 2)
-
-
-def build_model(cfg: InspectConfig) -> DefectNet:
-    return DefectNet(cfg)

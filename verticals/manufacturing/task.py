@@ -13,7 +13,7 @@ from data_adapters.synth.surfaces import Lighting
 
 from . import evaluate as evaluation
 from . import train as training
-from .config import InspectConfig
+from .config import PRESETS, InspectConfig
 from .data import InspectionData, load_split
 from .model import DefectNet
 
@@ -27,7 +27,7 @@ class ManufacturingTask:
     higher_is_better = True
 
     def build_model(self, cfg: InspectConfig) -> nn.Module:
-        return DefectNet(cfg)
+        return model_from_config(cfg)
 
     def load_data(self, cfg: InspectConfig, source: str | Path, split: str) -> InspectionData:
         return load_split(cfg, source, split)
@@ -52,8 +52,11 @@ class ManufacturingTask:
         return (torch.rand(2, 3, cfg.image_size, cfg.image_size, generator=generator),)
 
     def calibration_batches(self, data: InspectionData, cfg: InspectConfig) -> list[tuple[torch.Tensor, ...]]:
-        """Up to four batches of real images (batch size differs from example_input's on purpose)."""
-        return [(batch,) for batch in data.batches(3)[:4]]
+        """The images `train` calibrates its INT8 model on (deploy.calibration_set: held-out good
+        parts and the same parts with synthetic anomalies), so `fedsite compress` quantizes alike."""
+        from .deploy import calibration_set
+
+        return [(batch,) for batch in calibration_set(data, cfg)]
 
     def synthesize(self, out: Path, *, seed: int, site: int = 0, n_sites: int = 1, scale: str = "small") -> Path:
         """One site's line: its own product surface and lighting (site 0: metal, 1: fabric, 2: wood, ...)."""
@@ -62,23 +65,21 @@ class ManufacturingTask:
         )
 
     def tiny_config(self) -> InspectConfig:
-        """64 px, narrow, a few dozen steps: seconds per fit, still learns to flag obvious defects.
+        return PRESETS["tiny"]
 
-        No patch memory: FedAvg would average different sites' memories row by row, which means
-        nothing; a federated memory needs its own aggregation (concatenate + coreset), not done yet.
-        """
-        return InspectConfig(
-            image_size=64,
-            width=8,
-            epochs=3,
-            steps_per_epoch=25,
-            batch_size=8,
-            crop=64,
-            infer_batch=8,
-            blur_sigma=1.0,
-            blur_candidates="",
-            memory_size=0,
-        )
+
+def model_from_config(cfg: InspectConfig) -> DefectNet:
+    """The DefectNet a config describes (model.py takes explicit arguments, not the config)."""
+    return DefectNet(
+        width=cfg.width,
+        reconstruction=cfg.reconstruction,
+        attention_kind=cfg.attention,
+        model_stride=cfg.model_stride,
+        image_size=cfg.image_size,
+        score_pool=cfg.score_pool,
+        memory_size=cfg.memory_size,
+        memory_patch=cfg.memory_patch,
+    )
 
 
 TASK = ManufacturingTask()

@@ -77,8 +77,9 @@ def train_model(
     from common import runs
     from common.device import seed_everything, set_threads
     from common.export import export_onnx
+    from verticals.medical.data import MedicalData
     from verticals.medical.preprocess import load_cases
-    from verticals.medical.task import TASK, MedicalData
+    from verticals.medical.task import TASK
 
     cfg = cfg or MedicalConfig()
     set_threads(None)

@@ -6,12 +6,12 @@ Exit codes: UserError -> 2, PartialSuccess (raised after every output is written
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from common.errors import PartialSuccess, UserError
+from common.strict_json import to_json
 
 app = typer.Typer(no_args_is_help=True, help="CT lung-nodule detection: synth, train, detect, evaluate.")
 dicom_app = typer.Typer(no_args_is_help=True, help="DICOM series: inspect geometry and QC, de-identify.")
@@ -38,7 +38,7 @@ def inspect(
 
     report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps))
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report))
     else:
         for rec in report["series"]:
             geo = f"shape {rec['shape_zyx']} spacing {[round(v, 3) for v in rec['spacing_zyx'] or []]}"
@@ -62,7 +62,7 @@ def deidentify(
     from verticals.medical.api import deidentify_directory
 
     result = deidentify_directory(in_dir, out_dir)
-    print(json.dumps(result, indent=2))
+    print(to_json(result))
     if result["skipped"]:
         raise PartialSuccess(
             f"{len(result['skipped'])} file(s) skipped (listed above)", rejected=len(result["skipped"])
@@ -107,7 +107,7 @@ def train(
 
     cfg = resolve(MedicalConfig, config, sets, section="medical")
     result = train_model(data, annotations, out, cfg, seed=seed)
-    print(json.dumps({"out": result["out"], "metrics": result["metrics"]}, indent=2))
+    print(to_json({"out": result["out"], "metrics": result["metrics"]}))
     bad = len(result["rejected"]) + len(result["skipped"])
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in {out}/metadata.json)", rejected=bad)
@@ -151,4 +151,4 @@ def evaluate(
     from verticals.medical.api import evaluate_candidates
 
     result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed)
-    print(json.dumps(result, indent=2))
+    print(to_json(result))

@@ -199,30 +199,3 @@ def hits(case: Case, xyz: np.ndarray) -> np.ndarray:
         return np.zeros(len(xyz), bool)
     dist = np.linalg.norm(xyz[:, None] - case.to_world(case.nodules_vox)[None], axis=-1)
     return (dist < case.diameters[None] / 2).any(1)
-
-
-def fit_fp_reduction(model, cases: list[Case], cfg) -> dict[str, float]:
-    """Fit the logistic FP stage into the model's buffers from its candidates on the training cases.
-
-    Candidates are labelled by the LUNA16 hit rule (closer to a nodule's centre than its radius).
-    """
-    runner = torch_runner(model)
-    model.eval()
-    feats, labels = [], []
-    for case in cases:
-        found = detect_case(case, runner, cfg, report_all=True, masses=False)
-        if not len(found["score"]):
-            continue
-        feats.append(found["features"])
-        labels.append(hits(case, found["xyz"]).astype(int))
-    if not feats:
-        return {"fp_fitted": 0.0}
-    fitted = postprocess.fit_fp_model(np.concatenate(feats), np.concatenate(labels))
-    with torch.no_grad():
-        if fitted is None:
-            model.fp_fitted.fill_(0.0)
-        else:
-            model.fp_weights.copy_(torch.as_tensor(fitted[0], dtype=model.fp_weights.dtype))
-            model.fp_bias.fill_(fitted[1])
-            model.fp_fitted.fill_(1.0)
-    return {"fp_fitted": float(fitted is not None), "fp_train_candidates": float(sum(len(v) for v in labels))}

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from verticals.medical.config import MedicalConfig
-
-
-@dataclass
-class MedicalData:
-    """A site's local data: cases on the model grid (with annotations) and what was rejected."""
-
-    cases: list
-    rejected: list
-    skipped: list
+from verticals.medical.config import PRESETS, MedicalConfig
+from verticals.medical.data import MedicalData
 
 
 class MedicalTask:
@@ -33,24 +23,14 @@ class MedicalTask:
         return build_detector(cfg)
 
     def load_data(self, cfg: MedicalConfig, source: str | Path, split: str) -> MedicalData:
-        from verticals.medical.preprocess import load_cases
+        from verticals.medical.data import load_split
 
-        source = Path(source)
-        cases, rejected, skipped = load_cases(source, source / "annotations.csv", cfg, split)
-        return MedicalData(cases, rejected, skipped)
+        return load_split(cfg, source, split)
 
     def fit(self, model, data: MedicalData, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
-        from verticals.medical.calibrate import fit_calibration, split_for_calibration
-        from verticals.medical.infer import fit_fp_reduction
-        from verticals.medical.train import fit_detector
+        from verticals.medical.train import fit
 
-        train, held_out = split_for_calibration(data.cases, cfg.calibration_fraction)
-        metrics = fit_detector(model, train, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
-        if cfg.fp_reduction:
-            metrics.update(fit_fp_reduction(model, train, cfg))
-        if held_out:
-            metrics.update(fit_calibration(model, held_out, cfg))
-        return metrics
+        return fit(model, data, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
 
     def evaluate(self, model, data: MedicalData, cfg) -> dict[str, float]:
         """CPM first. Calls only model(...) / model.eval(), so an ONNX Runtime wrapper module works too."""
@@ -95,30 +75,7 @@ class MedicalTask:
         return synth_dataset(out, n_scans, seed=seed, site=site, n_sites=n_sites, scale=scale)
 
     def tiny_config(self) -> MedicalConfig:
-        return small_config(tiny=True)
-
-
-def small_config(tiny: bool = False, **changes: Any) -> MedicalConfig:
-    """The config for synthesize(scale="tiny"/"small") data: coarse 5 mm grid, small windows.
-
-    tiny: trains in seconds (contract test). small: the federated demo's setting (a few minutes total).
-    """
-    from common.config import replace
-
-    base = MedicalConfig(
-        spacing_mm=5.0,
-        channels=(8, 16, 24, 32),
-        patch=32,
-        window=32,
-        batch_size=4,
-        epochs=2 if tiny else 12,
-        steps_per_epoch=6 if tiny else 20,
-        lr=4e-3,
-        nms_mm=10.0,
-        max_candidates=20,
-        heatmap_sigma_scale=0.5,
-    )
-    return replace(base, **changes) if changes else base
+        return PRESETS["tiny"]
 
 
 TASK = MedicalTask()

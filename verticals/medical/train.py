@@ -16,6 +16,9 @@ import torch.nn.functional as F
 
 from common.progress import log
 from common.task import added_loss, fit_optimizer, fit_schedule
+from verticals.medical import postprocess
+from verticals.medical.data import MedicalData
+from verticals.medical.infer import detect_case, hits, torch_runner
 from verticals.medical.preprocess import Case
 
 
@@ -195,3 +198,44 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, proximal=None, e
         log(f"medical: epoch {epoch + 1}/{n_epochs} loss {last:.4f}")
     model.eval()
     return {"loss": last, "steps": float(n_epochs * cfg.steps_per_epoch)}
+
+
+def fit(model, data: MedicalData, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
+    """The whole training of one site: the detector, then (when `cfg.fp_reduction`) its FP stage, both on
+    all but a held-out share of the scans, on which the final probabilities are then calibrated."""
+    from verticals.medical.calibrate import fit_calibration, split_for_calibration
+
+    train, held_out = split_for_calibration(data.cases, cfg.calibration_fraction)
+    metrics = fit_detector(model, train, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+    if cfg.fp_reduction:
+        metrics.update(fit_fp_reduction(model, train, cfg))
+    if held_out:
+        metrics.update(fit_calibration(model, held_out, cfg))
+    return metrics
+
+
+def fit_fp_reduction(model, cases: list[Case], cfg) -> dict[str, float]:
+    """Fit the logistic FP stage into the model's buffers from its candidates on the training cases.
+
+    Candidates are labelled by the LUNA16 hit rule (closer to a nodule's centre than its radius).
+    """
+    runner = torch_runner(model)
+    model.eval()
+    feats, labels = [], []
+    for case in cases:
+        found = detect_case(case, runner, cfg, report_all=True, masses=False)
+        if not len(found["score"]):
+            continue
+        feats.append(found["features"])
+        labels.append(hits(case, found["xyz"]).astype(int))
+    if not feats:
+        return {"fp_fitted": 0.0}
+    fitted = postprocess.fit_fp_model(np.concatenate(feats), np.concatenate(labels))
+    with torch.no_grad():
+        if fitted is None:
+            model.fp_fitted.fill_(0.0)
+        else:
+            model.fp_weights.copy_(torch.as_tensor(fitted[0], dtype=model.fp_weights.dtype))
+            model.fp_bias.fill_(fitted[1])
+            model.fp_fitted.fill_(1.0)
+    return {"fp_fitted": float(fitted is not None), "fp_train_candidates": float(sum(len(v) for v in labels))}

@@ -1,0 +1,166 @@
+"""The Python API behind `fedsite finance train / score / update` (the demo and benchmarks call these).
+
+Each function does the whole job of one command and returns plain data; the CLI only parses options,
+calls one of these and maps the outcome to exit codes. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from common import config, runs
+from common.atomic import write_csv
+from common.device import set_threads
+from common.progress import log
+from data_adapters.transactions import time_order, write_rejected
+from verticals.finance.config import FinanceConfig
+from verticals.finance.data import load_dataset, read_for
+from verticals.finance.infer import load_scorer, predict
+from verticals.finance.train import fit
+
+
+def export_bytes(model: nn.Module, cfg: FinanceConfig) -> dict[str, bytes]:
+    """model.onnx for the model directory (the serving and batch-scoring path)."""
+    import tempfile
+
+    from common.export import export_onnx
+    from common.registry import get_task
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, get_task("finance").example_input(cfg), Path(tmp) / "model.onnx")
+        return {"model.onnx": path.read_bytes()}
+
+
+def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: int = 0) -> dict[str, float]:
+    """`fedsite finance train`: fit on every valid row of `data`, save a model directory (with ONNX)."""
+    from common.device import seed_everything
+    from common.registry import get_task
+    from verticals.finance.evaluate import fraud_metrics
+
+    set_threads(cfg.threads or None)
+    seed_everything(seed)
+    dataset = load_dataset(data, cfg)
+    if dataset.label.sum() == 0:
+        from common.errors import UserError
+
+        raise UserError(f"{data}: no row has is_fraud=1; cannot learn what fraud looks like")
+    cfg = config.replace(cfg, feature_spec=dataset.spec.to_json())  # saved: every later use encodes alike
+    for note in dataset.spec.notes():
+        log(note)
+    model = get_task("finance").build_model(cfg)
+    fit_metrics = fit(model, dataset, cfg)
+    train_metrics = fraud_metrics(dataset.label, predict(model, dataset.features))
+    metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
+    runs.save_model(
+        out,
+        "finance",
+        model,
+        cfg,
+        metrics=metrics,
+        seed=seed,
+        data_fingerprint=runs.fingerprint(data),
+        extra={
+            "rows_rejected": len(dataset.rejects),
+            "rows_trained": len(dataset),
+            "feature_columns": dataset.spec.used,
+            "ignored_columns": dataset.spec.ignored,
+        },
+        extra_files=export_bytes(model, cfg),
+    )
+    log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
+    return metrics
+
+
+def update_model(
+    model_dir: str | Path, data: str | Path, out: str | Path, *, seed: int = 0, force: bool = False
+) -> dict[str, dict]:
+    """`fedsite finance update`: fine-tune on newly labelled rows; metrics before and after.
+
+    The new rows are split by time: the model is fine-tuned on the earlier 80 % and both models are
+    measured on the later 20 % (a held-out period, so "after" is not measured on what it just saw).
+    """
+    from common.device import seed_everything
+    from common.guard import require_judgeable
+    from verticals.finance.evaluate import fraud_metrics
+
+    loaded = runs.load_model(model_dir, expect="finance")
+    cfg = loaded.cfg
+    set_threads(cfg.threads or None)
+    seed_everything(seed)
+    dataset = load_dataset(data, cfg)
+    cut = dataset.ts.min() + 0.8 * (dataset.ts.max() - dataset.ts.min())
+    tune, hold = dataset.take(np.flatnonzero(dataset.ts < cut)), dataset.take(np.flatnonzero(dataset.ts >= cut))
+    if len(tune) == 0 or len(hold) == 0:
+        from common.errors import UserError
+
+        raise UserError(f"{data}: need rows spread over time to fine-tune and hold out (found {len(dataset)})")
+    before = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
+    guard = require_judgeable(
+        before["auprc"] if hold.label.any() else None,
+        f"{data}: AUPRC of the held-out later 20 % ({len(hold)} rows, {int(hold.label.sum())} fraud)",
+        force=force,
+        hint="add labelled rows with fraud to the later period",
+    )
+    fit(loaded.model, tune, cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
+    after = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
+    runs.save_model(
+        out,
+        "finance",
+        loaded.model,
+        cfg,
+        metrics={f"holdout_{k}": v for k, v in after.items()},
+        seed=seed,
+        data_fingerprint=runs.fingerprint(data),
+        extra={"updated_from": str(model_dir), "rows_rejected": len(dataset.rejects)},
+        extra_files=export_bytes(loaded.model, cfg),
+    )
+    result = {"before": before, "after": after, "rows_tuned": len(tune), "rows_held_out": len(hold)}
+    return result | ({"guard": f"off: {guard}"} if guard else {})
+
+
+@dataclass
+class ScoreReport:
+    rows_read: int
+    scored: int
+    rejected: int
+    seconds: float
+    backend: str
+    scores_path: str
+    rejected_path: str
+
+
+def score_csv(
+    data: str | Path, model_dir: str | Path, out: str | Path, *, columns: str | None = None, fmt: str | None = None
+) -> ScoreReport:
+    """`fedsite finance score`: scores.csv (input order) + rejected.csv beside it.
+
+    The file is read with the model's column mapping unless `columns` / `fmt` replace it.
+    """
+    start = time.perf_counter()
+    scorer = load_scorer(model_dir)
+    changes = {k: v for k, v in (("columns", columns), ("format", fmt)) if v is not None}
+    txns, rejects = read_for(config.replace(scorer.cfg, **changes), data)
+    order = time_order(txns)
+    log(f"scoring {len(txns)} transactions ({scorer.backend})")
+    ordered = txns.take(order)
+    probs = np.empty(len(txns), np.float64)
+    probs[order] = scorer.score(ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel, ordered.extras)
+    out = Path(out)
+    write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
+    rejected_path = out.parent / "rejected.csv"
+    write_rejected(rejected_path, rejects)
+    assert len(txns) + len(rejects) == txns.rows_read
+    return ScoreReport(
+        txns.rows_read,
+        len(txns),
+        len(rejects),
+        time.perf_counter() - start,
+        scorer.backend,
+        str(out),
+        str(rejected_path),
+    )

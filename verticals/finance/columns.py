@@ -1,0 +1,182 @@
+"""The bank's own columns as features: typed, encoded, and recorded so every later use matches training.
+
+Why: a bank's export carries far more than the 8 contract columns (merchant category, card type,
+device, counters, risk scores), and on real card-fraud data those columns carry most of the signal.
+Types are inferred from the training rows (a column whose every value is a number is numeric; text
+is categorical; text with a distinct value in most rows is an identifier or free text and is
+ignored, with a note) and can be overridden (`features_numeric`, `features_categorical`,
+`features_ignore`). The fitted encodings (vocabularies, frequencies) are a `ColumnSpec`, stored as
+JSON in the config (`feature_spec`), so `score`, `serve`, `update` and federation apply exactly the
+same ones. Missing values are a value of their own; a category never seen in training is "other".
+
+Two encodings of the same spec:
+- `nn_matrix` for the network: signed log1p of numbers (0 where missing, plus a missing flag),
+  one-hot of small vocabularies, the training frequency of a value for large ones;
+- `tree_matrix` for the boosted-tree head: raw numbers (NaN where missing), category codes (for
+  HistGradientBoosting's native categorical splits) and the value's training frequency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from common.errors import UserError
+
+MAX_CATEGORIES = 250  # HistGradientBoosting splits on at most 255 categories; the rest share "other"
+ONE_HOT_MAX = 8
+ID_SHARE = 0.5  # text with a distinct value in more than half the rows is an identifier or free text
+
+
+@dataclass
+class ColumnSpec:
+    """Which extra columns are features, their types and fitted encodings (JSON-serialisable)."""
+
+    numeric: list[str] = field(default_factory=list)
+    missing_flags: list[str] = field(default_factory=list)  # numeric columns with missing values in training
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # vocabulary, most frequent first
+    log_share: dict[str, list[float]] = field(default_factory=dict)  # per vocabulary entry, then "other"
+    ignored: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
+
+    @property
+    def used(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def nn_dim(self) -> int:
+        one_hot = sum(len(v) if len(v) <= ONE_HOT_MAX else 1 for v in self.categorical.values())
+        return len(self.numeric) + len(self.missing_flags) + one_hot
+
+    @property
+    def tree_names(self) -> list[str]:
+        cats = list(self.categorical)
+        return [*self.numeric, *cats, *(f"{c}_frequency" for c in cats)]
+
+    @property
+    def tree_categorical(self) -> np.ndarray:
+        """Boolean mask of `tree_matrix` columns that are category codes."""
+        n, k = len(self.numeric), len(self.categorical)
+        return np.array([False] * n + [True] * k + [False] * k, dtype=bool)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> ColumnSpec:
+        return ColumnSpec(**json.loads(text)) if text else ColumnSpec()
+
+    def require(self, available: list[str] | set[str], where: str) -> None:
+        """A UserError naming every trained column that `available` lacks."""
+        missing = [c for c in self.used if c not in set(available)]
+        if missing:
+            raise UserError(f"{where}: missing trained column(s) {', '.join(missing)}")
+
+    def notes(self) -> list[str]:
+        return [f"column '{name}' not used: {why}" for name, why in self.ignored.items()]
+
+
+def as_numbers(values: np.ndarray) -> np.ndarray:
+    """float64 view of a column (text that is not a number becomes NaN)."""
+    if values.dtype != object:
+        return values.astype(np.float64, copy=False)
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v) if v != "" else np.nan
+        except ValueError:
+            pass
+    return out
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """object array of strings ('' where missing); numbers written as %g (1.0 -> '1')."""
+    if values.dtype == object:
+        return values
+    return np.array(["" if math.isnan(x) else f"{x:g}" for x in values], dtype=object)
+
+
+def infer_spec(
+    extras: dict[str, np.ndarray],
+    numeric: tuple[str, ...] = (),
+    categorical: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+) -> ColumnSpec:
+    """Fit a ColumnSpec on training rows' extra columns (input order irrelevant)."""
+    for name in (*numeric, *categorical, *ignore):
+        if name not in extras:
+            raise UserError(f"features: column '{name}' is not in the data (extra columns: {', '.join(extras)})")
+    spec = ColumnSpec()
+    for name, values in extras.items():
+        n = len(values)
+        if name in ignore:
+            spec.ignored[name] = "listed in features.ignore"
+            continue
+        kind = "numeric" if name in numeric else "categorical" if name in categorical else None
+        if kind is None:
+            kind = "numeric" if values.dtype != object else "categorical"
+        if kind == "numeric":
+            numbers = as_numbers(values)
+            present = numbers[~np.isnan(numbers)]
+            if len(present) == 0:
+                spec.ignored[name] = "no numeric value"
+            elif present.min() == present.max() and len(present) == n:
+                spec.ignored[name] = "constant"
+            else:
+                spec.numeric.append(name)
+                if len(present) < n:
+                    spec.missing_flags.append(name)
+            continue
+        text = as_text(values)
+        uniques, counts = np.unique(text.astype(str), return_counts=True)
+        if len(uniques) <= 1:
+            spec.ignored[name] = "constant"
+            continue
+        if name not in categorical and n > 50 and len(uniques) > ID_SHARE * n:
+            spec.ignored[name] = f"identifier or free text ({len(uniques)} distinct values in {n} rows)"
+            continue
+        order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
+        vocab = [str(u) for u in uniques[order]]
+        kept = counts[order]
+        other = n - kept.sum()
+        spec.categorical[name] = vocab
+        spec.log_share[name] = [float(np.log((c + 1) / (n + 1))) for c in [*kept, other]]
+    return spec
+
+
+def _codes(spec: ColumnSpec, name: str, values: np.ndarray) -> np.ndarray:
+    """Vocabulary index of each value; len(vocab) for a value outside it (rare or unseen)."""
+    vocab = spec.categorical[name]
+    lookup = {v: i for i, v in enumerate(vocab)}
+    other = len(vocab)
+    return np.fromiter((lookup.get(v, other) for v in as_text(values)), dtype=np.int64, count=len(values))
+
+
+def nn_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(n, spec.nn_dim) float32 inputs for the network (normalised later by the model's buffers)."""
+    spec.require(list(extras), "data")
+    cols = []
+    for name in spec.numeric:
+        x = as_numbers(extras[name])
+        cols.append(np.nan_to_num(np.sign(x) * np.log1p(np.abs(x)), nan=0.0))
+    for name in spec.missing_flags:
+        cols.append(np.isnan(as_numbers(extras[name])).astype(np.float64))
+    for name, vocab in spec.categorical.items():
+        codes = _codes(spec, name, extras[name])
+        if len(vocab) <= ONE_HOT_MAX:
+            cols.extend((codes == i).astype(np.float64) for i in range(len(vocab)))
+        else:
+            cols.append(np.asarray(spec.log_share[name])[codes])
+    return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
+
+
+def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(n, len(spec.tree_names)) float32: numbers with NaN, category codes, value frequencies."""
+    spec.require(list(extras), "data")
+    cols = [as_numbers(extras[name]) for name in spec.numeric]
+    codes = {name: _codes(spec, name, extras[name]) for name in spec.categorical}
+    cols += [c.astype(np.float64) for c in codes.values()]
+    cols += [np.asarray(spec.log_share[name])[c] for name, c in codes.items()]
+    return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)

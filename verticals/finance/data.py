@@ -1,0 +1,140 @@
+"""A site's transactions in memory: read, validated, time-ordered and featurised (what fit consumes).
+
+`load_split` featurises the *whole* file causally and then splits by time, so the test period's
+features use the training period's history exactly as live scoring would (train = first
+`train_fraction` of the time span; val and test = the rest: nothing is tuned on val).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
+from verticals.finance.columns import ColumnSpec, infer_spec, nn_matrix, tree_matrix
+from verticals.finance.config import FinanceConfig
+from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
+
+
+@dataclass
+class FinanceData:
+    """Featurised transactions in time order (what fit/evaluate/baselines consume)."""
+
+    features: FeatureBatch
+    label: np.ndarray
+    typology: np.ndarray
+    txn_id: np.ndarray
+    ts: np.ndarray
+    raw: np.ndarray
+    tree: np.ndarray | None = None  # the extra columns encoded for trees (columns.tree_matrix)
+    rejects: list[Rejection] = field(default_factory=list)
+    spec: ColumnSpec = field(default_factory=ColumnSpec)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def take(self, index: np.ndarray) -> FinanceData:
+        return FinanceData(
+            self.features.take(index),
+            self.label[index],
+            self.typology[index],
+            self.txn_id[index],
+            self.ts[index],
+            self.raw[index],
+            None if self.tree is None else self.tree[index],
+            spec=self.spec,
+        )
+
+    def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.features
+        return torch.from_numpy(f.seq[index]), torch.from_numpy(f.nbr[index]), torch.from_numpy(f.txn[index])
+
+
+def featurise_all(
+    txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None, extra: np.ndarray | None = None
+) -> FeatureBatch:
+    """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
+
+    `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
+    """
+    state = state or AccountState(cfg.history)
+    parts = []
+    for i in range(0, len(txns), cfg.chunk_rows):
+        s = slice(i, i + cfg.chunk_rows)
+        batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s])
+        if extra is not None and extra.shape[1]:
+            batch.txn = np.concatenate([batch.txn, extra[s]], 1)
+        parts.append(batch)
+    batch = FeatureBatch.concat(parts, cfg.history)
+    if not parts and extra is not None:
+        batch.txn = np.zeros((0, batch.txn.shape[1] + extra.shape[1]), np.float32)
+    return batch
+
+
+def column_spec(cfg: FinanceConfig) -> ColumnSpec:
+    """The extra columns a model was trained with (empty before training infers them)."""
+    return ColumnSpec.from_json(cfg.feature_spec)
+
+
+def read_for(cfg: FinanceConfig, path: str | Path, *, require_label: bool = False) -> tuple[Transactions, list]:
+    """read_transactions with the model's column mapping (cfg.format, cfg.columns); checks trained columns."""
+    from data_adapters.importers import mapping_for
+
+    txns, rejects = read_transactions(path, require_label=require_label, mapping=mapping_for(cfg.format, cfg.columns))
+    column_spec(cfg).require(txns.extra_columns, str(path))
+    return txns, rejects
+
+
+def load_dataset(
+    path: str | Path, cfg: FinanceConfig, *, require_label: bool = True, spec: ColumnSpec | None = None
+) -> FinanceData:
+    """Read, validate and featurise a transactions CSV; rows come back in time order.
+
+    The extra columns are encoded with `spec`, else with the config's `feature_spec`, else with a
+    spec inferred from these rows (training); `data.spec` says which.
+    """
+    txns, rejects = read_for(cfg, path, require_label=require_label)
+    txns = txns.take(time_order(txns))
+    if spec is None:
+        spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
+            txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
+        )  # fmt: skip
+    n = len(txns)
+    data = FinanceData(
+        featurise_all(txns, cfg, extra=nn_matrix(spec, txns.extras, n)),
+        txns.label.astype(np.int64),
+        np.where(txns.typology == "", "none", txns.typology),
+        txns.txn_id,
+        txns.ts,
+        raw_features(txns.ts, txns.amount, txns.channel),
+        tree_matrix(spec, txns.extras, n),
+        spec=spec,
+    )
+    data.rejects = rejects
+    return data
+
+
+def csv_path(source: str | Path) -> Path:
+    """A CSV path from a file or a directory holding transactions.csv."""
+    path = Path(source)
+    return path / "transactions.csv" if path.is_dir() else path
+
+
+def split_by_time(data: FinanceData, split: str, train_fraction: float) -> FinanceData:
+    if split not in ("train", "val", "test"):
+        raise UserError(f"unknown split '{split}' (train, val, test)")
+    if len(data) == 0:
+        return data
+    lo, hi = float(data.ts.min()), float(data.ts.max())
+    cut = lo + train_fraction * (hi - lo)
+    mask = data.ts < cut if split == "train" else data.ts >= cut
+    return data.take(np.flatnonzero(mask))
+
+
+def load_split(cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
+    """A site's `split` of `source` (a CSV, or a directory holding transactions.csv)."""
+    return split_by_time(load_dataset(csv_path(source), cfg), split, cfg.train_fraction)
