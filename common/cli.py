@@ -18,7 +18,7 @@ import typer
 import typer.core
 
 import common
-from common import console
+from common import console, progress
 from common.errors import PartialSuccess, UserError
 
 # (name, "module:attribute", help). Groups are Typer apps, commands are functions.
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
     console.configure(debug=_state["debug"])
+    progress.set_debug(_state["debug"])
     code = 0
     try:
         app = build_app()

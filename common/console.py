@@ -35,6 +35,8 @@ THIRD_PARTY = (
 CHATTY_LOGGERS = ("flwr",)
 # Inherited by subprocesses (Ray workers, Flower's SuperLink/SuperNode), whose warnings reach our stderr.
 CHILD_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning"
+# Native libraries that print their own warnings from C++ (read when they load, so set before any import).
+NATIVE_LOG_LEVELS = {"OPENCV_LOG_LEVEL": "ERROR", "GRPC_VERBOSITY": "ERROR"}
 
 
 class _LibraryLogFilter(logging.Filter):
@@ -69,6 +71,8 @@ def configure(debug: bool) -> None:
         for category in (DeprecationWarning, FutureWarning):  # whoever triggers them, they are not the user's
             warnings.filterwarnings("ignore", category=category)
         os.environ.setdefault("PYTHONWARNINGS", CHILD_WARNINGS)
+        for name, level in NATIVE_LOG_LEVELS.items():
+            os.environ.setdefault(name, level)
     for name in CHATTY_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, _LibraryLogFilter)]:

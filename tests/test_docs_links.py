@@ -86,3 +86,22 @@ def test_the_link_check_finds_what_it_should(tmp_path):
     assert _broken_link(page, "page.md#nowhere") is not None
     assert _broken_link(page, "gone.md") is not None
     assert _broken_link(page, "https://flower.ai") is None
+
+
+def test_every_result_file_is_indexed_and_holds_its_run():
+    """benchmarks/results/: one JSON per run with its numbers, date, commands and commit, all indexed."""
+    import json
+
+    results = ROOT / "benchmarks" / "results"
+    index = (results / "README.md").read_text(encoding="utf-8")
+    files = sorted(results.glob("*.json"))
+    assert files
+    for file in files:
+        run = json.loads(file.read_text(encoding="utf-8"))
+        assert run["id"] == file.stem, file.name
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", run["date"]) and file.name.startswith(run["date"]), file.name
+        assert isinstance(run["commands"], list) and (run["commit"] or run["recorded_in_commit"]), file.name
+        assert run["tables"] or run["notes"], file.name
+        for table in run["tables"]:
+            assert all(len(row) == len(table["columns"]) for row in table["rows"]), (file.name, table["caption"])
+        assert f"]({file.name})" in index, f"{file.name} is not in benchmarks/results/README.md"

@@ -54,12 +54,17 @@ def inspect_directory(root: str | Path, *, gap_policy: str = "reject") -> dict[s
     return {"series": records, "skipped": skipped}
 
 
-def deidentify_directory(in_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied."""
-    from data_adapters.deidentify import deidentify_tree
+def deidentify_directory(
+    in_dir: str | Path, out_dir: str | Path, *, secret_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied.
 
-    written, skipped = deidentify_tree(_require_dir(in_dir, "input folder"), out_dir)
-    return {"written": written, "skipped": skipped}
+    UIDs are keyed hashes under the site secret (`secret_file`, default ~/.config/fedsite/deid-secret);
+    the crosswalk and the audit are written beside `out_dir` (data_adapters/deid_folder.py).
+    """
+    from data_adapters.deid_folder import deidentify_tree
+
+    return deidentify_tree(_require_dir(in_dir, "input folder"), out_dir, secret_file=secret_file)
 
 
 def train_model(
@@ -153,9 +158,7 @@ def detect_directory(
     from common import atomic, runs
     from common.device import set_threads
     from data_adapters import dicom
-    from verticals.medical.infer import detect_case, fp_params
-    from verticals.medical.overlays import write_mask_overlay, write_overlays
-    from verticals.medical.preprocess import case_from_series
+    from verticals.medical.infer import fp_params
 
     data = _require_dir(data, "data folder").resolve()
     out_path = Path(out_dir).resolve()
@@ -172,55 +175,11 @@ def detect_directory(
         for series in track(series_list, "detecting"):
             record = {"seriesuid": series.seriesuid, "status": series.status, "reasons": list(series.reasons)}
             if series.status == "ok":
-                t0 = time.perf_counter()
-                dicom.load_volume(series)
-                t1 = time.perf_counter()
-                if series.status == "ok":
-                    case = case_from_series(series, cfg, keep_hu=True)
-                    t2 = time.perf_counter()
-                    found = detect_case(case, runner, cfg, fp)
-                    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
-                    pngs = write_overlays(
-                        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
-                        found["diameter_mm"], found["probability"], overlays,
-                    )  # fmt: skip
-                    if overlays and found["anatomy"] is not None:
-                        mask = found["anatomy"]
-                        pngs.append(write_mask_overlay(
-                            tmp / "overlays" / series.seriesuid / "lung_mask.png",
-                            case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min),
-                            mask.region, mask.lungs, found["zyx"], found["probability"],
-                            [m["zyx"] for m in found["masses"]],
-                        ))  # fmt: skip
-                    for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"]):
-                        rows.append([series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"])
-                    masses = [
-                        {
-                            "xyz": [round(float(v), 3) for v in m["xyz"]],
-                            **{k: round(float(m[k]), 3) for k in MASS_FIELDS},
-                        }
-                        for m in found["masses"]
-                    ]
-                    mass_rows += [
-                        [series.seriesuid, *(f"{v:.3f}" for v in m["xyz"]), *(f"{m[k]:.1f}" for k in MASS_HEADER[4:])]
-                        for m in masses
-                    ]
-                    record.update(
-                        shape_zyx=list(series.hu.shape),
-                        spacing_zyx=[float(v) for v in series.spacing_zyx],
-                        n_candidates=int(len(found["probability"])),
-                        lung_mask=found["lung_mask"],
-                        masses=masses,
-                        overlays=[str(Path(p).relative_to(tmp)) for p in pngs],
-                        timings={
-                            "read_s": t1 - t0,
-                            "preprocess_s": t2 - t1,
-                            "network_s": found["seconds_network"],
-                            "postprocess_s": found["seconds_postprocess"],
-                            "total_s": time.perf_counter() - t0,
-                        },
-                    )
-                    series.hu = None
+                try:
+                    record.update(_detect_one(series, runner, cfg, fp, tmp, overlays, rows, mass_rows))
+                except Exception as exc:  # one series' failure never costs the others their results
+                    series.reject(f"could not be processed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+                series.hu = None
                 record["status"], record["reasons"] = series.status, list(series.reasons)
             records.append(record)
         atomic.write_csv(tmp / "candidates.csv", CANDIDATE_HEADER, rows)
@@ -236,3 +195,59 @@ def detect_directory(
         }
         runs.write_json(tmp / "report.json", report)
     return report
+
+
+def _detect_one(series, runner, cfg, fp, tmp: Path, overlays: int, rows: list, mass_rows: list) -> dict[str, Any]:
+    """Read, preprocess and detect one QC-passed series; append its candidate and mass rows; return its record."""
+    from data_adapters import dicom
+    from verticals.medical.infer import detect_case
+    from verticals.medical.overlays import write_mask_overlay, write_overlays
+    from verticals.medical.preprocess import case_from_series
+
+    t0 = time.perf_counter()
+    dicom.load_volume(series)
+    t1 = time.perf_counter()
+    if series.status != "ok":
+        return {}
+    case = case_from_series(series, cfg, keep_hu=True)
+    t2 = time.perf_counter()
+    found = detect_case(case, runner, cfg, fp)
+    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
+    pngs = write_overlays(
+        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
+        found["diameter_mm"], found["probability"], overlays,
+    )  # fmt: skip
+    if overlays and found["anatomy"] is not None:
+        mask = found["anatomy"]
+        pngs.append(write_mask_overlay(
+            tmp / "overlays" / series.seriesuid / "lung_mask.png",
+            case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min),
+            mask.region, mask.lungs, found["zyx"], found["probability"], [m["zyx"] for m in found["masses"]],
+        ))  # fmt: skip
+    masses = [
+        {"xyz": [round(float(v), 3) for v in m["xyz"]], **{k: round(float(m[k]), 3) for k in MASS_FIELDS}}
+        for m in found["masses"]
+    ]
+    new_rows = [
+        [series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"]
+        for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"])
+    ]
+    rows.extend(new_rows)  # only once the whole series succeeded
+    mass_rows.extend(
+        [series.seriesuid, *(f"{v:.3f}" for v in m["xyz"]), *(f"{m[k]:.1f}" for k in MASS_HEADER[4:])] for m in masses
+    )
+    return {
+        "shape_zyx": list(series.hu.shape),
+        "spacing_zyx": [float(v) for v in series.spacing_zyx],
+        "n_candidates": len(new_rows),
+        "lung_mask": found["lung_mask"],
+        "masses": masses,
+        "overlays": [str(Path(p).relative_to(tmp)) for p in pngs],
+        "timings": {
+            "read_s": t1 - t0,
+            "preprocess_s": t2 - t1,
+            "network_s": found["seconds_network"],
+            "postprocess_s": found["seconds_postprocess"],
+            "total_s": time.perf_counter() - t0,
+        },
+    }

@@ -32,40 +32,54 @@ def inspect(
     directory: Path = typer.Argument(..., help="Folder to search for DICOM series (any nesting, any file names)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
     gaps: str = GAP_POLICY,
+    max_skipped: int = typer.Option(
+        10, "--max-skipped", min=0, help="Skipped files listed by name in the table (the rest are counted)."
+    ),
 ) -> None:
-    """List every DICOM series under DIRECTORY: geometry, HU range, QC status (exit 3 if anything was rejected)."""
+    """List every DICOM series under DIRECTORY: folder, geometry, HU range, QC status (exit 3 if any rejected).
+
+    Hidden folders and files (.git, .venv, dotfiles) are not searched.
+    """
     from verticals.medical.api import inspect_directory
+    from verticals.medical.inspect_table import render
 
     report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps))
     if as_json:
         print(to_json(report))
     else:
-        for rec in report["series"]:
-            geo = f"shape {rec['shape_zyx']} spacing {[round(v, 3) for v in rec['spacing_zyx'] or []]}"
-            why = f" ({'; '.join(rec['reasons'])})" if rec["reasons"] else ""
-            print(f"{rec['seriesuid']}  {rec['modality']}  {rec['files']} files  {rec['status']}  {geo}{why}")
-        for item in report["skipped"]:
-            print(f"skipped {item['path']}: {item['reason']}")
+        print(render(report, directory, max_skipped=max_skipped))
+    if not report["series"]:
+        raise UserError(f"{directory}: no DICOM series found ({len(report['skipped'])} file(s) skipped)")
     bad = sum(r["status"] != "ok" for r in report["series"]) + len(report["skipped"])
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in the report)", rejected=bad)
-    if not report["series"]:
-        raise UserError(f"{directory}: no DICOM series found")
 
 
 @dicom_app.command("deidentify")
 def deidentify(
     in_dir: Path = typer.Argument(..., help="Folder of DICOM files (never modified)."),
     out_dir: Path = typer.Argument(..., help="Where the de-identified copies go (same relative paths)."),
+    secret_file: Path | None = typer.Option(
+        None,
+        "--secret-file",
+        help="The site secret that keys the new UIDs (same secret, same UIDs). "
+        "Default: ~/.config/fedsite/deid-secret, created on first use.",
+    ),
 ) -> None:
-    """Copy every DICOM file with the PS3.15 basic de-identification profile applied."""
+    """Copy every DICOM file with the PS3.15 Basic Application Level Confidentiality Profile applied.
+
+    Writes OUT_DIR.crosswalk.csv (old -> new UIDs; keep it at the site) and OUT_DIR.audit.csv (one
+    line per file) beside OUT_DIR; annotations.csv/candidates CSVs are copied with the new UIDs.
+    Exit 3 when a DICOM file could not be copied; other files are listed, not counted as failures.
+    """
     from verticals.medical.api import deidentify_directory
 
-    result = deidentify_directory(in_dir, out_dir)
+    result = deidentify_directory(in_dir, out_dir, secret_file=secret_file)
     print(to_json(result))
-    if result["skipped"]:
+    if result["failed"]:
         raise PartialSuccess(
-            f"{len(result['skipped'])} file(s) skipped (listed above)", rejected=len(result["skipped"])
+            f"{len(result['failed'])} DICOM file(s) not copied (listed above and in {result['audit']})",
+            rejected=len(result["failed"]),
         )
 
 
