@@ -120,6 +120,16 @@ def train_model(
     return {"out": str(out), "metrics": metrics, "rejected": rejected, "skipped": skipped}
 
 
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_model() -> Path:
+    """The pretrained model directory shipped with the package (weights/MODEL_CARD.md says how it was built)."""
+    if not (SHIPPED_WEIGHTS / "model.pt").exists():
+        raise UserError(f"{SHIPPED_WEIGHTS}: no shipped weights in this installation; pass --model MODEL_DIR")
+    return SHIPPED_WEIGHTS
+
+
 def _relative(path: str, root: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(root))
