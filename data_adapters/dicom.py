@@ -29,7 +29,17 @@ import numpy as np
 
 from data_adapters.dicom_header import PHASE_KEYS, SliceInfo, dcmread, quiet_pixels, read_header, walk_files
 
-__all__ = ["SPACING_TOLERANCE", "SIDECARS", "Series", "SliceInfo", "discover", "load_volume", "read_series"]
+__all__ = [
+    "SPACING_TOLERANCE",
+    "SIDECARS",
+    "Series",
+    "SliceInfo",
+    "check_hu",
+    "check_volume_geometry",
+    "discover",
+    "load_volume",
+    "read_series",
+]
 
 # Relative tolerance on slice spacing (beyond the header's rounding) before a series counts as uneven.
 SPACING_TOLERANCE = 0.1
@@ -337,14 +347,8 @@ def load_volume(series: Series) -> None:
                 series.reject(f"{info.label}: pixel data could not be decoded ({type(exc).__name__}: {exc})")
             series.hu = None
             return
-    hu = np.stack(planes)
-    lo, hi = float(hu.min()), float(hu.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < HU_RANGE[0] or hi > HU_RANGE[1]:
-        limits = f"{HU_RANGE[0]:g}..{HU_RANGE[1]:g}"
-        series.reject(f"HU range [{lo:.4g}, {hi:.4g}] is not plausible for CT (outside {limits})")
-        series.hu = None
-        return
-    series.hu = hu
+    series.hu = np.stack(planes)
+    check_hu(series)
 
 
 def _folder_of(slices: list[SliceInfo], root: Path) -> str:
@@ -414,3 +418,41 @@ def _geometry(obj: Any) -> tuple[tuple[float, float, float], Any, Any]:
     if isinstance(obj, dict):
         return tuple(obj["spacing_zyx"]), obj["origin_xyz"], obj["direction"]
     return tuple(obj.spacing_zyx), obj.origin_xyz, obj.direction
+
+
+def check_volume_geometry(series: Series) -> bool:
+    """Reject a volume whose geometry cannot be a CT scan (too few slices, absurd spacing, skewed axes).
+
+    The same limits as a DICOM series' headers get (`_plausibility`, `_check_spacing_and_tilt`), for
+    volumes that arrive with their geometry already assembled (data_adapters/volumes.py).
+    """
+    shape = series.shape_zyx
+    if shape is None or min(shape) < 1 or shape[0] < 2:
+        series.reject(f"a volume of shape {list(shape) if shape else None}: fewer than 2 slices")
+        return False
+    (lo, hi), (slo, shi) = PIXEL_SPACING_MM, SLICE_STEP_MM
+    dz, dy, dx = series.spacing_zyx
+    if not (lo <= dy <= hi and lo <= dx <= hi):
+        series.reject(f"pixel spacing {[dy, dx]} mm is outside {lo}-{hi} mm")
+        return False
+    if not slo <= dz <= shi:
+        series.reject(f"slice spacing {dz:.4g} mm is outside {slo}-{shi} mm")
+        return False
+    direction = np.asarray(series.direction, float)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-3):
+        series.reject("direction cosines are not orthonormal (sheared volume; resampling not enabled)")
+        return False
+    return True
+
+
+def check_hu(series: Series) -> bool:
+    """Reject a decoded volume whose values cannot be Hounsfield units (clears `series.hu`); DICOM or file."""
+    hu = series.hu
+    lo, hi = (float(hu.min()), float(hu.max())) if hu is not None and hu.size else (float("nan"),) * 2
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < HU_RANGE[0] or hi > HU_RANGE[1]:
+        series.reject(
+            f"HU range [{lo:.4g}, {hi:.4g}] is not plausible for CT (outside {HU_RANGE[0]:g}..{HU_RANGE[1]:g})"
+        )
+        series.hu = None
+        return False
+    return True

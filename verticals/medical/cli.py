@@ -20,6 +20,10 @@ GAP_POLICY = typer.Option(
     "reject", "--gaps", help="Series with gaps/uneven spacing: 'reject' or 'split' (keep the longest run)."
 )
 
+MAX_SKIPPED = typer.Option(
+    10, "--max-skipped", min=0, help="Skipped files listed by name in the table (the rest are counted)."
+)
+
 
 def _check_gap_policy(value: str) -> str:
     if value not in ("reject", "split"):
@@ -32,24 +36,40 @@ def inspect(
     directory: Path = typer.Argument(..., help="Folder to search for DICOM series (any nesting, any file names)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
     gaps: str = GAP_POLICY,
-    max_skipped: int = typer.Option(
-        10, "--max-skipped", min=0, help="Skipped files listed by name in the table (the rest are counted)."
-    ),
+    max_skipped: int = MAX_SKIPPED,
 ) -> None:
     """List every DICOM series under DIRECTORY: folder, geometry, HU range, QC status (exit 3 if any rejected).
 
     Hidden folders and files (.git, .venv, dotfiles) are not searched.
     """
+    _inspect(directory, as_json, gaps, max_skipped, volumes=False)
+
+
+@app.command("inspect")
+def inspect_volumes(
+    directory: Path = typer.Argument(
+        ..., help="Folder of volumes (.mhd/.raw, .mha, .nii, .nii.gz, .nrrd, .nhdr) and/or DICOM series."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
+    gaps: str = GAP_POLICY,
+    max_skipped: int = MAX_SKIPPED,
+) -> None:
+    """List every volume file and DICOM series under DIRECTORY, as `fedsite dicom inspect` does (exit 3 on rejects)."""
+    _inspect(directory, as_json, gaps, max_skipped, volumes=True)
+
+
+def _inspect(directory: Path, as_json: bool, gaps: str, max_skipped: int, *, volumes: bool) -> None:
     from verticals.medical.api import inspect_directory
     from verticals.medical.inspect_table import render
 
-    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps))
+    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps), volumes=volumes)
     if as_json:
         print(to_json(report))
     else:
         print(render(report, directory, max_skipped=max_skipped))
     if not report["series"]:
-        raise UserError(f"{directory}: no DICOM series found ({len(report['skipped'])} file(s) skipped)")
+        what = "volume file or DICOM series" if volumes else "DICOM series"
+        raise UserError(f"{directory}: no {what} found ({len(report['skipped'])} file(s) skipped)")
     bad = sum(r["status"] != "ok" for r in report["series"]) + len(report["skipped"])
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in the report)", rejected=bad)
@@ -103,7 +123,7 @@ def synth(
 
 @app.command("train")
 def train(
-    data: Path = typer.Option(..., "--data", help="Folder of DICOM series."),
+    data: Path = typer.Option(..., "--data", help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, ...)."),
     annotations: Path = typer.Option(
         ..., "--annotations", help="annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm)."
     ),
@@ -129,7 +149,7 @@ def train(
 
 @app.command("detect")
 def detect(
-    data: Path = typer.Argument(..., help="Folder of DICOM series."),
+    data: Path = typer.Argument(..., help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, .nrrd...)."),
     model: Path | None = typer.Option(
         None, "--model", help="Model directory from `fedsite medical train` (default: the shipped weights)."
     ),
@@ -161,11 +181,36 @@ def evaluate(
     candidates: Path = typer.Option(..., "--candidates", help="candidates.csv (LUNA16 submission format)."),
     annotations: Path = typer.Option(..., "--annotations", help="annotations.csv (LUNA16 format)."),
     out: Path | None = typer.Option(None, "--out", help="Folder for froc.png and froc.json."),
+    excluded: Path | None = typer.Option(
+        None,
+        "--excluded",
+        help="LUNA16 annotations_excluded.csv: candidates hitting these findings count neither as TP nor FP.",
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the CPM 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score candidates by the LUNA16 protocol: prints CPM, FROC at 1/8..8 FP/scan, counts."""
     from verticals.medical.api import evaluate_candidates
 
-    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed)
+    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded)
     print(to_json(result))
+
+
+@app.command("lidc-annotations")
+def lidc_annotations(
+    xml_dir: Path = typer.Argument(..., help="Folder of LIDC-IDRI reader XML files (LidcReadMessage), any nesting."),
+    data: Path = typer.Option(..., "--data", help="Folder of the DICOM series the XML files annotate."),
+    out: Path = typer.Option(..., "--out", help="annotations.csv to write (LUNA16 format, plus n_readers)."),
+    excluded_out: Path | None = typer.Option(
+        None, "--excluded-out", help="Also write annotations_excluded.csv (findings to ignore in evaluation)."
+    ),
+    min_readers: int = typer.Option(3, "--min-readers", min=1, help="Readers who must mark a nodule >= 3 mm."),
+) -> None:
+    """LIDC-IDRI XML -> LUNA16 annotations: nodules >= 3 mm marked by >= 3 readers (exit 3 if XML was skipped)."""
+    from verticals.medical.api import lidc_annotations as convert
+
+    result = convert(xml_dir, data, out, excluded_csv=excluded_out, min_readers=min_readers)
+    print(to_json(result))
+    if result["skipped"]:
+        bad = len(result["skipped"])
+        raise PartialSuccess(f"{bad} XML file(s) skipped (listed above)", rejected=bad)
