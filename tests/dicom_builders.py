@@ -67,6 +67,18 @@ def write_slices(
     return paths
 
 
+def make_rgb(paths: Sequence[Path]) -> None:
+    """Turn single-frame CT files into 8-bit RGB ones (a colour "CT" series, as some exports are)."""
+    import pydicom
+
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = np.zeros((ds.Rows, ds.Columns, 3), np.uint8).tobytes()
+        ds.save_as(path)
+
+
 def write_enhanced(
     path: Path,
     pixels: np.ndarray,
@@ -77,6 +89,7 @@ def write_enhanced(
     slopes: Sequence[tuple[str, str]] | None = None,
     series_uid: str = "1.2.826.0.1.3680043.8.498.7",
     functional_groups: bool = True,
+    temporal: Sequence[int] | None = None,
 ) -> Path:
     """An Enhanced CT file: frames of `pixels`, per-frame position (and rescale), shared orientation/spacing."""
     ds = _base(ENHANCED_CT, series_uid + ".1", series_uid)
@@ -97,6 +110,8 @@ def write_enhanced(
             item, plane, content = Dataset(), Dataset(), Dataset()
             plane.ImagePositionPatient = list(ipp)
             content.InStackPositionNumber, content.StackID = k + 1, "1"
+            if temporal is not None:
+                content.TemporalPositionIndex = temporal[k]
             item.PlanePositionSequence, item.FrameContentSequence = [plane], [content]
             if slopes is not None:
                 rescale = Dataset()

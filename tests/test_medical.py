@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from dicom_builders import axial_positions, make_rgb, write_enhanced, write_slices
 
 from common.cli import main
 from common.progress import set_quiet
@@ -163,12 +164,6 @@ def test_detector_learns_to_find_nodules(tmp_path):
 
 def test_detect_batch_survives_colour_multiframe_and_degenerate_series(trained, tmp_path, capsys):
     """Issue 18: RGB and Enhanced CT series once aborted the batch (exit 1, no report): now each has its status."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from dicom_builders import axial_positions, write_enhanced, write_slices
-
     data = tmp_path / "in"
     shutil.copytree(trained / "data" / "scan_000", data / "good")
     (good,), _ = dicom.read_series(data / "good")
@@ -177,13 +172,7 @@ def test_detect_batch_survives_colour_multiframe_and_degenerate_series(trained, 
                  for k in range(len(hu))]  # fmt: skip
     spacing = [repr(float(v)) for v in good.spacing_zyx[1:]]
     write_enhanced(data / "enhanced" / "mf.dcm", hu + 1024, positions, spacing=spacing, series_uid="1.2.826.0.1.7")
-    rgb = write_slices(data / "rgb", hu[:3, :4, :4], axial_positions(3, 2.0, 2), series_uid="1.2.826.0.1.8")
-    for path in rgb:
-        ds = pydicom.dcmread(path)
-        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PixelData = np.zeros((4, 4, 3), np.uint8).tobytes()
-        ds.save_as(path)
+    make_rgb(write_slices(data / "rgb", hu[:3, :4, :4], axial_positions(3, 2.0, 2), series_uid="1.2.826.0.1.8"))
     write_slices(data / "tiny", hu[:2, :1, :1], axial_positions(2, 0.5, 2), spacing=("0.5", "0.5"),
                  series_uid="1.2.826.0.1.9")  # fmt: skip
     code = main(["medical", "detect", str(data), "--model", str(trained / "model"), "--out", str(tmp_path / "o")])
