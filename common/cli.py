@@ -1,6 +1,6 @@
 """The `fedsite` entry point: parses, looks the command up, calls it, maps errors to exit codes.
 
-Exit codes (CONTRACTS.md) are implemented here once: 0 success, 2 bad usage or bad input (one line
+Exit codes (docs/contracts.md) are implemented here once: 0 success, 2 bad usage or bad input (one line
 on stderr, no traceback unless --debug), 3 partial success (some inputs rejected and reported).
 Command modules raise `UserError` / `PartialSuccess`; they never call sys.exit themselves.
 Command groups are imported lazily by module path so `fedsite --help` stays fast and the core does
@@ -15,8 +15,10 @@ import traceback
 
 import click
 import typer
+import typer.core
 
 import common
+from common import console, progress
 from common.errors import PartialSuccess, UserError
 
 # (name, "module:attribute", help). Groups are Typer apps, commands are functions.
@@ -51,7 +53,13 @@ def _version(value: bool) -> None:
 
 
 def build_app() -> typer.Typer:
-    """Assemble the Typer app from the group and command tables."""
+    """Assemble the Typer app from the group and command tables.
+
+    Help is plain text (rich_markup_mode=None). Typer 0.20 still escapes "[required]" and
+    "[default: ...]" as rich markup whenever rich is installed, and prints the backslashes in plain
+    mode, so rich is switched off for Typer's help formatting (fedsite's own tables still use rich).
+    """
+    typer.core.HAS_RICH = False
     app = typer.Typer(
         name="fedsite",
         help="fedsite: federated AI for hospitals, banks and factories. Data stays at each site.",
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the contract's exit code (the console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in argv
+    console.configure(debug=_state["debug"])
+    progress.set_debug(_state["debug"])
     code = 0
     try:
         app = build_app()

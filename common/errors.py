@@ -1,4 +1,4 @@
-"""The two exceptions that carry the CONTRACTS.md exit codes.
+"""The two exceptions that carry the exit codes of docs/contracts.md.
 
 Commands raise these instead of calling sys.exit so the mapping to exit codes (2 for bad usage or
 bad input, 3 for partial success) and the one-line message format live in one place: `common.cli`.

@@ -1,7 +1,7 @@
 """torch -> ONNX with a dynamic batch axis, ONNX Runtime sessions, and a parity check.
 
 ONNX Runtime is the deployment path at every site (2x to 4.5x faster than eager torch for our 3D
-CNNs on CPU, see ARCHITECTURE.md), so every Task's model must export and agree with torch. The parity
+CNNs on CPU, see docs/architecture.md), so every Task's model must export and agree with torch. The parity
 check fails loudly: a silently wrong exported model is the worst kind of bug in a detector.
 
 Models may take several inputs (the fraud model: sequences, features, a graph) and return tuples or

@@ -14,12 +14,25 @@ from typing import TypeVar
 T = TypeVar("T")
 
 _quiet = False
+_debug = False
 
 
 def set_quiet(quiet: bool) -> None:
     """Silence progress output (tests and nested calls that report on their own)."""
     global _quiet
     _quiet = quiet
+
+
+def set_debug(on: bool) -> None:
+    """Show third-party warnings and other diagnostics (the CLI's --debug)."""
+    global _debug
+    _debug = on
+
+
+def debug(message: str) -> None:
+    """One diagnostic line on stderr, only under --debug (third-party warnings go here, not to the user)."""
+    if _debug:
+        print(message, file=sys.stderr, flush=True)
 
 
 def log(message: str) -> None:

@@ -25,6 +25,7 @@ import common
 from common import atomic, config
 from common.errors import UserError
 from common.registry import get_task
+from common.strict_json import to_json
 
 # Bumped when the layout of a model directory changes incompatibly.
 FORMAT_VERSION = 1
@@ -111,7 +112,7 @@ def save_model(
     with atomic.atomic_dir(out) as tmp:
         (tmp / "model.pt").write_bytes(buffer.getvalue())
         (tmp / "config.toml").write_text(config.to_toml(cfg), encoding="utf-8")
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (tmp / "metadata.json").write_text(to_json(meta) + "\n", encoding="utf-8")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
     return Path(out)
@@ -172,5 +173,5 @@ def load_model(path: str | os.PathLike[str], expect: str | None = None, map_loca
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    """Pretty JSON, written atomically."""
-    return atomic.write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+    """Strict pretty JSON (see to_json), written atomically."""
+    return atomic.write_text(path, to_json(data) + "\n")

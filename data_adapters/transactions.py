@@ -1,4 +1,4 @@
-"""The transactions CSV of CONTRACTS.md (Finance) -> validated columns, rejects, time order, graph.
+"""The transactions CSV of docs/contracts.md (Finance) -> validated columns, rejects, time order, graph.
 
 Why this module exists apart from the model: a bank's export is never clean. Every row is checked
 (missing field, unparseable or zone-less timestamp, amount <= 0, duplicate txn_id, bad label or

@@ -23,8 +23,7 @@ from common.atomic import write_bytes
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    write_bytes(path, data)
-    path.chmod(0o600)
+    write_bytes(path, data, private=True)
 
 
 def _name(common_name: str) -> x509.Name:

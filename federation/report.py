@@ -1,4 +1,4 @@
-"""The outputs of a federated run: history.json (CONTRACTS.md), global_model/, report.md with plots.
+"""The outputs of a federated run: history.json (docs/contracts.md), global_model/, report.md with plots.
 
 history.json is the record a reviewer trusts: per round and per site, what was trained, how the
 new global model did on each site's own validation data, and what crossed the wire.

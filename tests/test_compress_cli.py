@@ -1,4 +1,4 @@
-"""`fedsite compress` / `fedsite profile` end to end: compression.json as CONTRACTS.md says, exit codes."""
+"""`fedsite compress` / `fedsite profile` end to end: compression.json as docs/contracts.md says, exit codes."""
 
 from __future__ import annotations
 
@@ -118,3 +118,28 @@ def test_profile_prints_a_table_and_json(model_dir, capsys):
     assert main(["profile", str(src), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"layers", "total", "latency_ms"} <= set(data) and data["latency_ms"]["ort_int8"] > 0
+
+
+def test_compress_refuses_a_metric_that_cannot_show_a_drop(model_dir, tmp_path, capsys):
+    """Held-out labels of one class make AUROC undefined (NaN): the INT8 budget would pass anything."""
+    src, data = model_dir
+    d = np.load(data / "data.npz")
+    one_class = tmp_path / "one_class"
+    one_class.mkdir()
+    np.savez(one_class / "data.npz", x=d["x"], y=np.zeros_like(d["y"]))
+    out = tmp_path / "guarded"
+    code = main(["compress", str(src), "--out", str(out), "--data", str(one_class)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "cannot be measured" in err and "--force" in err
+    code = main(["compress", str(src), "--out", str(out), "--data", str(one_class), "--int8", "off", "--force"])
+    assert code == 0
+    report = json.loads((out / "compression.json").read_text())
+    assert report["metric"]["guard"].startswith("off:")
+
+
+def test_guard_accepts_a_metric_that_can_anchor_a_drop():
+    from common.guard import require_judgeable, unjudgeable_reason
+
+    assert unjudgeable_reason(0.73) is None and require_judgeable(0.73, "auroc", force=False) is None
+    assert unjudgeable_reason(0.0) == "is 0" and "not finite" in unjudgeable_reason(float("nan"))

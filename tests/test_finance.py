@@ -153,7 +153,10 @@ def test_score_evaluate_update_round_trip(trained, tmp_path, capsys):
     assert list(metrics)[:4] == ["auprc", "roc_auc", "recall_at_1pct_fpr", "f1_best"]
     assert 0.0 <= metrics["auprc"] <= 1.0 and metrics["rows_unscored"] == 0
     new = tmp_path / "model2"
-    assert main(["finance", "update", "--model", str(model), "--data", str(data), "--out", str(new)]) == 0
+    # this small synthetic set has no fraud in its last 20 % of time, so the guard must be forced
+    # (test_update_refuses_a_held_out_period_without_fraud checks the refusal itself)
+    update = ["finance", "update", "--model", str(model), "--data", str(data), "--out", str(new), "--force"]
+    assert main(update) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) >= {"before", "after"} and "auprc" in report["after"]
     assert {"model.pt", "config.toml", "metadata.json", "model.onnx"} <= {p.name for p in new.iterdir()}
@@ -247,3 +250,20 @@ def test_star_aggregation_equals_pyg_scatter():
     edge_index = torch.stack([n_centre + torch.arange(n_centre * 4), torch.arange(n_centre).repeat_interleave(4)])
     attr, weight = torch.randn(n_centre * 4, 3), (torch.rand(n_centre * 4) > 0.3).float()
     torch.testing.assert_close(star(x, edge_index, attr, weight), plain(x, edge_index, attr, weight)[:n_centre])
+
+
+def test_update_refuses_a_held_out_period_without_fraud(trained, tmp_path, capsys):
+    """AUPRC on a period with no fraud is undefined: 'before' vs 'after' would compare nothing."""
+    _, data, model = trained
+    lines = data.read_text().splitlines()
+    label = lines[0].split(",").index("is_fraud")
+    rows = [line.split(",") for line in lines[1:]]
+    for fields in rows:
+        fields[label] = "0"
+    clean = tmp_path / "no_fraud.csv"
+    clean.write_text("\n".join([lines[0], *(",".join(f) for f in rows)]) + "\n")
+    new = tmp_path / "model2"
+    assert main(["finance", "update", "--model", str(model), "--data", str(clean), "--out", str(new)]) == 2
+    assert "no_fraud.csv" in capsys.readouterr().err and not new.exists()
+    assert main(["finance", "update", "--model", str(model), "--data", str(clean), "--out", str(new), "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["guard"].startswith("off:")

@@ -116,3 +116,20 @@ def test_evaluate_rejects_malformed_csv_with_file_and_line(tmp_path, capsys):
     wrong = _write(tmp_path / "w.csv", ["uid", "x"], [["a", 1]])
     assert main(["medical", "evaluate", "--candidates", str(wrong), "--annotations", str(ann)]) == 2
     assert "missing column" in capsys.readouterr().err
+
+
+def test_froc_json_is_strict_json_when_a_figure_is_undefined(tmp_path, capsys):
+    """No nodules: the CI and centre error are undefined; they must be null, never the NaN token."""
+    ann = tmp_path / "annotations.csv"
+    ann.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    cand = tmp_path / "candidates.csv"
+    cand.write_text("seriesuid,coordX,coordY,coordZ,probability\n1.2.3,0,0,0,0.9\n")
+    out = tmp_path / "froc"
+    assert main(["medical", "evaluate", "--candidates", str(cand), "--annotations", str(ann), "--out", str(out)]) == 0
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"non-JSON token {token}")
+
+    printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    written = json.loads((out / "froc.json").read_text(), parse_constant=refuse)
+    assert written["cpm_ci95"] == [None, None] and printed["median_centre_error_mm"] is None

@@ -115,12 +115,40 @@ def test_fit_adds_proximal_and_extra_loss_and_calibrates(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny dataset and a model directory trained on it through the CLI (shared by the tests below)."""
+    from verticals.manufacturing import api, deploy
+
     root = tmp_path_factory.mktemp("mfg")
     proc = _cli("manufacturing", "synth", "--out", str(root / "data"), "--scale", "tiny", "--seed", "2")
     assert proc.returncode == 0, proc.stderr
-    proc = _cli("manufacturing", "train", "--data", str(root / "data"), "--out", str(root / "model"), *TINY)
+    calibrated_on = []
+
+    def recording(model, cfg, calibration, work):  # the real deployment step, its input kept for a test
+        calibrated_on.extend(calibration)
+        return deploy.prepare_deployment(model, cfg, calibration, work)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "prepare_deployment", recording)
+        proc = _cli(
+            "manufacturing", "train", "--data", str(root / "data"), "--out", str(root / "model"), "--seed", "3", *TINY
+        )
     assert proc.returncode == 0, proc.stderr
+    torch.save(calibrated_on, root / "calibrated_on.pt")
     return root
+
+
+def test_compress_calibrates_on_the_images_training_deployed_with(trained):
+    """TASK.calibration_batches (what `fedsite compress` quantizes with) on the model's own config
+    and training data gives exactly the images `train` calibrated its INT8 model on, defects included."""
+    from common import runs
+
+    used = torch.load(trained / "calibrated_on.pt")
+    cfg = runs.load_model(trained / "model", expect="manufacturing").cfg
+    assert cfg.seed == 3  # --seed reaches the config, so the synthetic anomalies are the same ones
+    batches = TASK.calibration_batches(TASK.load_data(cfg, trained / "data", "train"), cfg)
+    ours = torch.cat([b for (b,) in batches])
+    assert torch.equal(ours, torch.cat(used))
+    half = len(ours) // 2
+    assert all((ours[i] - ours[i + half]).abs().amax() > 1.5 / 255 for i in range(half))  # anomalies pasted
 
 
 @pytest.mark.slow
@@ -230,10 +258,10 @@ def test_val_split_is_labelled_for_federated_monitoring(tmp_path):
 
 
 def test_int8_calibration_covers_defective_parts(tmp_path):
-    from verticals.manufacturing.api import calibration_batches
+    from verticals.manufacturing.deploy import calibration_images
 
     cfg, train, _ = _tiny_data(tmp_path)
-    batches = calibration_batches(train, cfg, seed=0, n=4)
+    batches = calibration_images(train, cfg, seed=0, n=4)
     images = torch.cat(batches)
     assert images.shape[0] == 8  # four good parts, then the same four with a synthetic anomaly
     assert torch.equal(images[0], torch.from_numpy(train.images[0]).permute(2, 0, 1).float() / 255)

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from dicom_builders import axial_positions, make_rgb, write_enhanced, write_slices
 
 from common.cli import main
 from common.progress import set_quiet
@@ -159,3 +160,30 @@ def test_detector_learns_to_find_nodules(tmp_path):
     trained_metrics = TASK.evaluate(model, data, cfg)
     assert trained_metrics["sensitivity_any"] >= 0.5
     assert trained_metrics["cpm"] > untrained["cpm"]
+
+
+def test_detect_batch_survives_colour_multiframe_and_degenerate_series(trained, tmp_path, capsys):
+    """Issue 18: RGB and Enhanced CT series once aborted the batch (exit 1, no report): now each has its status."""
+    data = tmp_path / "in"
+    shutil.copytree(trained / "data" / "scan_000", data / "good")
+    (good,), _ = dicom.read_series(data / "good")
+    hu = good.hu.astype(np.int16)
+    positions = [[repr(float(v)) for v in good.origin_xyz[:2]] + [repr(good.origin_xyz[2] + k * good.spacing_zyx[0])]
+                 for k in range(len(hu))]  # fmt: skip
+    spacing = [repr(float(v)) for v in good.spacing_zyx[1:]]
+    write_enhanced(data / "enhanced" / "mf.dcm", hu + 1024, positions, spacing=spacing, series_uid="1.2.826.0.1.7")
+    make_rgb(write_slices(data / "rgb", hu[:3, :4, :4], axial_positions(3, 2.0, 2), series_uid="1.2.826.0.1.8"))
+    write_slices(data / "tiny", hu[:2, :1, :1], axial_positions(2, 0.5, 2), spacing=("0.5", "0.5"),
+                 series_uid="1.2.826.0.1.9")  # fmt: skip
+    code = main(["medical", "detect", str(data), "--model", str(trained / "model"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err and "internal error" not in err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    status = {s["seriesuid"]: s for s in report["series"]}
+    assert status[good.seriesuid]["status"] == "ok" and "n_candidates" in status[good.seriesuid]
+    enhanced = status["1.2.826.0.1.7"]  # Enhanced CT of the same volume: read and detected like the original
+    assert enhanced["status"] == "ok" and enhanced["shape_zyx"] == status[good.seriesuid]["shape_zyx"]
+    assert status["1.2.826.0.1.8"]["status"] == "rejected" and "colour" in status["1.2.826.0.1.8"]["reasons"][0]
+    tiny = status["1.2.826.0.1.9"]  # a 2x1x1 volume: degenerate but valid, processed with no candidate
+    assert tiny["status"] == "ok" and tiny["n_candidates"] == 0
+    assert (tmp_path / "o" / "candidates.csv").exists()

@@ -5,13 +5,13 @@ Heavy imports (torch, onnxruntime) happen inside the commands so `fedsite --help
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from common.errors import PartialSuccess, UserError
+from common.strict_json import to_json
 
 
 class Int8Mode(StrEnum):
@@ -47,6 +47,9 @@ def compress(
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Epochs of fine-tuning per pruning round."),
     data_scale: DataScale = typer.Option(DataScale.small, "--data-scale", help="Size of synthesized data."),
     as_json: bool = typer.Option(False, "--json", help="Print compression.json to stdout."),
+    force: bool = typer.Option(
+        False, "--force", help="Go on when the metric is 0 or undefined on the data (no accuracy guard then)."
+    ),
 ) -> None:
     """Compress a model directory: prune, export to ONNX, INT8 by measurement; writes OUT/compression.json."""
     from common.compress.pipeline import CompressOptions
@@ -62,10 +65,11 @@ def compress(
         max_drop=max_drop,
         calibration=calibration.value,
         finetune_epochs=finetune_epochs,
+        force=force,
     )
     report = compress_directory(model_dir, out, options, data=data, seed=seed, scale=data_scale.value)
     if as_json:
-        print(json.dumps(report, indent=2, default=float))
+        print(to_json(report))
     else:
         _print_summary(report)
     stopped = (report.get("prune") or {}).get("stopped")
@@ -101,7 +105,7 @@ def profile(
 
     table = profile_directory(model_dir, ort=ort)
     if as_json:
-        print(json.dumps(table, indent=2, default=float))
+        print(to_json(table))
         return
     from rich.console import Console
     from rich.table import Table

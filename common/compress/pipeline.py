@@ -42,6 +42,7 @@ from common.compress.quantize import (
 )
 from common.compress.sensitivity import MixedPrecisionResult, candidate_nodes, mixed_precision, relative_drop
 from common.export import export_onnx, onnx_size_bytes, parity
+from common.guard import require_judgeable
 from common.progress import log
 
 
@@ -62,6 +63,7 @@ class CompressOptions:
     weighted_int8: bool = True  # also try static INT8 of Conv-only and of all weighted nodes, the rest fp32
     temperature: float = 4.0
     distill_weight: float = 0.5
+    force: bool = False  # go on when the metric before compression cannot anchor a drop (see common/guard.py)
 
 
 @dataclass
@@ -133,6 +135,14 @@ def compress_model(
     before_metrics = score_torch(original)
     before = _headline(task, before_metrics)
     metric: dict[str, Any] = {"name": task.headline_metric, "higher_is_better": better, "before": before}
+    guard_off = require_judgeable(
+        before,
+        f"the model's {task.headline_metric}",
+        force=options.force,
+        hint="give --data where the model scores above 0",
+    )
+    if guard_off:
+        metric["guard"] = f"off: {guard_off}"
     latency: dict[str, Any] = {"torch_original": torch_latency_ms(original, example)}
     report: dict[str, Any] = {"prune": None, "distill": None, "sparsity": None}
 

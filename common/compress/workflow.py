@@ -9,7 +9,6 @@ says), runs the pipeline and writes the compressed model directory atomically: `
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from common import runs
 from common.compress.pipeline import CompressOptions, compress_model
 from common.errors import UserError
 from common.progress import log
+from common.strict_json import to_json
 
 
 def _load_split(task: Any, cfg: Any, source: Path, split: str) -> Any:
@@ -82,7 +82,7 @@ def compress_directory(
         files = {
             "model.onnx": result.chosen_onnx.read_bytes(),
             "model_fp32.onnx": result.fp32_onnx.read_bytes(),
-            "compression.json": (json.dumps(report, indent=2, default=float) + "\n").encode(),
+            "compression.json": (to_json(report) + "\n").encode(),
         }
         if result.int8_onnx is not None:
             files["model_int8.onnx"] = result.int8_onnx.read_bytes()

@@ -158,6 +158,13 @@ def _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules) -> list[tupl
     return placed
 
 
+def _ds(value: float) -> str:
+    """`value` as a valid DS string (<= 16 characters, as precise as that allows)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
+
+
 def write_series(
     out_dir: Path,
     hu: np.ndarray,
@@ -206,15 +213,21 @@ def write_series(
         )
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.StudyDate, ds.InstitutionName, ds.ReferringPhysicianName = "20260101", "Synthetic Hospital", "DOE^JANE"
+        ds.StudyTime, ds.SeriesDate, ds.SeriesTime, ds.ContentDate, ds.ContentTime = (
+            "120000", "20260101", "120000", "20260101", "120000",
+        )  # fmt: skip
         ds.AccessionNumber, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = f"A{patient}", "1", 1, instance
         ds.Modality, ds.ImageType, ds.BodyPartExamined = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"], "CHEST"
-        ds.ImageOrientationPatient = [float(v) for v in orientation]
-        ds.ImagePositionPatient = [float(v) for v in np.asarray(origin_xyz, float) + k * spacing[0] * normal]
-        ds.SliceThickness, ds.PixelSpacing = float(spacing[0]), [float(spacing[1]), float(spacing[2])]
+        ds.PatientPosition, ds.PositionReferenceIndicator = "HFS", ""
+        ds.Manufacturer, ds.KVP, ds.AcquisitionNumber = "fedsite phantom", _ds(120), 1
+        # DS values are at most 16 characters (PS3.5 6.2): write them the way a scanner would
+        ds.ImageOrientationPatient = [_ds(v) for v in orientation]
+        ds.ImagePositionPatient = [_ds(v) for v in np.asarray(origin_xyz, float) + k * spacing[0] * normal]
+        ds.SliceThickness, ds.PixelSpacing = _ds(spacing[0]), [_ds(spacing[1]), _ds(spacing[2])]
         ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0 if unsigned else 1
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "HU"
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = _ds(slope), _ds(intercept), "HU"
         stored = np.round((hu[k] - intercept) / slope)
         dtype = np.uint16 if unsigned else np.int16
         info = np.iinfo(dtype)

@@ -76,13 +76,16 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
     return metrics
 
 
-def update_model(model_dir: str | Path, data: str | Path, out: str | Path, *, seed: int = 0) -> dict[str, dict]:
+def update_model(
+    model_dir: str | Path, data: str | Path, out: str | Path, *, seed: int = 0, force: bool = False
+) -> dict[str, dict]:
     """`fedsite finance update`: fine-tune on newly labelled rows; metrics before and after.
 
     The new rows are split by time: the model is fine-tuned on the earlier 80 % and both models are
     measured on the later 20 % (a held-out period, so "after" is not measured on what it just saw).
     """
     from common.device import seed_everything
+    from common.guard import require_judgeable
     from verticals.finance.evaluate import fraud_metrics
 
     loaded = runs.load_model(model_dir, expect="finance")
@@ -97,6 +100,12 @@ def update_model(model_dir: str | Path, data: str | Path, out: str | Path, *, se
 
         raise UserError(f"{data}: need rows spread over time to fine-tune and hold out (found {len(dataset)})")
     before = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
+    guard = require_judgeable(
+        before["auprc"] if hold.label.any() else None,
+        f"{data}: AUPRC of the held-out later 20 % ({len(hold)} rows, {int(hold.label.sum())} fraud)",
+        force=force,
+        hint="add labelled rows with fraud to the later period",
+    )
     fit(loaded.model, tune, cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
     after = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
     runs.save_model(
@@ -110,7 +119,8 @@ def update_model(model_dir: str | Path, data: str | Path, out: str | Path, *, se
         extra={"updated_from": str(model_dir), "rows_rejected": len(dataset.rejects)},
         extra_files=export_bytes(loaded.model, cfg),
     )
-    return {"before": before, "after": after, "rows_tuned": len(tune), "rows_held_out": len(hold)}
+    result = {"before": before, "after": after, "rows_tuned": len(tune), "rows_held_out": len(hold)}
+    return result | ({"guard": f"off: {guard}"} if guard else {})
 
 
 @dataclass

@@ -117,12 +117,16 @@ def update(
     data: Path = typer.Option(..., "--data", help="Newly labelled transactions CSV."),
     out: Path = typer.Option(..., "--out", help="New model directory."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    force: bool = typer.Option(
+        False, "--force", help="Go on when the held-out period has no fraud (before/after cannot be compared)."
+    ),
 ) -> None:
     """Fine-tune on newly labelled rows; prints metrics before and after on a held-out later period."""
+    from common.strict_json import to_json
     from verticals.finance.api import update_model
 
     _not_input(out, model, data)
-    typer.echo(json.dumps(update_model(model, data, out, seed=seed), indent=2))
+    typer.echo(to_json(update_model(model, data, out, seed=seed, force=force)))
 
 
 @app.command()

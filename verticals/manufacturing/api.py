@@ -10,9 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from common import atomic, runs
 from common.config import replace
 from common.device import seed_everything, set_threads
@@ -21,15 +18,13 @@ from common.progress import log
 from data_adapters.synth.inspection import write_dataset
 from data_adapters.synth.surfaces import CATEGORIES, Lighting
 
-from .anomalies import synthesize_anomaly
 from .baseline import GoldenTemplate, baseline_predictions, fit_baseline
 from .config import InspectConfig
-from .data import InspectionData, load_split, split_holdout, to_tensor
+from .data import load_split
 from .deploy import FP32_NAME, INT8_NAME, load_backend, prepare_deployment
 from .evaluate import evaluate, metrics_from
 from .infer import inspect
-from .task import model_from_config
-from .train import fit
+from .task import TASK
 
 BASELINE_NAME = "baseline.npz"
 
@@ -52,23 +47,24 @@ def synth(out: str | Path, *, seed: int = 0, category: str = "metal", scale: str
 
 
 def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: int = 0) -> tuple[Path, dict[str, Any]]:
-    """Train DefectNet and the golden-template baseline on `data_dir/train/good`; write a model directory.
+    """Train DefectNet (through the Task, as federation does) and the golden-template baseline on
+    `data_dir/train/good`; write a model directory.
 
     The directory also holds the ONNX export (and the INT8 one when measured faster and faithful),
-    the baseline, and the measured deployment choice in metadata.json.
+    the baseline, and the measured deployment choice in metadata.json. `seed` becomes the config's
+    seed, so `fedsite compress` on the directory calibrates INT8 on the same images training did.
     """
     set_threads(None)
     seed_everything(seed)
-    data = load_split(cfg, data_dir, "train")
-    model = model_from_config(cfg)
-    metrics = fit(model, data, cfg, seed=seed)
+    cfg = replace(cfg, seed=seed)
+    data = TASK.load_data(cfg, data_dir, "train")
+    model = TASK.build_model(cfg)
+    metrics = TASK.fit(model, data, cfg)
     cfg = replace(cfg, blur_sigma=metrics.get("blur_sigma", cfg.blur_sigma))  # chosen on validation
     log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
     baseline = fit_baseline(data, cfg)
     model = model.cpu().eval()
-    _, holdout = split_holdout(data, cfg.holdout)
-    calib_data = holdout if holdout is not None else data
-    calibration = calibration_batches(calib_data, cfg, seed)
+    calibration = [batch for (batch,) in TASK.calibration_batches(data, cfg)]
     files = {BASELINE_NAME: baseline.to_bytes()}
     with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
         deployment = prepare_deployment(model, cfg, calibration, Path(work))
@@ -88,21 +84,6 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
         extra_files=files,
     )
     return path, metrics
-
-
-def calibration_batches(data: InspectionData, cfg: InspectConfig, seed: int, n: int = 8) -> list[torch.Tensor]:
-    """Good held-out parts and the same parts with synthetic anomalies, for INT8 calibration.
-
-    Calibrating on good parts alone sets the output's quantization range to "no defect" and clips
-    every defect logit at that range's top (measured: all NG scores stuck at 0.50); the range must
-    include defects, so half the calibration images carry one.
-    """
-    rng = np.random.default_rng([seed, 17])
-    good = data.images[:n]
-    bad = [synthesize_anomaly(img.astype(np.float32) / 255.0, rng)[0] for img in good]
-    bad_u8 = np.clip(np.stack(bad) * 255 + 0.5, 0, 255).astype(np.uint8)
-    mixed = np.concatenate([good, bad_u8])
-    return [to_tensor(mixed[i : i + cfg.infer_batch]) for i in range(0, len(mixed), cfg.infer_batch)]
 
 
 def evaluate_model(

@@ -1,6 +1,6 @@
 """The deployment path: ONNX export, static INT8 by measurement, and an ONNX Runtime module.
 
-ARCHITECTURE.md measured static INT8 (QDQ, calibrated) 1.4-2.6x faster than fp32 for 2D convs on
+docs/architecture.md records static INT8 (QDQ, calibrated) 1.4-2.6x faster than fp32 for 2D convs on
 this CPU class, but "choose per model by measurement": `prepare_deployment` exports fp32, quantizes
 the convolutions with calibration images, times both at the inspection batch size and keeps INT8
 only when it is faster AND its image scores stay within `max_score_drift` of fp32 on the same
@@ -20,7 +20,9 @@ from torch import nn
 
 from common.export import export_onnx, run_session, session
 
+from .anomalies import synthesize_anomaly
 from .config import InspectConfig
+from .data import InspectionData, split_holdout, to_tensor
 
 FP32_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
@@ -151,3 +153,29 @@ def load_backend(model_dir: Path, torch_model: nn.Module, cfg: InspectConfig, ba
         example = torch.rand(1, 3, cfg.image_size, cfg.image_size)
         fp32_path = export_onnx(torch_model.eval().cpu(), (example,), workdir / FP32_NAME)
     return OrtModel(fp32_path), "ort_fp32"
+
+
+def calibration_images(data: InspectionData, cfg: InspectConfig, seed: int, n: int = 8) -> list[torch.Tensor]:
+    """The first `n` parts of `data` and the same parts with synthetic anomalies, for INT8 calibration.
+
+    Calibrating on good parts alone sets the output's quantization range to "no defect" and clips
+    every defect logit at that range's top (measured: all NG scores stuck at 0.50); the range must
+    include defects, so half the calibration images carry one.
+    """
+    rng = np.random.default_rng([seed, 17])
+    good = data.images[:n]
+    bad = [synthesize_anomaly(img.astype(np.float32) / 255.0, rng)[0] for img in good]
+    bad_u8 = np.clip(np.stack(bad) * 255 + 0.5, 0, 255).astype(np.uint8)
+    mixed = np.concatenate([good, bad_u8])
+    return [to_tensor(mixed[i : i + cfg.infer_batch]) for i in range(0, len(mixed), cfg.infer_batch)]
+
+
+def calibration_set(data: InspectionData, cfg: InspectConfig) -> list[torch.Tensor]:
+    """The INT8 calibration images of a training set: its held-out good parts (all of it when too
+    small to hold any out), half of them with a synthetic anomaly, seeded by `cfg.seed`.
+
+    One definition for `train` (deployment) and `TASK.calibration_batches` (`fedsite compress`), so
+    both quantize a model alike.
+    """
+    _, holdout = split_holdout(data, cfg.holdout)
+    return calibration_images(holdout if holdout is not None else data, cfg, cfg.seed)

@@ -52,8 +52,11 @@ class ManufacturingTask:
         return (torch.rand(2, 3, cfg.image_size, cfg.image_size, generator=generator),)
 
     def calibration_batches(self, data: InspectionData, cfg: InspectConfig) -> list[tuple[torch.Tensor, ...]]:
-        """Up to four batches of real images (batch size differs from example_input's on purpose)."""
-        return [(batch,) for batch in data.batches(3)[:4]]
+        """The images `train` calibrates its INT8 model on (deploy.calibration_set: held-out good
+        parts and the same parts with synthetic anomalies), so `fedsite compress` quantizes alike."""
+        from .deploy import calibration_set
+
+        return [(batch,) for batch in calibration_set(data, cfg)]
 
     def synthesize(self, out: Path, *, seed: int, site: int = 0, n_sites: int = 1, scale: str = "small") -> Path:
         """One site's line: its own product surface and lighting (site 0: metal, 1: fabric, 2: wood, ...)."""

@@ -94,7 +94,6 @@ def fit(
     epochs: int | None = None,
     proximal: Proximal | None = None,
     extra_loss: ExtraLoss | None = None,
-    seed: int | None = None,
 ) -> dict[str, float]:
     """Train in place on `data` (good images), then calibrate thresholds on its held-out part."""
     device = select_device()
@@ -103,7 +102,7 @@ def fit(
     if float(model.calibrated) == 0.0:
         set_normalisation(model, train.images)
     steps = (epochs if epochs is not None else cfg.epochs) * cfg.steps_per_epoch
-    rng = np.random.default_rng([cfg.seed if seed is None else seed, len(data), int(model.calibrated.item() * 7)])
+    rng = np.random.default_rng([cfg.seed, len(data), int(model.calibrated.item() * 7)])
     opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4))
     sched = fit_schedule(
         model,
@@ -142,7 +141,7 @@ def fit(
     metrics = {k: v / max(done, 1) for k, v in totals.items()}
     metrics["train_seconds"] = time.perf_counter() - start
     metrics["train_steps"] = float(done)
-    seed = cfg.seed if seed is None else seed
+    seed = cfg.seed
     choosing = cfg.memory_size > 0 or "," in str(cfg.blur_candidates)
     validation = validation_set(holdout, seed) if holdout is not None and choosing else None
     metrics.update(fit_memory(model, train, holdout, cfg, seed, validation))

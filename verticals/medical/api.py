@@ -38,26 +38,36 @@ def _require_dir(path: str | Path, what: str) -> Path:
     return path
 
 
-def inspect_directory(root: str | Path, *, gap_policy: str = "reject") -> dict[str, Any]:
-    """{"series": [record, ...], "skipped": [{"path", "reason"}, ...]} for every series under `root`."""
-    from data_adapters import dicom
+def inspect_directory(root: str | Path, *, gap_policy: str = "reject", volumes: bool = False) -> dict[str, Any]:
+    """{"series": [record, ...], "skipped": [{"path", "reason"}, ...]} for every series under `root`.
 
-    series, skipped = dicom.read_series(_require_dir(root, "folder"), gap_policy=gap_policy, load=False)
+    With `volumes`, volume files (MetaImage, NIfTI, NRRD) are listed too, in the same record shape.
+    """
+    from data_adapters import dicom
+    from data_adapters import volumes as volume_files
+
+    reader = volume_files.read_volumes if volumes else dicom.read_series
+    series, skipped = reader(_require_dir(root, "folder"), gap_policy=gap_policy, load=False)
     records = []
     for s in track(series, "inspecting series"):
         if s.status == "ok":
-            dicom.load_volume(s)
+            volume_files.load_volume(s)
         records.append(s.record())
         s.hu = None
     return {"series": records, "skipped": skipped}
 
 
-def deidentify_directory(in_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied."""
-    from data_adapters.deidentify import deidentify_tree
+def deidentify_directory(
+    in_dir: str | Path, out_dir: str | Path, *, secret_file: str | Path | None = None
+) -> dict[str, Any]:
+    """Copy every DICOM file under `in_dir` into `out_dir` with the PS3.15 basic profile applied.
 
-    written, skipped = deidentify_tree(_require_dir(in_dir, "input folder"), out_dir)
-    return {"written": written, "skipped": skipped}
+    UIDs are keyed hashes under the site secret (`secret_file`, default ~/.config/fedsite/deid-secret);
+    the crosswalk and the audit are written beside `out_dir` (data_adapters/deid_folder.py).
+    """
+    from data_adapters.deid_folder import deidentify_tree
+
+    return deidentify_tree(_require_dir(in_dir, "input folder"), out_dir, secret_file=secret_file)
 
 
 def train_model(
@@ -147,13 +157,11 @@ def detect_directory(
     overlays: int = 3,
     gap_policy: str = "reject",
 ) -> dict[str, Any]:
-    """Detect nodules in every CT series under `data`; writes candidates.csv, report.json, overlays/."""
+    """Detect nodules in every CT series and volume file under `data`; writes candidates.csv, report.json, overlays/."""
     from common import atomic, runs
     from common.device import set_threads
-    from data_adapters import dicom
-    from verticals.medical.infer import detect_case, fp_params
-    from verticals.medical.overlays import write_overlays
-    from verticals.medical.preprocess import case_from_series
+    from data_adapters import volumes
+    from verticals.medical.infer import fp_params
 
     data = _require_dir(data, "data folder").resolve()
     out_path = Path(out_dir).resolve()
@@ -162,7 +170,7 @@ def detect_directory(
     set_threads(None)
     loaded = runs.load_model(model_dir, expect="medical")
     cfg = loaded.cfg
-    series_list, skipped = dicom.read_series(data, gap_policy=gap_policy, load=False)
+    series_list, skipped = volumes.read_volumes(data, gap_policy=gap_policy, load=False)
     rows, records = [], []
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_dir(out_path) as tmp:
         runner, runner_name = _runner_for(loaded, cfg, use_onnx, Path(scratch))
@@ -170,34 +178,11 @@ def detect_directory(
         for series in track(series_list, "detecting"):
             record = {"seriesuid": series.seriesuid, "status": series.status, "reasons": list(series.reasons)}
             if series.status == "ok":
-                t0 = time.perf_counter()
-                dicom.load_volume(series)
-                t1 = time.perf_counter()
-                if series.status == "ok":
-                    case = case_from_series(series, cfg, keep_hu=True)
-                    t2 = time.perf_counter()
-                    found = detect_case(case, runner, cfg, fp)
-                    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
-                    pngs = write_overlays(
-                        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
-                        found["diameter_mm"], found["probability"], overlays,
-                    )  # fmt: skip
-                    for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"]):
-                        rows.append([series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"])
-                    record.update(
-                        shape_zyx=list(series.hu.shape),
-                        spacing_zyx=[float(v) for v in series.spacing_zyx],
-                        n_candidates=int(len(found["probability"])),
-                        overlays=[str(Path(p).relative_to(tmp)) for p in pngs],
-                        timings={
-                            "read_s": t1 - t0,
-                            "preprocess_s": t2 - t1,
-                            "network_s": found["seconds_network"],
-                            "postprocess_s": found["seconds_postprocess"],
-                            "total_s": time.perf_counter() - t0,
-                        },
-                    )
-                    series.hu = None
+                try:
+                    record.update(_detect_one(series, runner, cfg, fp, tmp, overlays, rows))
+                except Exception as exc:  # one series' failure never costs the others their results
+                    series.reject(f"could not be processed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+                series.hu = None
                 record["status"], record["reasons"] = series.status, list(series.reasons)
             records.append(record)
         atomic.write_csv(tmp / "candidates.csv", CANDIDATE_HEADER, rows)
@@ -211,3 +196,103 @@ def detect_directory(
         }
         runs.write_json(tmp / "report.json", report)
     return report
+
+
+def _detect_one(series, runner, cfg, fp, tmp: Path, overlays: int, rows: list) -> dict[str, Any]:
+    """Read, preprocess and detect one QC-passed series; append its candidate rows; return its record fields."""
+    from data_adapters import dicom, volumes
+    from verticals.medical.infer import detect_case
+    from verticals.medical.overlays import write_overlays
+    from verticals.medical.preprocess import case_from_series
+
+    t0 = time.perf_counter()
+    volumes.load_volume(series)
+    t1 = time.perf_counter()
+    if series.status != "ok":
+        return {}
+    case = case_from_series(series, cfg, keep_hu=True)
+    t2 = time.perf_counter()
+    found = detect_case(case, runner, cfg, fp)
+    src_vox = dicom.world_to_voxel(series, found["xyz"]) if len(found["xyz"]) else np.zeros((0, 3))
+    pngs = write_overlays(
+        tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
+        found["diameter_mm"], found["probability"], overlays,
+    )  # fmt: skip
+    new_rows = [
+        [series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"]
+        for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"])
+    ]
+    rows.extend(new_rows)  # only once the whole series succeeded
+    return {
+        "shape_zyx": list(series.hu.shape),
+        "spacing_zyx": [float(v) for v in series.spacing_zyx],
+        "n_candidates": len(new_rows),
+        "overlays": [str(Path(p).relative_to(tmp)) for p in pngs],
+        "timings": {
+            "read_s": t1 - t0,
+            "preprocess_s": t2 - t1,
+            "network_s": found["seconds_network"],
+            "postprocess_s": found["seconds_postprocess"],
+            "total_s": time.perf_counter() - t0,
+        },
+    }
+
+
+LIDC_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "n_readers"]
+
+
+def lidc_annotations(
+    xml_dir: str | Path,
+    data: str | Path,
+    out_csv: str | Path,
+    *,
+    excluded_csv: str | Path | None = None,
+    min_readers: int = 3,
+) -> dict[str, Any]:
+    """LIDC-IDRI reader XML under `xml_dir` -> LUNA16 annotations.csv (and annotations_excluded.csv).
+
+    The series the XML files refer to are read under `data` for their geometry (pixel -> world).
+    XML files that cannot be used (not a CT read, series not under `data`, malformed) are listed
+    under "skipped" with a reason; the others are written.
+    """
+    from common import atomic
+    from data_adapters import dicom, lidc
+
+    xml_dir, data = _require_dir(xml_dir, "XML folder"), _require_dir(data, "DICOM folder")
+    candidates = [xml_dir] if xml_dir.is_file() else xml_dir.rglob("*")
+    xml_files = sorted(p for p in candidates if p.suffix.lower() == ".xml")
+    if not xml_files:
+        raise UserError(f"{xml_dir}: no .xml file found")
+    series_list, _ = dicom.read_series(data, load=False)
+    by_uid = {s.seriesuid: s for s in series_list}
+    marks: dict[str, list] = {}
+    skipped = []
+    for path in track(xml_files, "reading LIDC XML"):
+        try:
+            uid, findings = lidc.parse_xml(path)
+            series = by_uid.get(uid)
+            if series is None:
+                raise ValueError(f"series {uid} is not under {data}")
+            if series.status != "ok":
+                raise ValueError(f"series {uid} was rejected: {'; '.join(series.reasons)}")
+            locator = lidc.SliceLocator(series)
+            marks.setdefault(uid, []).extend(lidc.to_mark(f, locator) for f in findings)
+        except ValueError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+    rows, excluded_rows = [], []
+    for uid in sorted(marks):
+        included, excluded = lidc.consensus(marks[uid], min_readers)
+        for table, items in ((rows, included), (excluded_rows, excluded)):
+            for xyz, diameter, readers in items:
+                table.append([uid, *(f"{v:.3f}" for v in xyz), f"{diameter:.2f}", readers])
+    atomic.write_csv(Path(out_csv), LIDC_HEADER, rows)
+    if excluded_csv is not None:
+        atomic.write_csv(Path(excluded_csv), LIDC_HEADER, excluded_rows)
+    return {
+        "series": len(marks),
+        "nodules": len(rows),
+        "excluded": len(excluded_rows),
+        "out": str(out_csv),
+        "excluded_out": str(excluded_csv) if excluded_csv is not None else None,
+        "skipped": skipped,
+    }

@@ -6,18 +6,22 @@ Exit codes: UserError -> 2, PartialSuccess (raised after every output is written
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from common.errors import PartialSuccess, UserError
+from common.strict_json import to_json
 
 app = typer.Typer(no_args_is_help=True, help="CT lung-nodule detection: synth, train, detect, evaluate.")
 dicom_app = typer.Typer(no_args_is_help=True, help="DICOM series: inspect geometry and QC, de-identify.")
 
 GAP_POLICY = typer.Option(
     "reject", "--gaps", help="Series with gaps/uneven spacing: 'reject' or 'split' (keep the longest run)."
+)
+
+MAX_SKIPPED = typer.Option(
+    10, "--max-skipped", min=0, help="Skipped files listed by name in the table (the rest are counted)."
 )
 
 
@@ -32,40 +36,70 @@ def inspect(
     directory: Path = typer.Argument(..., help="Folder to search for DICOM series (any nesting, any file names)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
     gaps: str = GAP_POLICY,
+    max_skipped: int = MAX_SKIPPED,
 ) -> None:
-    """List every DICOM series under DIRECTORY: geometry, HU range, QC status (exit 3 if anything was rejected)."""
-    from verticals.medical.api import inspect_directory
+    """List every DICOM series under DIRECTORY: folder, geometry, HU range, QC status (exit 3 if any rejected).
 
-    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps))
+    Hidden folders and files (.git, .venv, dotfiles) are not searched.
+    """
+    _inspect(directory, as_json, gaps, max_skipped, volumes=False)
+
+
+@app.command("inspect")
+def inspect_volumes(
+    directory: Path = typer.Argument(
+        ..., help="Folder of volumes (.mhd/.raw, .mha, .nii, .nii.gz, .nrrd, .nhdr) and/or DICOM series."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full JSON report instead of a table."),
+    gaps: str = GAP_POLICY,
+    max_skipped: int = MAX_SKIPPED,
+) -> None:
+    """List every volume file and DICOM series under DIRECTORY, as `fedsite dicom inspect` does (exit 3 on rejects)."""
+    _inspect(directory, as_json, gaps, max_skipped, volumes=True)
+
+
+def _inspect(directory: Path, as_json: bool, gaps: str, max_skipped: int, *, volumes: bool) -> None:
+    from verticals.medical.api import inspect_directory
+    from verticals.medical.inspect_table import render
+
+    report = inspect_directory(directory, gap_policy=_check_gap_policy(gaps), volumes=volumes)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report))
     else:
-        for rec in report["series"]:
-            geo = f"shape {rec['shape_zyx']} spacing {[round(v, 3) for v in rec['spacing_zyx'] or []]}"
-            why = f" ({'; '.join(rec['reasons'])})" if rec["reasons"] else ""
-            print(f"{rec['seriesuid']}  {rec['modality']}  {rec['files']} files  {rec['status']}  {geo}{why}")
-        for item in report["skipped"]:
-            print(f"skipped {item['path']}: {item['reason']}")
+        print(render(report, directory, max_skipped=max_skipped))
+    if not report["series"]:
+        what = "volume file or DICOM series" if volumes else "DICOM series"
+        raise UserError(f"{directory}: no {what} found ({len(report['skipped'])} file(s) skipped)")
     bad = sum(r["status"] != "ok" for r in report["series"]) + len(report["skipped"])
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in the report)", rejected=bad)
-    if not report["series"]:
-        raise UserError(f"{directory}: no DICOM series found")
 
 
 @dicom_app.command("deidentify")
 def deidentify(
     in_dir: Path = typer.Argument(..., help="Folder of DICOM files (never modified)."),
     out_dir: Path = typer.Argument(..., help="Where the de-identified copies go (same relative paths)."),
+    secret_file: Path | None = typer.Option(
+        None,
+        "--secret-file",
+        help="The site secret that keys the new UIDs (same secret, same UIDs). "
+        "Default: ~/.config/fedsite/deid-secret, created on first use.",
+    ),
 ) -> None:
-    """Copy every DICOM file with the PS3.15 basic de-identification profile applied."""
+    """Copy every DICOM file with the PS3.15 Basic Application Level Confidentiality Profile applied.
+
+    Writes OUT_DIR.crosswalk.csv (old -> new UIDs; keep it at the site) and OUT_DIR.audit.csv (one
+    line per file) beside OUT_DIR; annotations.csv/candidates CSVs are copied with the new UIDs.
+    Exit 3 when a DICOM file could not be copied; other files are listed, not counted as failures.
+    """
     from verticals.medical.api import deidentify_directory
 
-    result = deidentify_directory(in_dir, out_dir)
-    print(json.dumps(result, indent=2))
-    if result["skipped"]:
+    result = deidentify_directory(in_dir, out_dir, secret_file=secret_file)
+    print(to_json(result))
+    if result["failed"]:
         raise PartialSuccess(
-            f"{len(result['skipped'])} file(s) skipped (listed above)", rejected=len(result["skipped"])
+            f"{len(result['failed'])} DICOM file(s) not copied (listed above and in {result['audit']})",
+            rejected=len(result["failed"]),
         )
 
 
@@ -89,7 +123,7 @@ def synth(
 
 @app.command("train")
 def train(
-    data: Path = typer.Option(..., "--data", help="Folder of DICOM series."),
+    data: Path = typer.Option(..., "--data", help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, ...)."),
     annotations: Path = typer.Option(
         ..., "--annotations", help="annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm)."
     ),
@@ -107,7 +141,7 @@ def train(
 
     cfg = resolve(MedicalConfig, config, sets, section="medical")
     result = train_model(data, annotations, out, cfg, seed=seed)
-    print(json.dumps({"out": result["out"], "metrics": result["metrics"]}, indent=2))
+    print(to_json({"out": result["out"], "metrics": result["metrics"]}))
     bad = len(result["rejected"]) + len(result["skipped"])
     if bad:
         raise PartialSuccess(f"{bad} series/files rejected or skipped (listed in {out}/metadata.json)", rejected=bad)
@@ -115,7 +149,7 @@ def train(
 
 @app.command("detect")
 def detect(
-    data: Path = typer.Argument(..., help="Folder of DICOM series."),
+    data: Path = typer.Argument(..., help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, .nrrd...)."),
     model: Path = typer.Option(..., "--model", help="Model directory from `fedsite medical train`."),
     out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, overlays/."),
     overlays: int = typer.Option(3, "--overlays", min=0, help="Overlay PNGs per series (top candidates)."),
@@ -144,11 +178,36 @@ def evaluate(
     candidates: Path = typer.Option(..., "--candidates", help="candidates.csv (LUNA16 submission format)."),
     annotations: Path = typer.Option(..., "--annotations", help="annotations.csv (LUNA16 format)."),
     out: Path | None = typer.Option(None, "--out", help="Folder for froc.png and froc.json."),
+    excluded: Path | None = typer.Option(
+        None,
+        "--excluded",
+        help="LUNA16 annotations_excluded.csv: candidates hitting these findings count neither as TP nor FP.",
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the CPM 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score candidates by the LUNA16 protocol: prints CPM, FROC at 1/8..8 FP/scan, counts."""
     from verticals.medical.api import evaluate_candidates
 
-    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed)
-    print(json.dumps(result, indent=2))
+    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded)
+    print(to_json(result))
+
+
+@app.command("lidc-annotations")
+def lidc_annotations(
+    xml_dir: Path = typer.Argument(..., help="Folder of LIDC-IDRI reader XML files (LidcReadMessage), any nesting."),
+    data: Path = typer.Option(..., "--data", help="Folder of the DICOM series the XML files annotate."),
+    out: Path = typer.Option(..., "--out", help="annotations.csv to write (LUNA16 format, plus n_readers)."),
+    excluded_out: Path | None = typer.Option(
+        None, "--excluded-out", help="Also write annotations_excluded.csv (findings to ignore in evaluation)."
+    ),
+    min_readers: int = typer.Option(3, "--min-readers", min=1, help="Readers who must mark a nodule >= 3 mm."),
+) -> None:
+    """LIDC-IDRI XML -> LUNA16 annotations: nodules >= 3 mm marked by >= 3 readers (exit 3 if XML was skipped)."""
+    from verticals.medical.api import lidc_annotations as convert
+
+    result = convert(xml_dir, data, out, excluded_csv=excluded_out, min_readers=min_readers)
+    print(to_json(result))
+    if result["skipped"]:
+        bad = len(result["skipped"])
+        raise PartialSuccess(f"{bad} XML file(s) skipped (listed above)", rejected=bad)

@@ -3,10 +3,11 @@
 Follows the LUNA16 evaluation script (noduleCADEvaluationLUNA16.py): for each nodule, every candidate
 closer to its centre than its radius hits it; the highest-probability one is the nodule's true
 positive and the other hits are discarded (neither TP nor FP); candidates hitting no nodule are false
-positives. The FROC curve starts at (0 FP, 0 sensitivity) like sklearn's roc_curve does in the
-script, and sensitivities at the seven FP rates are linearly interpolated; CPM is their mean. The
-95% interval bootstraps scans (resampling with replacement). tests/test_froc.py cross-checks the
-curve and score against monai.metrics.froc.
+positives, except those hitting an excluded finding (annotations_excluded.csv), which are ignored
+(bOtherNodulesAsIrrelevant in the script). The FROC curve starts at (0 FP, 0 sensitivity) like
+sklearn's roc_curve does in the script, and sensitivities at the seven FP rates are linearly
+interpolated; CPM is their mean. The 95% interval bootstraps scans (resampling with replacement).
+tests/test_froc.py cross-checks the curve and score against monai.metrics.froc.
 """
 
 from __future__ import annotations
@@ -19,23 +20,47 @@ import numpy as np
 from common.errors import UserError
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# noduleCADEvaluationLUNA16.py gives excluded findings without a diameter (-1) a 10 mm one.
+EXCLUDED_DEFAULT_DIAMETER_MM = 10.0
 
 
-def match_scan(cands_xyz: np.ndarray, probs: np.ndarray, nodules_xyz: np.ndarray, diameters: np.ndarray):
-    """One scan -> (TP probability per nodule, -inf when missed; FP probabilities; index of each nodule's TP)."""
+def match_scan(
+    cands_xyz: np.ndarray,
+    probs: np.ndarray,
+    nodules_xyz: np.ndarray,
+    diameters: np.ndarray,
+    excluded_xyz: np.ndarray | None = None,
+    excluded_diameters: np.ndarray | None = None,
+):
+    """One scan -> (TP probability per nodule, -inf when missed; FP probabilities; index of each nodule's TP).
+
+    Candidates within the radius of an excluded finding (LUNA16's annotations_excluded.csv: nodules
+    < 3 mm, non-nodules, nodules fewer than 3 readers marked) are irrelevant: not false positives,
+    and they still count as true positives when they also hit an included nodule, as in the script.
+    An excluded finding without a size (diameter < 0) gets the script's 10 mm.
+    """
     tp = np.full(len(diameters), -np.inf)
     tp_index = np.full(len(diameters), -1)
-    hit_any = np.zeros(len(probs), bool)
+    hits = _hits(cands_xyz, nodules_xyz, diameters)
+    ignore = hits.any(1)
     if len(probs) and len(diameters):
-        dist = np.linalg.norm(cands_xyz[:, None, :] - nodules_xyz[None, :, :], axis=-1)
-        hits = dist < (diameters[None, :] / 2.0)
-        hit_any = hits.any(1)
         for j in range(len(diameters)):
             idx = np.flatnonzero(hits[:, j])
             if idx.size:
                 best = idx[np.argmax(probs[idx])]
                 tp[j], tp_index[j] = probs[best], best
-    return tp, probs[~hit_any], tp_index
+    if len(probs) and excluded_xyz is not None and len(excluded_xyz):
+        ex_diam = np.where(np.asarray(excluded_diameters, float) < 0, EXCLUDED_DEFAULT_DIAMETER_MM, excluded_diameters)
+        ignore |= _hits(cands_xyz, excluded_xyz, ex_diam).any(1)
+    return tp, probs[~ignore], tp_index
+
+
+def _hits(cands_xyz: np.ndarray, centres_xyz: np.ndarray, diameters: np.ndarray) -> np.ndarray:
+    """(candidates, findings) booleans: candidate strictly closer to the centre than the radius."""
+    if not len(cands_xyz) or not len(diameters):
+        return np.zeros((len(cands_xyz), len(diameters)), bool)
+    dist = np.linalg.norm(cands_xyz[:, None, :] - centres_xyz[None, :, :], axis=-1)
+    return dist < (np.asarray(diameters, float)[None, :] / 2.0)
 
 
 def froc_curve(tp_probs: np.ndarray, fp_probs: np.ndarray, n_nodules: int, n_scans: int):
@@ -54,18 +79,32 @@ def froc_points(tp_probs, fp_probs, n_nodules: int, n_scans: int) -> np.ndarray:
     return np.interp(FP_RATES, fps, sens)
 
 
-def score(candidates: dict[str, tuple[np.ndarray, np.ndarray]], annotations: dict, scans: list[str] | None = None):
-    """LUNA16 scoring of candidates {uid: (xyz, prob)} against annotations {uid: [(xyz, diameter)]}."""
+def score(
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]],
+    annotations: dict,
+    scans: list[str] | None = None,
+    excluded: dict | None = None,
+):
+    """LUNA16 scoring of candidates {uid: (xyz, prob)} against annotations {uid: [(xyz, diameter)]}.
+
+    `excluded` ({uid: [(xyz, diameter)]}, annotations_excluded.csv) removes the candidates that hit
+    those findings from the false positives; it adds no scan and no nodule.
+    """
     scans = sorted(set(scans or []) | set(annotations) | set(candidates))
+    excluded = excluded or {}
     per_scan = []
     for uid in scans:
         xyz, prob = candidates.get(uid, (np.zeros((0, 3)), np.zeros(0)))
-        nod = annotations.get(uid, [])
-        nxyz = np.array([n[0] for n in nod]).reshape(-1, 3)
-        diam = np.array([n[1] for n in nod], float)
-        tp, fp, tp_index = match_scan(np.asarray(xyz, float).reshape(-1, 3), np.asarray(prob, float), nxyz, diam)
+        nxyz, diam = _findings(annotations.get(uid, []))
+        exyz, ediam = _findings(excluded.get(uid, []))
+        xyz, prob = np.asarray(xyz, float).reshape(-1, 3), np.asarray(prob, float)
+        tp, fp, tp_index = match_scan(xyz, prob, nxyz, diam, exyz, ediam)
         per_scan.append((tp, fp, tp_index, xyz, nxyz))
     return scans, per_scan
+
+
+def _findings(items: list) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([n[0] for n in items], float).reshape(-1, 3), np.array([n[1] for n in items], float)
 
 
 def summarise(per_scan, n_bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -134,26 +173,40 @@ def read_candidates(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
     return {uid: (v[:, :3], v[:, 3]) for uid, v in table.items()}
 
 
-def read_annotations(path: str | Path) -> dict[str, list[tuple[np.ndarray, float]]]:
-    """annotations.csv (LUNA16) -> {seriesuid: [(xyz world mm, diameter mm), ...]}."""
-    table = _read_luna_csv(path, ("coordX", "coordY", "coordZ", "diameter_mm"), "annotations")
+def read_annotations(path: str | Path, what: str = "annotations") -> dict[str, list[tuple[np.ndarray, float]]]:
+    """annotations.csv (LUNA16; also annotations_excluded.csv) -> {seriesuid: [(xyz world mm, diameter mm), ...]}."""
+    table = _read_luna_csv(path, ("coordX", "coordY", "coordZ", "diameter_mm"), what)
     return {uid: [(row[:3], float(row[3])) for row in v] for uid, v in table.items()}
 
 
 def evaluate_candidates(
-    candidates_csv, annotations_csv, out_dir=None, *, n_bootstrap: int = 1000, seed: int = 0
+    candidates_csv, annotations_csv, out_dir=None, *, n_bootstrap: int = 1000, seed: int = 0, excluded_csv=None
 ) -> dict:
-    """The `fedsite medical evaluate` result; writes froc.png and froc.json under `out_dir` when given."""
+    """The `fedsite medical evaluate` result; writes froc.png and froc.json under `out_dir` when given.
+
+    `excluded_csv` is LUNA16's annotations_excluded.csv: hits on those findings are ignored.
+    """
     cands = read_candidates(candidates_csv)
     ann = read_annotations(annotations_csv)
-    _, per_scan = score(cands, ann)
+    excluded = read_annotations(excluded_csv, "excluded annotations") if excluded_csv is not None else None
+    _, per_scan = score(cands, ann, excluded=excluded)
     result = summarise(per_scan, n_bootstrap=n_bootstrap, seed=seed)
+    if excluded is not None:
+        result["n_excluded_findings"] = sum(len(v) for v in excluded.values())
+        result["n_ignored_candidates"] = _count_ignored(cands, ann, excluded)
     if out_dir is not None:
         from common.runs import write_json
 
         write_json(Path(out_dir) / "froc.json", result)
         plot_froc(per_scan, result, Path(out_dir) / "froc.png")
     return result
+
+
+def _count_ignored(cands, ann, excluded) -> int:
+    """Candidates dropped from the false positives because they hit an excluded finding only."""
+    with_ex = sum(len(p[1]) for p in score(cands, ann, excluded=excluded)[1])
+    without = sum(len(p[1]) for p in score(cands, ann)[1])
+    return int(without - with_ex)
 
 
 def plot_froc(per_scan, result: dict, path: Path) -> Path:

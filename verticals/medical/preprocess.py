@@ -95,14 +95,15 @@ def split_of(seriesuid: str, uids: list[str]) -> str:
 def load_cases(
     data: str | Path, annotations: str | Path | None, cfg, split: str = "all", *, keep_hu: bool = False
 ) -> tuple[list[Case], list[dict], list[dict]]:
-    """Read every series under `data` and attach annotations; returns (cases, rejected series, skipped files).
+    """Read every series (DICOM or volume file) under `data` and attach annotations; returns (cases, rejected, skipped).
 
     `split` is "all", "train", or "test"/"val" (the same held-out quarter: phantom sites are small).
     """
     from common.progress import track
+    from data_adapters import volumes
     from verticals.medical.evaluate import read_annotations
 
-    series_list, skipped = dicom.read_series(data, load=False)
+    series_list, skipped = volumes.read_volumes(data, load=False)
     labels = read_annotations(annotations) if annotations is not None else {}
     ok = [s for s in series_list if s.status == "ok"]
     rejected = [s.record() for s in series_list if s.status != "ok"]
@@ -112,7 +113,7 @@ def load_cases(
     for series in track(ok, "reading series"):
         if wanted != "all" and len(uids) > 1 and split_of(series.seriesuid, uids) != wanted:
             continue
-        dicom.load_volume(series)
+        volumes.load_volume(series)
         if series.status != "ok":
             rejected.append(series.record())
             continue
