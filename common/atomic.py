@@ -110,11 +110,13 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_csv(path: str | os.PathLike[str], header: list[str], rows: Iterable[Iterable[object]]) -> Path:
-    """Write a CSV (header + rows) atomically; floats keep full precision via repr."""
+def write_csv(
+    path: str | os.PathLike[str], header: list[str], rows: Iterable[Iterable[object]], *, private: bool = False
+) -> Path:
+    """Write a CSV (header + rows) atomically; floats keep full precision via repr; `private`: 0600."""
     import csv
 
-    with atomic_path(path, suffix=".csv") as tmp:
+    with atomic_path(path, suffix=".csv", private=private) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(header)

@@ -85,6 +85,8 @@ def test_private_files_stay_owner_only_whatever_the_umask(tmp_path, umask, mask)
         assert _mode(tmp) == 0o600  # before the first byte is written
         tmp.write_bytes(b"t")
     assert _mode(tmp_path / "token") == 0o600
+    atomic.write_csv(tmp_path / "crosswalk.csv", ["original", "replacement"], [["1.2.3", "2.25.9"]], private=True)
+    assert _mode(tmp_path / "crosswalk.csv") == 0o600
 
 
 def test_keys_private_certificates_public(tmp_path, umask):
