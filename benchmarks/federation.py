@@ -66,7 +66,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "data": {"scans": 16},  # per site: 12 training scans, 4 test scans (the Task's "small" has 6)
         # the FP-reduction stage (a logistic fit on the detector's candidates over every training scan)
         # is fitted on the final local models only: refitting it every round cost ~20 s per site-round
-        "final_round_only": "fp_reduction",
+        "final_round_only": ("fp_reduction",),
         "clip": 2.0,
         "dp_noise": [0.01],
         "int8_seeds": [0, 1, 2, 3],  # CPM on 35 test nodules moves by ~3 points per nodule found
@@ -309,7 +309,7 @@ def bench_vertical(vertical: str, out: Path, seed: int, reuse: bool = False) -> 
         simulate(
             vertical, run_dir, sites=SITES, rounds=rounds, seed=run_seed, engine="inprocess", scale="small",
             cfg=cfg, local_epochs=plan["epochs"], eval_split="test", eval_every=rounds,
-            final_round_only=plan.get("final_round_only", ""), **{**SITE_KNOBS, **plan.get("site_knobs", {}), **knobs},
+            final_round_only=plan.get("final_round_only", ()), **{**SITE_KNOBS, **plan.get("site_knobs", {}), **knobs},
         )  # fmt: skip
         seconds[name] = time.perf_counter() - start
     for name, (rounds, offset) in central_names(plan).items():

@@ -134,8 +134,9 @@ def deidentify_tree(
         if path.suffix.lower() == ".csv":
             csvs.append(path)
             continue
+        notes: list[str] = []
         try:
-            ds = dcmread(path)
+            ds = dcmread(path, notes=notes)
         except InvalidDicomError:
             other.append({"path": str(rel), "reason": "not a DICOM file: not copied"})
             audit_rows.append([str(rel), "not copied", "", "", "", 0, 0, "not a DICOM file"])
@@ -146,6 +147,8 @@ def deidentify_tree(
             audit_rows.append([str(rel), "failed", "", "", "", 0, 0, reason])
             continue
         kind = _classify(ds)
+        if any("End of file reached" in n for n in notes) or len(ds) == 0:
+            kind = "truncated file (it ends inside an element or before the pixel data's delimiter): not copied"
         if kind is None and "PixelData" in ds:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             problem = pixel_bytes_problem(ds, path, frames)

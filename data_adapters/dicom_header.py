@@ -59,8 +59,11 @@ class SliceInfo:
         return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame + 1}"
 
 
-def dcmread(path: Path | str, **kwargs: Any):
-    """pydicom.dcmread with its warnings kept off stderr (shown with --debug as one line each)."""
+def dcmread(path: Path | str, *, notes: list[str] | None = None, **kwargs: Any):
+    """pydicom.dcmread with its warnings kept off stderr (shown with --debug as one line each).
+
+    `notes`, when given, receives the warnings' messages (a cut file is only ever a warning to pydicom).
+    """
     import pydicom
 
     with warnings.catch_warnings(record=True) as caught:
@@ -69,7 +72,10 @@ def dcmread(path: Path | str, **kwargs: Any):
             return pydicom.dcmread(path, **kwargs)
         finally:
             for w in caught:
-                debug(f"pydicom: {Path(path).name}: {str(w.message).splitlines()[0]}")
+                message = str(w.message).splitlines()[0]
+                debug(f"pydicom: {Path(path).name}: {message}")
+                if notes is not None:
+                    notes.append(message)
 
 
 def quiet_pixels(ds) -> np.ndarray:
@@ -232,14 +238,17 @@ def read_header(path: Path) -> list[SliceInfo] | str:
     """Header facts of `path` (one record per frame), or a reason string when it is not a usable image."""
     from pydicom.errors import InvalidDicomError
 
+    notes: list[str] = []
     try:
-        ds = dcmread(path, stop_before_pixels=False, defer_size=1024)
+        ds = dcmread(path, notes=notes, stop_before_pixels=False, defer_size=1024)
     except InvalidDicomError:
         return "not a DICOM file"
     except PermissionError:
         return "file not readable (permission denied)"
     except Exception as exc:  # truncated or corrupt files raise anything from EOFError to struct errors
         return f"unreadable DICOM ({type(exc).__name__})"
+    if any("End of file reached" in n for n in notes):
+        return "truncated file (it ends inside an element or before the pixel data's delimiter)"
     try:
         return _infos(ds, path)
     except Exception as exc:

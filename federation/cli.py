@@ -62,6 +62,7 @@ def federate(
     Exits 3 (partial success) when a site failed or timed out in some round; the run still completed.
     """
     from common.errors import UserError
+    from federation.settings import config_keys
     from federation.sim import ENGINES, simulate
 
     if engine not in ENGINES:
@@ -108,7 +109,7 @@ def federate(
         fail_mode=fail_mode,
         eval_split=eval_split,
         eval_every=eval_every,
-        final_round_only=final_round_only,
+        final_round_only=config_keys(final_round_only),
     )
     from common.errors import PartialSuccess
     from common.progress import log

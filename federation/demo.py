@@ -30,7 +30,7 @@ PLAN = {
         "medical": {
             "rounds": 40, "local_epochs": 1, "scale": "small", "cross_site": False,
             "config": {"steps_per_epoch": 8},
-            "knobs": {"eval_every": 10, "final_round_only": "fp_reduction", "one_schedule": True},
+            "knobs": {"eval_every": 10, "final_round_only": ("fp_reduction",), "one_schedule": True},
         },
         "finance": {"rounds": 3, "local_epochs": 0, "scale": "small", "cross_site": True},
         "manufacturing": {

@@ -14,10 +14,9 @@ data would be, with the same example weights FedAvg uses:
 Only these per-channel moments of the sites' data are combined; they already travel in the update
 (they are state_dict buffers), so nothing new leaves a site.
 
-Pairs are found by name: BatchNorm's (`running_mean`, `running_var`), and buffers of one module
-named `<prefix>mean` / `<prefix>std` of the same shape (the input statistics that the manufacturing
-and finance models fit on their first round). A Task may list more with
-`federated_moments(model) -> [(mean_name, spread_name, "var" | "std"), ...]`.
+The Task declares the pairs: `Task.federated_moments(model) -> [(mean_name, spread_name, "var" |
+"std"), ...]` (common/task.py), by default BatchNorm's (`running_mean`, `running_var`); the
+manufacturing and finance Tasks add the input statistics their models fit on their first round.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from common.task import batchnorm_moments
 from federation.codec import Layout
 
 
@@ -42,22 +42,7 @@ class MomentPair:
 
 def moment_names(model: nn.Module, task: Any = None) -> list[tuple[str, str, str]]:
     """(mean_name, spread_name, kind) state_dict entries holding statistics of the data."""
-    pairs: list[tuple[str, str, str]] = []
-    for prefix, module in model.named_modules():
-        dot = f"{prefix}." if prefix else ""
-        buffers = dict(module.named_buffers(recurse=False))
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            pairs.append((f"{dot}running_mean", f"{dot}running_var", "var"))
-            continue
-        for name, value in buffers.items():
-            if name.endswith("mean") and value.is_floating_point():
-                other = buffers.get(name[: -len("mean")] + "std")
-                if other is not None and other.shape == value.shape:
-                    pairs.append((f"{dot}{name}", f"{dot}{name[: -len('mean')]}std", "std"))
-    extra = getattr(task, "federated_moments", None)
-    if extra is not None:
-        pairs.extend(extra(model))
-    return pairs
+    return task.federated_moments(model) if task is not None else batchnorm_moments(model)
 
 
 def moment_pairs(model: nn.Module, layout: Layout, task: Any = None) -> list[MomentPair]:

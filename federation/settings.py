@@ -49,7 +49,7 @@ class FederationSettings:
     eval_every: int = 1  # sites score the global model every k-th round (and always after the last)
     # boolean model-config keys switched off in every round but the last: post-hoc stages fitted on the
     # finished local model (medical's fp_reduction), which a later round's training would make stale
-    final_round_only: str = ""
+    final_round_only: tuple[str, ...] = ()  # Task.final_round_only declares a vertical's
     # sites carry their optimizer's moments (Adam's) from one round's fit to the next, stored per round
     # in the site's state directory (never sent): see common.task.fit_optimizer and the README
     keep_optimizer: bool = True
@@ -67,7 +67,9 @@ class FederationSettings:
 
     def to_config(self) -> dict[str, Any]:
         """Flat dict of Flower config values (str/int/float/bool only) for a ConfigRecord."""
-        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        values = {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        values["final-round-only"] = ",".join(self.final_round_only)  # config values are scalars
+        return values
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> FederationSettings:
@@ -81,11 +83,20 @@ class FederationSettings:
             if name not in known:
                 continue
             default = known[name].default
-            out[name] = type(default)(value) if not isinstance(default, bool) else _as_bool(value)
+            if isinstance(default, tuple):
+                out[name] = config_keys(value)
+            else:
+                out[name] = type(default)(value) if not isinstance(default, bool) else _as_bool(value)
         return cls(**out)
 
     def replace(self, **changes: Any) -> FederationSettings:
         return dataclasses.replace(self, **changes)
+
+
+def config_keys(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Config key names from "a, b" (a CLI option or a Flower config value) or a sequence of names."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(k.strip() for k in items if k.strip())
 
 
 def _as_bool(value: Any) -> bool:

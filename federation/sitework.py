@@ -20,7 +20,7 @@ import torch
 
 from common import config as config_mod
 from common.device import seed_everything, set_threads
-from common.task import FitWindow, KeptOptimizer, Proximal
+from common.task import FitContext, FitWindow, KeptOptimizer, Proximal
 from federation import codec, privacy
 from federation.local_norm import local_names
 from federation.settings import FederationSettings
@@ -49,20 +49,6 @@ def model_config(task: Any, settings: FederationSettings) -> Any:
 def site_seed(settings: FederationSettings, site: str, round_: int, salt: int = 0) -> int:
     """A seed per (run seed, site, round): repeatable anywhere, different for every site and round."""
     return (settings.seed * 1_000_003 + zlib.crc32(site.encode()) + round_ * 7919 + salt * 104_729) % (2**31 - 1)
-
-
-def num_examples(data: Any) -> int:
-    """How many examples a site's data holds (weights FedAvg); 1 when the Task's data has no length."""
-    if isinstance(data, (tuple, list)) and data and hasattr(data[0], "__len__"):
-        return len(data[0])
-    try:
-        return len(data)
-    except TypeError:
-        pass
-    for attr in ("cases", "samples", "labels", "label"):  # common dataclass fields of the verticals' data
-        if hasattr(getattr(data, attr, None), "__len__"):
-            return len(getattr(data, attr))
-    return 1
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -114,8 +100,7 @@ class SiteWorker:
         if "seed" in names:
             changes["seed"] = site_seed(self.settings, self.site, round_, salt=salt)
         if 0 < round_ < self.settings.rounds:  # round 0: the local-only model's single fit, a final one
-            wanted = [k.strip() for k in self.settings.final_round_only.split(",") if k.strip()]
-            changes.update({k: False for k in wanted if k in names})
+            changes.update({k: False for k in self.settings.final_round_only if k in names})
         return dataclasses.replace(self.cfg, **changes) if changes else self.cfg
 
     def _load_global(
@@ -148,12 +133,9 @@ class SiteWorker:
         proximal = Proximal(anchor, s.proximal_mu) if s.strategy == "fedprox" and s.proximal_mu > 0 else None
         cfg = self.round_config(round_, salt=3)
         kept = KeptOptimizer(self._optimizer_state(round_ - 1)) if s.keep_optimizer else None
-        self.model.kept_optimizer = kept
-        self.model.fit_window = FitWindow(round_ - 1, s.rounds) if s.one_schedule else None
-        try:
-            metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=self._epochs(), proximal=proximal))
-        finally:
-            self.model.kept_optimizer = self.model.fit_window = None
+        window = FitWindow(round_ - 1, s.rounds) if s.one_schedule else None
+        context = FitContext(proximal=proximal, optimizer=kept, window=window)
+        metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=self._epochs(), context=context))
         if kept is not None and kept.last is not None:
             self._save_optimizer_state(round_, kept.last.state_dict()["state"])
         if s.local_norm:
@@ -168,7 +150,7 @@ class SiteWorker:
         arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
         metrics.update(
             {
-                "num-examples": float(num_examples(data)),
+                "num-examples": float(len(data)),
                 "update-norm": norm,
                 "train-seconds": time.perf_counter() - start,
             }
@@ -183,7 +165,7 @@ class SiteWorker:
         self._load_global(vector, ints, norm_round=norm_round)
         data = self.data(split)
         metrics = scalar_metrics(self.task.evaluate(self.model, data, self.cfg))
-        metrics["num-examples"] = float(num_examples(data))
+        metrics["num-examples"] = float(len(data))
         return metrics
 
     def train_local(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> tuple[dict, dict[str, float]]:

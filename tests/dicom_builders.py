@@ -89,6 +89,7 @@ def write_enhanced(
     slopes: Sequence[tuple[str, str]] | None = None,
     series_uid: str = "1.2.826.0.1.3680043.8.498.7",
     functional_groups: bool = True,
+    temporal: Sequence[int] | None = None,
 ) -> Path:
     """An Enhanced CT file: frames of `pixels`, per-frame position (and rescale), shared orientation/spacing."""
     ds = _base(ENHANCED_CT, series_uid + ".1", series_uid)
@@ -109,6 +110,8 @@ def write_enhanced(
             item, plane, content = Dataset(), Dataset(), Dataset()
             plane.ImagePositionPatient = list(ipp)
             content.InStackPositionNumber, content.StackID = k + 1, "1"
+            if temporal is not None:
+                content.TemporalPositionIndex = temporal[k]
             item.PlanePositionSequence, item.FrameContentSequence = [plane], [content]
             if slopes is not None:
                 rescale = Dataset()

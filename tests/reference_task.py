@@ -15,7 +15,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from common.compress.reference_cnn import fit_binary_classifier
+from common.compress.reference_cnn import LabelledTensors, fit_binary_classifier
+from common.task import Task
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,12 @@ class ReferenceNet(nn.Module):
         return self.head(self.body(x).mean(dim=-1)).squeeze(-1)
 
 
-class ReferenceTask:
+class ReferenceTask(Task):
     name = "reference"
     config_cls = ReferenceConfig
     headline_metric = "auroc"
     higher_is_better = True
+    presets = {"tiny": ReferenceConfig(), "small": ReferenceConfig(), "default": ReferenceConfig()}
 
     def build_model(self, cfg: ReferenceConfig) -> nn.Module:
         return ReferenceNet(cfg.channels, cfg.norm)
@@ -68,9 +70,9 @@ class ReferenceTask:
         n = len(d["y"])
         cut = int(0.75 * n)
         sl = slice(0, cut) if split == "train" else slice(cut, n)
-        return torch.from_numpy(d["x"][sl]), torch.from_numpy(d["y"][sl])
+        return LabelledTensors(torch.from_numpy(d["x"][sl]), torch.from_numpy(d["y"][sl]))
 
-    def fit(self, model, data, cfg, *, epochs=None, proximal=None, extra_loss=None):
+    def fit(self, model, data, cfg, *, epochs=None, context=None):
         x, y = data
         return fit_binary_classifier(
             model,
@@ -79,8 +81,7 @@ class ReferenceTask:
             lr=cfg.lr,
             epochs=epochs or cfg.epochs,
             batch_size=cfg.batch_size,
-            proximal=proximal,
-            extra_loss=extra_loss,
+            context=context,
         )
 
     def evaluate(self, model, data, cfg):
@@ -96,9 +97,6 @@ class ReferenceTask:
     def calibration_batches(self, data, cfg):
         x, _ = data
         return [(x[i : i + 16],) for i in range(0, min(len(x), 64), 16)]
-
-    def tiny_config(self) -> ReferenceConfig:
-        return ReferenceConfig()
 
 
 TASK = ReferenceTask()

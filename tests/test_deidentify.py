@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from common.cli import main
 from data_adapters.deidentify import DUMMY_BY_VR, DUMMY_TEXT, WELL_KNOWN_ROOT, profile, rule_for
@@ -204,12 +204,17 @@ def test_truncated_and_empty_inputs(tmp_path, secret, capsys):
     victims[0].write_bytes(victims[0].read_bytes()[:-500])  # cut in the pixel data
     raw = victims[1].read_bytes()
     victims[1].write_bytes(raw[: raw.index(b"\xe0\x7f\x10\x00")])  # header only
+    compressed = pydicom.dcmread(victims[2])
+    compressed.compress(RLELossless)
+    compressed.save_as(victims[2])
+    victims[2].write_bytes(victims[2].read_bytes()[:-300])  # RLE fragments cut before their delimiter
     capsys.readouterr()
     assert main(["dicom", "deidentify", str(data), str(tmp_path / "out"), "--secret-file", str(secret)]) == 3
     result = json.loads(capsys.readouterr().out)
     failed = {Path(f["path"]).name: f["reason"] for f in result["failed"]}
-    assert set(failed) == {victims[0].name, victims[1].name}
+    assert set(failed) == {victims[0].name, victims[1].name, victims[2].name}
     assert "truncated" in failed[victims[0].name] and "PixelData" in failed[victims[1].name]
+    assert "truncated" in failed[victims[2].name]
     assert not (tmp_path / "out" / "scan_000" / victims[0].name).exists()
     (tmp_path / "empty").mkdir()
     key = ["--secret-file", str(secret)]

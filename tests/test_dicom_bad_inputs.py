@@ -136,6 +136,18 @@ def test_enhanced_ct_reads_per_frame_geometry_and_rescale(tmp_path):
     assert series.origin_xyz[2] == pytest.approx(-100.0)
 
 
+def test_enhanced_ct_with_two_temporal_positions_becomes_two_volumes(tmp_path):
+    first, second = _pixels(4, seed=4), _pixels(4, seed=5)
+    positions = axial_positions(4, 2.0, 2)
+    write_enhanced(
+        tmp_path / "e" / "cine.dcm", np.concatenate([first, second]), positions + positions, temporal=[1] * 4 + [2] * 4
+    )
+    series, _ = dicom.read_series(tmp_path)
+    assert [s.seriesuid.split("#")[1] for s in series] == ["TemporalPositionIndex=1", "TemporalPositionIndex=2"]
+    np.testing.assert_array_equal(series[0].hu, first.astype(np.float32) - 1024)
+    np.testing.assert_array_equal(series[1].hu, second.astype(np.float32) - 1024)
+
+
 def test_multiframe_without_functional_groups_and_rgb_are_rejected_with_reasons(tmp_path):
     write_enhanced(tmp_path / "m" / "mf.dcm", _pixels(4), axial_positions(4, 1, 1), functional_groups=False)
     uid = "1.2.826.0.1.3680043.8.498.3"

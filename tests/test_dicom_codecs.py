@@ -75,3 +75,15 @@ def test_colour_only_syntaxes_decode_and_are_rejected_as_colour(tmp_path, syntax
     _as_ct_series(source, tmp_path / "s")
     (series,), _ = dicom.read_series(tmp_path)
     assert series.status == "rejected" and series.reasons[0].startswith("colour image")
+
+
+def test_a_compressed_copy_cut_short_is_skipped_and_the_series_kept(tmp_path):
+    """A JPEG 2000 file cut before its sequence delimiter: skipped with a reason, its intact twin read."""
+    source = Path(get_testdata_file("693_J2KI.dcm", download=False))
+    _as_ct_series(source, tmp_path / "s")
+    whole = (tmp_path / "s" / "s1.dcm").read_bytes()
+    (tmp_path / "s" / "s1_copy_cut.dcm").write_bytes(whole[: len(whole) - 600])
+    (series,), skipped = dicom.read_series(tmp_path)
+    assert series.status == "ok" and series.hu.shape[0] == 2
+    assert [Path(s["path"]).name for s in skipped] == ["s1_copy_cut.dcm"]
+    assert skipped[0]["reason"].startswith("truncated")

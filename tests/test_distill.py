@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from common.compress.distill import agreement, distillation_loss, soft_kl
+from common.task import FitContext
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,10 +49,12 @@ def test_student_distilled_through_task_fit_moves_toward_teacher(reference_regis
     student_cfg = dataclasses.replace(cfg, channels=2)
     student = task.build_model(student_cfg)
     control = copy.deepcopy(student)  # same start, trained without the teacher
-    batches = [(train[0][i : i + 16],) for i in range(0, 64, 16)]
+    batches = [(train.x[i : i + 16],) for i in range(0, 64, 16)]
     gap_before = agreement(student, teacher, batches)
     extra = distillation_loss(teacher, temperature=2.0, weight=2.0)
-    losses = [task.fit(student, train, student_cfg, epochs=1, extra_loss=extra)["loss"] for _ in range(3)]
+    losses = [
+        task.fit(student, train, student_cfg, epochs=1, context=FitContext(extra_loss=extra))["loss"] for _ in range(3)
+    ]
     task.fit(control, train, student_cfg, epochs=3)
     assert losses[-1] < losses[0], f"student loss did not fall: {losses}"
     gap_after = agreement(student, teacher, batches)

@@ -138,7 +138,8 @@ def test_one_schedule_tells_each_rounds_fit_its_place_in_the_run(tmp_path, refer
     real_fit = reference_registered.fit
 
     def spy(model, *args, **kwargs):
-        window = getattr(model, "fit_window", None)
+        context = kwargs.get("context")
+        window = context.window if context is not None else None
         seen.append(None if window is None else (window.index, window.rounds))
         return real_fit(model, *args, **kwargs)
 

@@ -177,7 +177,7 @@ def test_each_round_trains_with_its_own_seed_and_post_stages_wait_for_the_last()
         post_stage: bool = True
 
     worker = SiteWorker.__new__(SiteWorker)
-    settings = FederationSettings(seed=1, rounds=3, final_round_only="post_stage, not_a_key")
+    settings = FederationSettings(seed=1, rounds=3, final_round_only=("post_stage", "not_a_key"))
     worker.settings, worker.site, worker.cfg = settings, "site-0", Seeded()
     seeds = {worker.round_config(r).seed for r in (1, 2, 3)}
     assert len(seeds) == 3 and worker.round_config(2).lr == 0.1
@@ -194,6 +194,7 @@ def test_data_statistics_aggregate_as_the_pooled_data_would():
     import torch
     from torch import nn
 
+    from common.task import Task
     from federation.moments import keep_statistics_pooled, moment_names, moment_pairs, pooled_update
 
     class Net(nn.Module):
@@ -204,10 +205,18 @@ def test_data_statistics_aggregate_as_the_pooled_data_would():
             self.register_buffer("mean", torch.zeros(1, 2, 1, 1))
             self.register_buffer("std", torch.ones(1, 2, 1, 1))
 
+    class Declaring(Task):  # the model's own input statistics, declared as the verticals' Tasks do
+        def federated_moments(self, model):
+            return [*super().federated_moments(model), ("mean", "std", "std")]
+
     model = Net()
-    assert set(moment_names(model)) == {("bn.running_mean", "bn.running_var", "var"), ("mean", "std", "std")}
+    assert moment_names(model) == [("bn.running_mean", "bn.running_var", "var")]  # a Task's default
+    assert set(moment_names(model, Declaring())) == {
+        ("bn.running_mean", "bn.running_var", "var"),
+        ("mean", "std", "std"),
+    }
     layout = codec.layout_of(model.state_dict())
-    pairs = moment_pairs(model, layout)
+    pairs = moment_pairs(model, layout, Declaring())
     rng = np.random.default_rng(0)
     sizes = [300, 100]
     data = [rng.normal(loc, scale, size=(n, 2)) for n, loc, scale in zip(sizes, (-2.0, 3.0), (0.5, 1.5))]
@@ -254,12 +263,13 @@ def test_a_kept_optimizer_carries_its_moments_into_the_next_fit():
     """fit_optimizer: without a KeptOptimizer a fresh optimizer; with one, the last fit's Adam moments."""
     import torch
 
-    from common.task import KeptOptimizer, fit_optimizer
+    from common.task import FitContext, KeptOptimizer, fit_optimizer
 
     model = torch.nn.Linear(3, 1)
+    context = None
 
     def fit() -> torch.optim.Optimizer:
-        opt = fit_optimizer(model, lambda: torch.optim.Adam(model.parameters(), lr=0.01))
+        opt = fit_optimizer(context, lambda: torch.optim.Adam(model.parameters(), lr=0.01))
         for _ in range(5):
             opt.zero_grad()
             model(torch.ones(4, 3)).sum().backward()
@@ -269,10 +279,10 @@ def test_a_kept_optimizer_carries_its_moments_into_the_next_fit():
     assert int(fit().state[model.weight]["step"]) == 5
     assert int(fit().state[model.weight]["step"]) == 5  # no KeptOptimizer: fresh every time
     kept = KeptOptimizer()
-    model.kept_optimizer = kept
+    context = FitContext(optimizer=kept)
     first = fit()
     assert kept.last is first
-    model.kept_optimizer = KeptOptimizer(first.state_dict()["state"])
+    context = FitContext(optimizer=KeptOptimizer(first.state_dict()["state"]))
     second = fit()
     assert int(second.state[model.weight]["step"]) == 10
     assert second.param_groups[0]["lr"] == 0.01  # the fit's own learning rate, not the kept one's
@@ -283,14 +293,15 @@ def test_one_schedule_gives_the_rounds_the_learning_rates_of_a_single_fit():
     fit of all the rounds' steps would take; without one, each fit replays the whole schedule."""
     import torch
 
-    from common.task import FitWindow, fit_schedule
+    from common.task import FitContext, FitWindow, fit_schedule
 
     model = torch.nn.Linear(3, 1)
+    context = None
 
     def rates(steps: int) -> list[tuple[float, float]]:
         opt = torch.optim.AdamW(model.parameters(), lr=0.01)
         sched = fit_schedule(
-            model, lambda total: torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=total), steps
+            context, lambda total: torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=total), steps
         )
         out = []
         for _ in range(steps):
@@ -303,9 +314,9 @@ def test_one_schedule_gives_the_rounds_the_learning_rates_of_a_single_fit():
     replayed = [r for _ in range(4) for r in rates(5)]
     rounds = []
     for index in range(4):
-        model.fit_window = FitWindow(index, 4)
+        context = FitContext(window=FitWindow(index, 4))
         rounds += rates(5)
-    model.fit_window = None
+    context = None
     np.testing.assert_allclose(rounds, single, rtol=1e-12)
     assert not np.allclose([r for r, _ in replayed], [r for r, _ in single])  # per-round replay differs
     assert max(r for r, _ in replayed[15:]) > 4 * max(r for r, _ in single[15:])  # and never decays

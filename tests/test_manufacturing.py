@@ -15,7 +15,7 @@ import torch
 
 from common import cli
 from common.config import replace
-from common.task import Proximal
+from common.task import FitContext, Proximal
 from data_adapters.synth.inspection import write_dataset
 from verticals.manufacturing import TASK
 from verticals.manufacturing.baseline import baseline_predictions, fit_baseline
@@ -104,7 +104,9 @@ def test_fit_adds_proximal_and_extra_loss_and_calibrates(tmp_path):
         calls.append(outputs[0].shape)
         return outputs[1].mean() * 0.0
 
-    metrics = TASK.fit(model, train, cfg, epochs=1, proximal=Proximal(anchor, mu=0.1), extra_loss=extra)
+    metrics = TASK.fit(
+        model, train, cfg, epochs=1, context=FitContext(proximal=Proximal(anchor, mu=0.1), extra_loss=extra)
+    )
     plain = TASK.fit(TASK.build_model(cfg), train, cfg, epochs=1)
     assert metrics["loss"] > plain["loss"]  # the proximal term (far anchor) is in the loss
     assert len(calls) == cfg.steps_per_epoch and calls[0][-1] == cfg.crop

@@ -17,6 +17,7 @@ from common.compress.prune import (
 )
 from common.compress.reference_cnn import TASKS
 from common.export import export_onnx, parity
+from common.task import Task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -94,7 +95,7 @@ def test_magnitude_pruning_reports_sparsity():
         prune_channels(TASKS[1], model, None, None, (), fraction=1.5)
 
 
-class _WidthBoundTask:
+class _WidthBoundTask(Task):
     """The reference Task, but its training needs the body's full width (like a loss on a hidden
     reconstruction head that the forward pass does not return): a cut breaks training, not forward."""
 
@@ -150,11 +151,11 @@ class _TinyUNet(nn.Module):
         return self.head(self.features(x)[0])
 
 
-class _UNetTask:
+class _UNetTask(Task):
     headline_metric = "neg_loss"
     higher_is_better = True
 
-    def fit(self, model, data, cfg, *, epochs=1, extra_loss=None, **_):
+    def fit(self, model, data, cfg, *, epochs=1, context=None):
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         model.train()
         for _ in range(epochs):
@@ -212,7 +213,7 @@ def test_a_task_can_name_layers_to_leave_whole(reference_registered, tmp_path):
     cfg = base.tiny_config()
     train = base.load_data(cfg, base.synthesize(tmp_path / "data", seed=0, scale="tiny"), "train")
 
-    class Declaring:
+    class Declaring(Task):
         def fit(self, *args, **kwargs):
             return base.fit(*args, **kwargs)
 

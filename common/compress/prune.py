@@ -16,7 +16,7 @@ each vertical:
 - output layers that forward does not return (a reconstruction head only the training loss sees):
   besides the forward outputs, the layers nearest the Task's loss are found by walking back from the
   loss tensor of the first `backward()` in `Task.fit`, and a Task may name more layers to leave
-  alone with a `prune_ignored_layers(model) -> [module or name]` method (read with getattr).
+  alone with its `prune_ignored_layers(model) -> [module or name]` hook (common.task.Task).
 
 Unstructured magnitude pruning zeroes the smallest weights; it is reported as sparsity because dense
 kernels run no faster on zeros.
@@ -38,6 +38,7 @@ from torch import nn
 
 from common.export import output_leaves
 from common.progress import log
+from common.task import FitContext
 
 # Module attributes that hold a layer's width, restored when a pruned model is loaded.
 _WIDTH_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features")
@@ -135,12 +136,9 @@ def loss_layers(model: nn.Module, found: list[nn.Module]):
 
 def declared_ignored_layers(task: Any, model: nn.Module) -> list[nn.Module]:
     """Layers the Task asks pruning to leave alone: `task.prune_ignored_layers(model)` (modules or names)."""
-    declare = getattr(task, "prune_ignored_layers", None)
-    if declare is None:
-        return []
     modules = dict(model.named_modules())
     out = []
-    for item in declare(model) if callable(declare) else declare:
+    for item in task.prune_ignored_layers(model):
         if isinstance(item, str):
             if item not in modules:
                 raise ValueError(f"prune_ignored_layers names '{item}', which the model does not have")
@@ -246,7 +244,7 @@ def loss_forward(task: Any, data: Any, cfg: Any, extra_loss: Any = None) -> Call
 
         torch.Tensor.backward = stop
         try:
-            task.fit(model, data, cfg, epochs=1, extra_loss=extra_loss)
+            task.fit(model, data, cfg, epochs=1, context=FitContext(extra_loss=extra_loss))
         except _LossReached as reached:
             return reached.args[0]
         finally:
@@ -387,7 +385,9 @@ def prune_channels(
         capture = loss_layers(model, near_loss) if pruner is None else contextlib.nullcontext()
         try:
             with capture:
-                fit = fit_measuring_gradients(task, model, train_data, cfg, finetune_epochs, extra_loss=extra_loss)
+                fit = fit_measuring_gradients(
+                    task, model, train_data, cfg, finetune_epochs, context=FitContext(extra_loss=extra_loss)
+                )
         except Exception as exc:
             if snapshot is None:
                 raise  # the Task's own fit fails on the unpruned model: not a pruning problem
@@ -438,7 +438,7 @@ def prune_channels(
         log(f"prune: round {r + 1}/{rounds}, {history[-1]['params']:,} parameters")
     if final_epochs and history and not stopped:
         try:
-            task.fit(model, train_data, cfg, epochs=final_epochs, extra_loss=extra_loss)
+            task.fit(model, train_data, cfg, epochs=final_epochs, context=FitContext(extra_loss=extra_loss))
         except Exception as exc:
             model.__dict__.update(snapshot.__dict__)
             history.pop()

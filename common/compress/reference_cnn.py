@@ -9,6 +9,7 @@ They implement the full Task protocol, so they exercise exactly the code paths t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from common.blocks import attention, conv_nd
-from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer
+from common.task import FitContext, Task, added_loss, fit_optimizer
 
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _SIZES = {"tiny": 96, "small": 384, "full": 1024}
@@ -32,17 +33,16 @@ def fit_binary_classifier(
     lr: float,
     epochs: int,
     batch_size: int,
-    proximal: Proximal | None = None,
-    extra_loss: ExtraLoss | None = None,
+    context: FitContext | None = None,
     shuffle_seed: int | None = None,
 ) -> dict[str, float]:
     """Adam on binary cross-entropy plus the Task protocol's added terms (FedProx, distillation).
 
     The reference CNNs here and the contract-test Task in tests/ share it, so the Task protocol's
-    `fit` contract (train in place, honour `proximal` and `extra_loss`, return the mean loss) is
+    `fit` contract (train in place, honour the FitContext, return the mean loss) is
     written once. `shuffle_seed` None keeps the data order (cheapest, fully deterministic).
     """
-    opt = fit_optimizer(model, lambda: torch.optim.Adam(model.parameters(), lr=lr))
+    opt = fit_optimizer(context, lambda: torch.optim.Adam(model.parameters(), lr=lr))
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     model.train()
     loss_sum, steps = 0.0, 0
@@ -53,7 +53,7 @@ def fit_binary_classifier(
             xb, yb = x[idx], y[idx]
             out = model(xb)
             loss = nn.functional.binary_cross_entropy_with_logits(out, yb)
-            loss = loss + added_loss(model, (xb,), out, proximal, extra_loss)
+            loss = loss + added_loss(model, (xb,), out, context)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -61,6 +61,20 @@ def fit_binary_classifier(
             steps += 1
     model.eval()
     return {"loss": loss_sum / max(steps, 1)}
+
+
+@dataclass(frozen=True)
+class LabelledTensors:
+    """Inputs and binary labels of the reference Tasks; unpacks as `x, y`; `len()` counts examples."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.x, self.y))
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,7 @@ def _pattern(spatial_dims: int) -> np.ndarray:
     return (np.abs(radius - 2.5) < 1.0).astype(np.float32)
 
 
-class ReferenceCNNTask:
+class ReferenceCNNTask(Task):
     """Binary detection of a pattern of random strength at a random position in noise (AUROC headline).
 
     The strength varies so the faintest positives are near the noise floor: AUROC stays below 1 and
@@ -125,6 +139,7 @@ class ReferenceCNNTask:
     def __init__(self, spatial_dims: int) -> None:
         self.spatial_dims = spatial_dims
         self.name = f"cnn{spatial_dims}d"
+        self.presets = {"tiny": self.tiny_config(), "small": self.default_config(), "default": self.default_config()}
 
     def default_config(self) -> ReferenceCNNConfig:
         """The benchmark size: compute-heavy enough that latency ratios mean something."""
@@ -161,9 +176,9 @@ class ReferenceCNNTask:
         n = len(d["y"])
         a, b = int(0.6 * n), int(0.8 * n)
         part = {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n)}[split]
-        return torch.from_numpy(d["x"][part]), torch.from_numpy(d["y"][part])
+        return LabelledTensors(torch.from_numpy(d["x"][part]), torch.from_numpy(d["y"][part]))
 
-    def fit(self, model, data, cfg, *, epochs=None, proximal=None, extra_loss=None):
+    def fit(self, model, data, cfg, *, epochs=None, context=None):
         x, y = data
         return fit_binary_classifier(
             model,
@@ -172,8 +187,7 @@ class ReferenceCNNTask:
             lr=cfg.lr,
             epochs=epochs if epochs is not None else cfg.epochs,
             batch_size=cfg.batch_size,
-            proximal=proximal,
-            extra_loss=extra_loss,
+            context=context,
             shuffle_seed=len(y),
         )
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from common.task import FitContext, Task
 from verticals.finance import evaluate as metrics
 from verticals.finance import train as training
 from verticals.finance.config import PRESETS, FinanceConfig
@@ -23,11 +24,12 @@ from verticals.finance.model import FraudNet
 SCALES = {"tiny": (150, 10), "small": (400, 20), "full": (3000, 30)}
 
 
-class FinanceTask:
+class FinanceTask(Task):
     name = "finance"
     config_cls = FinanceConfig
     headline_metric = "auprc"
     higher_is_better = True
+    presets = PRESETS
 
     def build_model(self, cfg: FinanceConfig) -> nn.Module:
         return model_from_config(cfg)
@@ -35,8 +37,8 @@ class FinanceTask:
     def load_data(self, cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
         return load_split(cfg, source, split)
 
-    def fit(self, model, data, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
-        return training.fit(model, data, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+    def fit(self, model, data, cfg, *, epochs=None, context: FitContext | None = None) -> dict[str, float]:
+        return training.fit(model, data, cfg, epochs=epochs, context=context)
 
     def evaluate(self, model: nn.Module, data: FinanceData, cfg: FinanceConfig) -> dict[str, float]:
         model.eval()
@@ -64,8 +66,9 @@ class FinanceTask:
         write(out, accounts, days, seed=seed, site=site, n_sites=n_sites)
         return Path(out)
 
-    def tiny_config(self) -> FinanceConfig:
-        return PRESETS["tiny"]
+    def federated_moments(self, model: nn.Module) -> list[tuple[str, str, str]]:
+        """The input statistics FraudNet fits on its first data (set_stats), per input tensor."""
+        return [*super().federated_moments(model), *((f"{n}_mean", f"{n}_std", "std") for n in ("seq", "nbr", "txn"))]
 
 
 def model_from_config(cfg: FinanceConfig) -> FraudNet:

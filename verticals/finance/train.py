@@ -16,7 +16,7 @@ from torch import nn
 
 from common.device import select_device
 from common.progress import track
-from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer, fit_schedule
+from common.task import FitContext, added_loss, fit_optimizer, fit_schedule
 from verticals.finance.config import FinanceConfig
 from verticals.finance.data import FinanceData
 
@@ -36,8 +36,7 @@ def fit(
     cfg: FinanceConfig,
     *,
     epochs: int | None = None,
-    proximal: Proximal | None = None,
-    extra_loss: ExtraLoss | None = None,
+    context: FitContext | None = None,
     lr: float | None = None,
 ) -> dict[str, float]:
     """Train `model` in place; returns {"loss", "epochs", "seconds", "positives"}."""
@@ -51,13 +50,13 @@ def fit(
     positives = float(y.sum())
     pos_weight = torch.tensor(min(max((len(y) - positives) / max(positives, 1.0), 1.0), cfg.max_pos_weight))
     optimizer = fit_optimizer(
-        model, lambda: torch.optim.AdamW(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+        context, lambda: torch.optim.AdamW(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
     )
     n_epochs = cfg.epochs if epochs is None else epochs
     steps_total = max(n_epochs * -(-len(y) // cfg.batch_size), 1)
     # cosine decay to 5 % of the base rate: large steps early, fine ranking late (AUPRC is a ranking metric)
     schedule = fit_schedule(
-        model,
+        context,
         lambda total: torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
         ),
@@ -76,7 +75,7 @@ def fit(
                 loss = focal_loss(logits, target, cfg.focal_gamma, cfg.focal_alpha)
             else:
                 loss = nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight.to(device))
-            loss = loss + added_loss(model, inputs, logits, proximal, extra_loss)
+            loss = loss + added_loss(model, inputs, logits, context)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

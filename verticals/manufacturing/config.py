@@ -38,6 +38,7 @@ class InspectConfig:
     batch_size: int = 8
     crop: int = 128  # training crop (the model is fully convolutional)
     lr: float = 2e-3
+    weight_decay: float = 1e-4  # AdamW's
     anomaly_prob: float = 0.7
     recon_weight: float = 1.0
     max_train_seconds: float = 0.0  # stop early past this wall time (0: no limit); a guard for shared CPUs

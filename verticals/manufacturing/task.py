@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.task import ExtraLoss, Proximal
+from common.task import FitContext, Task
 from data_adapters.synth.inspection import site_category, write_dataset
 from data_adapters.synth.surfaces import Lighting
 
@@ -18,13 +18,14 @@ from .data import InspectionData, load_split
 from .model import DefectNet
 
 
-class ManufacturingTask:
+class ManufacturingTask(Task):
     """Visual defect inspection trained on good parts only; image AUROC is the headline."""
 
     name = "manufacturing"
     config_cls = InspectConfig
     headline_metric = "image_auroc"
     higher_is_better = True
+    presets = PRESETS
 
     def build_model(self, cfg: InspectConfig) -> nn.Module:
         return model_from_config(cfg)
@@ -39,10 +40,9 @@ class ManufacturingTask:
         cfg: InspectConfig,
         *,
         epochs: int | None = None,
-        proximal: Proximal | None = None,
-        extra_loss: ExtraLoss | None = None,
+        context: FitContext | None = None,
     ) -> dict[str, float]:
-        return training.fit(model, data, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+        return training.fit(model, data, cfg, epochs=epochs, context=context)
 
     def evaluate(self, model: nn.Module, data: InspectionData, cfg: InspectConfig) -> dict[str, float]:
         return evaluation.evaluate(model, data, cfg)
@@ -64,8 +64,9 @@ class ManufacturingTask:
             Path(out), site_category(site), seed=seed * 1000 + site, scale=scale, lighting=Lighting.for_site(site)
         )
 
-    def tiny_config(self) -> InspectConfig:
-        return PRESETS["tiny"]
+    def federated_moments(self, model: nn.Module) -> list[tuple[str, str, str]]:
+        """BatchNorm statistics and the input normalisation DefectNet fits on its first data."""
+        return [*super().federated_moments(model), ("mean", "std", "std")]
 
 
 def model_from_config(cfg: InspectConfig) -> DefectNet:

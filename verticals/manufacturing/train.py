@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from common.device import select_device
 from common.progress import track
-from common.task import ExtraLoss, Proximal, added_loss, fit_optimizer, fit_schedule
+from common.task import FitContext, added_loss, fit_optimizer, fit_schedule
 
 from .anomalies import synthesize_anomaly
 from .config import InspectConfig
@@ -92,8 +92,7 @@ def fit(
     cfg: InspectConfig,
     *,
     epochs: int | None = None,
-    proximal: Proximal | None = None,
-    extra_loss: ExtraLoss | None = None,
+    context: FitContext | None = None,
 ) -> dict[str, float]:
     """Train in place on `data` (good images), then calibrate thresholds on its held-out part."""
     device = select_device()
@@ -103,9 +102,11 @@ def fit(
         set_normalisation(model, train.images)
     steps = (epochs if epochs is not None else cfg.epochs) * cfg.steps_per_epoch
     rng = np.random.default_rng([cfg.seed, len(data), int(model.calibrated.item() * 7)])
-    opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4))
+    opt = fit_optimizer(
+        context, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    )
     sched = fit_schedule(
-        model,
+        context,
         lambda total: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, max(1, total // 10), total)),
         max(steps, 1),
     )
@@ -125,9 +126,9 @@ def fit(
             clean_small = F.adaptive_avg_pool2d(model.normalise(clean), recon.shape[-2:])
             rec = F.mse_loss(recon, clean_small)
             loss = loss + cfg.recon_weight * rec
-        if proximal is not None or extra_loss is not None:
+        if context is not None and (context.proximal is not None or context.extra_loss is not None):
             outputs = (F.interpolate(logits, size=dirty.shape[-2:], mode="bilinear"), model.image_score(logits))
-            loss = loss + added_loss(model, (dirty,), outputs, proximal, extra_loss)
+            loss = loss + added_loss(model, (dirty,), outputs, context)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

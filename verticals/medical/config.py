@@ -28,6 +28,7 @@ class MedicalConfig:
     steps_per_epoch: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    grad_clip: float = 5.0  # max global gradient norm per step
     positive_fraction: float = 0.6
     heatmap_sigma_scale: float = 0.4
     min_sigma_vox: float = 0.8

@@ -20,6 +20,10 @@ class MedicalData:
     rejected: list
     skipped: list
 
+    def __len__(self) -> int:
+        """Examples = usable series (what FedAvg weights a site by)."""
+        return len(self.cases)
+
 
 def load_split(cfg: MedicalConfig, source: str | Path, split: str) -> MedicalData:
     """The series under `source` assigned to `split`, annotated from `source/annotations.csv`."""

@@ -7,15 +7,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.task import FitContext, Task
 from verticals.medical.config import PRESETS, MedicalConfig
 from verticals.medical.data import MedicalData
 
 
-class MedicalTask:
+class MedicalTask(Task):
     name = "medical"
     config_cls = MedicalConfig
     headline_metric = "cpm"
     higher_is_better = True
+    presets = PRESETS
+    final_round_only = ("fp_reduction",)  # fitted on the finished detector's candidates
 
     def build_model(self, cfg: MedicalConfig) -> torch.nn.Module:
         from verticals.medical.model import build_detector
@@ -27,10 +30,10 @@ class MedicalTask:
 
         return load_split(cfg, source, split)
 
-    def fit(self, model, data: MedicalData, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
+    def fit(self, model, data: MedicalData, cfg, *, epochs=None, context: FitContext | None = None) -> dict[str, float]:
         from verticals.medical.train import fit
 
-        return fit(model, data, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+        return fit(model, data, cfg, epochs=epochs, context=context)
 
     def evaluate(self, model, data: MedicalData, cfg) -> dict[str, float]:
         """CPM first. Calls only model(...) / model.eval(), so an ONNX Runtime wrapper module works too."""
@@ -73,9 +76,6 @@ class MedicalTask:
 
         n_scans = {"tiny": 3, "small": 6, "full": 16}[scale]
         return synth_dataset(out, n_scans, seed=seed, site=site, n_sites=n_sites, scale=scale)
-
-    def tiny_config(self) -> MedicalConfig:
-        return PRESETS["tiny"]
 
 
 TASK = MedicalTask()

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from common.progress import log
-from common.task import added_loss, fit_optimizer, fit_schedule
+from common.task import FitContext, added_loss, fit_optimizer, fit_schedule
 from verticals.medical import postprocess
 from verticals.medical.data import MedicalData
 from verticals.medical.infer import detect_case, torch_runner
@@ -107,18 +107,20 @@ def detection_loss(out: torch.Tensor, heat: torch.Tensor, reg: torch.Tensor, mas
     return (pos_loss + neg_loss) / n_pos + reg_loss
 
 
-def fit_detector(model, cases: list[Case], cfg, *, epochs=None, proximal=None, extra_loss=None, device=None):
+def fit_detector(model, cases: list[Case], cfg, *, epochs=None, context: FitContext | None = None, device=None):
     """Train `model` in place on patches from `cases`; returns {"loss": mean of the last epoch, ...}."""
     from common.device import select_device
 
     device = device or select_device()
     model.to(device).train()
     rng = np.random.default_rng(cfg.seed)
-    opt = fit_optimizer(model, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay))
+    opt = fit_optimizer(
+        context, lambda: torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    )
     n_epochs = epochs if epochs is not None else cfg.epochs
     total_steps = max(n_epochs * cfg.steps_per_epoch, 1)
     sched = fit_schedule(
-        model,
+        context,
         lambda total: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15),
         total_steps,
     )
@@ -141,10 +143,10 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, proximal=None, e
             x = torch.from_numpy(np.stack(xs)).to(device)
             out = model(x)
             loss = detection_loss(out, *(torch.from_numpy(np.stack(v)).to(device) for v in (heats, regs, masks)))
-            loss = loss + added_loss(model, (x,), out, proximal, extra_loss)
+            loss = loss + added_loss(model, (x,), out, context)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
@@ -154,9 +156,9 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, proximal=None, e
     return {"loss": last, "steps": float(n_epochs * cfg.steps_per_epoch)}
 
 
-def fit(model, data: MedicalData, cfg, *, epochs=None, proximal=None, extra_loss=None) -> dict[str, float]:
+def fit(model, data: MedicalData, cfg, *, epochs=None, context: FitContext | None = None) -> dict[str, float]:
     """The whole training of one site: the detector, then (when `cfg.fp_reduction`) its FP stage."""
-    metrics = fit_detector(model, data.cases, cfg, epochs=epochs, proximal=proximal, extra_loss=extra_loss)
+    metrics = fit_detector(model, data.cases, cfg, epochs=epochs, context=context)
     if cfg.fp_reduction:
         metrics.update(fit_fp_reduction(model, data.cases, cfg))
     return metrics
