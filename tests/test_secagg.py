@@ -54,9 +54,9 @@ def test_the_hub_receives_only_masked_vectors(tmp_path, reference_registered):
 
     from federation import secagg
     from federation.client_app import app
+    from federation.grid import InProcessGrid
     from federation.partition import prepare_sites
     from federation.settings import FederationSettings
-    from federation.sim import InProcessGrid
     from federation.sitework import load_task
 
     settings = FederationSettings(vertical="reference", task_module="reference_task", sites=3, rounds=1, seed=1,

@@ -27,6 +27,7 @@ from data_adapters import volumes
 from data_adapters.synth.ct_phantom import SCALES, make_phantom, write_series
 
 TINY_SETS = ["spacing_mm=5", "channels=8,16,24,32", "patch=32", "window=32", "epochs=1", "steps_per_epoch=3"]
+TINY_SETS += ["score_threshold=0.0", "max_candidates=30"]  # many candidates: more positions to compare
 SPACING = (6.3, 5.7, 6.1)  # z, y, x: anisotropic, none equal
 ORIGIN = np.array([-141.37, -128.91, -233.55])
 EYE = np.eye(3)
@@ -117,10 +118,10 @@ def test_detect_finds_the_same_candidates_in_every_format(world):
     for r in rows:
         values = [float(r[k]) for k in ("coordX", "coordY", "coordZ", "probability")]
         by_uid.setdefault(r["seriesuid"], []).append(values)
-    ref = np.array(sorted(by_uid[uid], key=lambda v: -v[3]))
-    assert len(ref) > 0
+    ref = np.array(sorted(by_uid[uid], key=lambda v: (-v[3], *v[:3])))
+    assert len(ref) >= 10
     for name in FORMATS:
-        got = np.array(sorted(by_uid[volumes.series_uid_of(name)], key=lambda v: -v[3]))
+        got = np.array(sorted(by_uid[volumes.series_uid_of(name)], key=lambda v: (-v[3], *v[:3])))
         assert got.shape == ref.shape, name
         # a voxel is 5.7-6.3 mm; the CSV keeps 3 decimals
         np.testing.assert_allclose(got[:, :3], ref[:, :3], atol=0.01, err_msg=name)
@@ -138,6 +139,8 @@ def test_broken_and_implausible_volume_files_are_rejected_with_reasons(tmp_path,
     (tmp_path / "noraw.raw").unlink()
     sitk.WriteImage(sitk.GetImageFromArray(hu[0]), str(tmp_path / "flat.nrrd"))  # 2-D
     sitk.WriteImage(sitk.GetImageFromArray(np.stack([hu] * 3, -1), isVector=True), str(tmp_path / "rgb.mha"))
+    one_time_point = sitk.JoinSeries([sitk.GetImageFromArray(hu)])  # 4-D with one time point
+    sitk.WriteImage(one_time_point, str(tmp_path / "t1.nii.gz"))
     hot = sitk.GetImageFromArray(hu.astype(np.float32) * 1000)
     sitk.WriteImage(hot, str(tmp_path / "hot.nii.gz"))
     (tmp_path / "sub").mkdir()
@@ -151,6 +154,7 @@ def test_broken_and_implausible_volume_files_are_rejected_with_reasons(tmp_path,
     assert "HU range" in reason["hot"]
     assert "already used" in reason[str(tmp_path / "sub" / "good.mhd")]
     assert recs[("good", str(tmp_path / "good.mhd"))]["status"] == "ok"
+    assert recs[("t1", str(tmp_path / "t1.nii.gz"))]["shape_zyx"] == list(hu.shape)
 
 
 def test_seriesuid_is_the_luna16_file_stem():
