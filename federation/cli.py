@@ -22,6 +22,11 @@ def federate(
     config: Path | None = typer.Option(None, "--config", help="TOML file overriding the vertical's model config."),
     set_: list[str] = typer.Option([], "--set", help="key=value override of the model config (repeatable)."),
     tiny: bool = typer.Option(False, "--tiny", help="Start from the vertical's tiny config (seconds per round)."),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Start from the vertical's small preset on small data (--scale small), as `train --quick`.",
+    ),
     local_epochs: int = typer.Option(0, "--local-epochs", help="Epochs per site per round (0: the config's)."),
     mu: float = typer.Option(0.01, "--mu", help="FedProx proximal strength."),
     server_lr: float = typer.Option(0.1, "--server-lr", help="FedAdam server learning rate."),
@@ -65,6 +70,8 @@ def federate(
     from federation.settings import config_keys
     from federation.sim import ENGINES, simulate
 
+    if quick and tiny:
+        raise UserError("--quick and --tiny: choose one")
     if engine not in ENGINES:
         raise UserError(f"--engine {engine}: unknown (known: {', '.join(ENGINES)})")
     if scale not in ("tiny", "small", "full"):
@@ -89,7 +96,7 @@ def federate(
         scale=scale,
         config_file=config,
         overrides=set_,
-        tiny=tiny,
+        preset="tiny" if tiny else "small" if quick else None,
         local_epochs=local_epochs,
         proximal_mu=mu,
         server_lr=server_lr,
