@@ -252,7 +252,7 @@ def test_every_dicom_file_fedsite_writes_passes_dciodvfy(tmp_path, secret):
     assert main(["dicom", "deidentify", str(data), str(tmp_path / "deid"), "--secret-file", str(secret)]) == 0
     files = sorted(data.rglob("IM*")) + sorted((tmp_path / "deid").rglob("IM*"))
     assert len(files) == 48
-    errors = {str(p): _dciodvfy_errors(p) for p in files[::5] + files[-1:]}
+    errors = {str(p): _dciodvfy_errors(p) for p in files}
     assert not any(errors.values()), errors
 
 
