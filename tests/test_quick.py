@@ -101,11 +101,13 @@ def test_synth_quick_writes_small_data(recorded, tmp_path):
 
 
 def test_federate_quick_runs_the_small_preset(recorded, tmp_path):
-    from federation.sim import _model_config
+    from federation.sim import model_config
 
-    assert _cli("federate", "--vertical", "finance", "--out", str(tmp_path / "r"), "--quick")[0] == 0
-    assert recorded["federate"][1]["preset"] == "small"
+    assert (
+        _cli("federate", "--vertical", "finance", "--out", str(tmp_path / "r"), "--quick", "--set", "epochs=1")[0] == 0
+    )
     task = get_task("finance")
-    cfg = _model_config(task, "finance", None, ["epochs=1"], "small")
-    assert cfg == config.replace(task.preset("small"), epochs=1)
+    assert recorded["federate"][1]["cfg"] == config.replace(task.preset("small"), epochs=1)
+    assert recorded["federate"][1]["scale"] == "small"
+    assert model_config(task, "finance", None, ["epochs=1"], "small") == config.replace(task.preset("small"), epochs=1)
     assert _cli("federate", "--vertical", "finance", "--out", str(tmp_path / "r"), "--quick", "--tiny")[0] == 2

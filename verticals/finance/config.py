@@ -62,3 +62,10 @@ PRESETS: dict[str, FinanceConfig] = {
     "small": FinanceConfig(epochs=4),
     "default": FinanceConfig(),
 }
+
+# Federated recipes (federation/recipes.py; `fedsite federate --recipe NAME`, the demo, the benchmark):
+# the tiny model, 4 rounds x 2 local epochs; "quick": one round of one epoch on tiny data.
+RECIPES: dict[str, dict] = {
+    "federated": {"preset": "tiny", "scale": "small", "rounds": 4, "local_epochs": 2},
+    "quick": {"preset": "tiny", "scale": "tiny", "rounds": 1, "local_epochs": 1, "cross_site": False},
+}
