@@ -22,6 +22,8 @@ class FinanceConfig:
     they are saved with the model, so `score`, `serve` and `update` read files the same way.
     `features_numeric` / `features_categorical` / `features_ignore` override the inferred type of
     the export's extra columns (TOML: `[finance.features] numeric = [...]`).
+    `head = "gbdt"` adds boosted trees over the causal features and those columns (head.py), blended
+    with the network's logit at `network_weight`.
     """
 
     arch: Literal["fused", "tcn", "gnn"] = "fused"
@@ -52,6 +54,9 @@ class FinanceConfig:
     features_numeric: tuple[str, ...] = ()
     features_categorical: tuple[str, ...] = ()
     features_ignore: tuple[str, ...] = ()
+    head: Literal["gbdt", "none"] = "gbdt"
+    network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
+    head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 
