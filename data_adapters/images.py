@@ -1,4 +1,4 @@
-"""Images as a factory camera delivers them: single files, folder trees, video, and the MVTec layout.
+"""Images as a factory camera delivers them: single files, folder trees, video, MVTec AD and VisA layouts.
 
 A line does not stop for one bad file, so readers never raise on a corrupt, empty or unsupported
 input: they yield it as a rejected item with a reason, and the command reports it (exit code 3)
@@ -74,11 +74,15 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_rgb8(decoded)
 
 
-def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """A ground-truth mask as bool (H, W), resized to `shape` when it differs (nearest neighbour)."""
+def read_mask(path: str | Path, shape: tuple[int, int], threshold: int = 127) -> np.ndarray:
+    """A ground-truth mask as bool (H, W) (pixels above `threshold`), resized to `shape` (nearest neighbour).
+
+    127 suits MVTec's 0/255 masks and survives JPEG noise; VisA numbers defect instances 1, 2, ...
+    so its masks are read with threshold 0.
+    """
     import cv2
 
-    mask = read_image(path)[..., 0] > 127
+    mask = read_image(path)[..., 0] > threshold
     if mask.shape != tuple(shape):
         mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
     return mask
@@ -153,12 +157,32 @@ def iter_inputs(source: str | Path, video_every: int = 1) -> Iterator[InputItem]
 
 @dataclass
 class LabelledSet:
-    """An MVTec split: image paths with labels, defect kinds and ground-truth mask paths."""
+    """A dataset split (MVTec AD or VisA): image paths with labels, defect kinds and ground-truth mask paths."""
 
     paths: list[Path] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)  # 0 good, 1 defective
     kinds: list[str] = field(default_factory=list)  # "good" or the defect folder name
     masks: list[Path | None] = field(default_factory=list)
+    mask_threshold: int = 127  # read_mask's threshold for this layout's masks
+
+
+def dataset_split(root: str | Path, split: str) -> LabelledSet:
+    """`split` ("train" or "test") of an MVTec AD folder or a VisA root/object folder, detected by layout.
+
+    VisA is recognised by its split file (split_csv/1cls.csv in `root` or its parent); anything
+    else is read as MVTec AD. FileNotFoundError when neither layout is there; ValueError for a
+    VisA split file with bad rows.
+    """
+    from data_adapters.visa import find_split_csv, visa_split
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if find_split_csv(root) is not None and not (root / "train" / "good").is_dir():
+        return visa_split(root, split)
+    return mvtec_split(root, split)
 
 
 def _images_in(folder: Path) -> list[Path]:

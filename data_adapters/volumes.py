@@ -141,9 +141,8 @@ def read_header(path: Path) -> FileVolume:
     try:
         reader = _reader(path)
         reader.ReadImageInformation()
-        size, dim = list(reader.GetSize()), reader.GetDimension()
-        if dim == 4 and size[3] == 1:
-            size, dim = size[:3], 3
+        size, stored_dim = list(reader.GetSize()), reader.GetDimension()
+        dim = 3 if stored_dim == 4 and size[3] == 1 else stored_dim  # one time point of a 4-D file
         if dim != 3:
             vol.reject(f"{path.name}: a {dim}-D image ({'x'.join(map(str, size))}), not a 3-D volume")
             return vol
@@ -153,7 +152,7 @@ def read_header(path: Path) -> FileVolume:
         keys = set(reader.GetMetaDataKeys())
         if "Modality" in keys:
             vol.modality = _MHD_MODALITY.get(reader.GetMetaData("Modality"), "CT")
-        direction = np.asarray(reader.GetDirection(), float).reshape(dim if dim == 3 else 4, -1)[:3, :3]
+        direction = np.asarray(reader.GetDirection(), float).reshape(stored_dim, stored_dim)[:3, :3]
         _apply_geometry(vol, size, reader.GetSpacing()[:3], reader.GetOrigin()[:3], direction)
     except RuntimeError as exc:  # ITK reports every unreadable file this way
         vol.reject(f"{path.name}: unreadable volume ({_itk_message(exc)})")

@@ -189,3 +189,24 @@ def test_unusable_xml_is_listed_and_the_rest_is_written(lidc, tmp_path, capsys):
     assert "1.2.3.4 is not under" in reasons["other.xml"]
     assert report["nodules"] == 2 and len(_rows(tmp_path / "a.csv")) == 2
     assert main(["medical", "lidc-annotations", str(tmp_path / "none"), "--data", str(root), "--out", "x.csv"]) == 2
+
+
+def test_exclusion_contours_cut_holes_out_of_a_readers_nodule(lidc):
+    from data_adapters import lidc as lidc_xml
+
+    root, _ = lidc
+    (series,), _ = dicom.read_series(root / "dicom", load=False)
+    locator = lidc_xml.SliceLocator(series)
+    k = 20
+    sop = next(uid for uid, idx in locator.by_uid.items() if idx == k)
+    z = float(series.slices[k].position[2])
+    outer = np.array([[30, 30], [49, 30], [49, 49], [30, 49], [30, 30]], float)  # 20 x 20 pixels, outline included
+    inner = np.array([[35, 35], [44, 35], [44, 44], [35, 44], [35, 35]], float)  # 10 x 10
+    solid = lidc_xml.ReaderNodule(0, "nodule", [lidc_xml.RoiPlane(z, sop, outer)])
+    holed = lidc_xml.ReaderNodule(0, "nodule", [lidc_xml.RoiPlane(z, sop, inner, inclusion=False), *solid.rois])
+    voxel_mm3 = float(np.prod(series.spacing_zyx))
+    for nodule, pixels in ((solid, 400), (holed, 300)):
+        mark = lidc_xml.to_mark(nodule, locator)
+        assert mark.diameter_mm == pytest.approx((6 * pixels * voxel_mm3 / np.pi) ** (1 / 3))
+        centre = dicom.voxel_to_world(series, [[k, 39.5, 39.5]])[0]  # both shapes are centred on the square
+        np.testing.assert_allclose(mark.xyz, centre, atol=1e-9)

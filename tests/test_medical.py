@@ -109,15 +109,17 @@ def test_detect_reports_rejected_series_and_still_processes_the_rest(trained, tm
 
 def test_onnx_runtime_and_torch_find_the_same_candidates(trained):
     from common import runs
+    from common.config import replace
     from verticals.medical.infer import detect_case, fp_params, onnx_runner, torch_runner
     from verticals.medical.preprocess import load_cases
 
     loaded = runs.load_model(trained / "model")
-    cfg = loaded.cfg
+    # every local maximum (score_threshold 0, report_all): the 1-epoch model's heat may be low everywhere
+    cfg = replace(loaded.cfg, score_threshold=0.0)
     (case,), _, _ = load_cases(trained / "data" / "scan_002", None, cfg)
     fp = fp_params(loaded.model)
-    a = detect_case(case, torch_runner(loaded.model), cfg, fp)
-    b = detect_case(case, onnx_runner(trained / "model" / "model.onnx"), cfg, fp)
+    a = detect_case(case, torch_runner(loaded.model), cfg, fp, report_all=True)
+    b = detect_case(case, onnx_runner(trained / "model" / "model.onnx"), cfg, fp, report_all=True)
     assert len(a["probability"]) == len(b["probability"]) > 0
     np.testing.assert_allclose(a["probability"], b["probability"], atol=1e-3)
     np.testing.assert_allclose(a["xyz"], b["xyz"], atol=0.05)
@@ -160,6 +162,36 @@ def test_detector_learns_to_find_nodules(tmp_path):
     trained_metrics = TASK.evaluate(model, data, cfg)
     assert trained_metrics["sensitivity_any"] >= 0.5
     assert trained_metrics["cpm"] > untrained["cpm"]
+
+
+def test_detect_reports_a_40_mm_mass_in_masses_csv_and_report(trained, tmp_path):
+    """A 40 mm soft-tissue mass in a lung is listed in masses.csv and report.json beside the nodule list."""
+    from scipy import ndimage
+
+    from data_adapters.synth.ct_phantom import make_phantom, write_series
+    from verticals.medical.lungmask import lung_mask
+
+    sp = (6.0, 5.0, 5.0)
+    rng = np.random.default_rng(5)
+    hu, _ = make_phantom(rng, (28, 56, 56), sp, (8.0, 16.0), 1)
+    depth = ndimage.distance_transform_edt(lung_mask(hu, sp).lungs, sampling=sp)
+    depth[:, :, 28:] = 0  # one lung: the point farthest from its wall
+    centre = np.array(np.unravel_index(np.argmax(depth), depth.shape)) * np.array(sp)
+    grid = np.meshgrid(*[np.arange(n) * s for n, s in zip(hu.shape, sp)], indexing="ij", sparse=True)
+    hu[sum((g - c) ** 2 for g, c in zip(grid, centre)) <= 20.0**2] = 40.0
+    origin = np.array([-140.0, -140.0, -80.0])
+    write_series(tmp_path / "in" / "s", hu, sp, origin, rng=rng, patient="MASS", reverse_files=False)
+    out = tmp_path / "out"
+    assert main(["medical", "detect", str(tmp_path / "in"), "--model", str(trained / "model"), "--out", str(out)]) == 0
+    with open(out / "masses.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1
+    xyz = np.array([float(rows[0][k]) for k in ("coordX", "coordY", "coordZ")])
+    assert np.linalg.norm(xyz - (origin + centre[::-1])) < 6.0
+    assert 32.0 < float(rows[0]["diameter_mm"]) < 46.0
+    (series,) = json.loads((out / "report.json").read_text())["series"]
+    assert series["lung_mask"]["status"] == "ok" and len(series["masses"]) == 1
+    assert (out / "overlays" / series["seriesuid"] / "lung_mask.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_detect_batch_survives_colour_multiframe_and_degenerate_series(trained, tmp_path, capsys):

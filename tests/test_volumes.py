@@ -138,6 +138,8 @@ def test_broken_and_implausible_volume_files_are_rejected_with_reasons(tmp_path,
     (tmp_path / "noraw.raw").unlink()
     sitk.WriteImage(sitk.GetImageFromArray(hu[0]), str(tmp_path / "flat.nrrd"))  # 2-D
     sitk.WriteImage(sitk.GetImageFromArray(np.stack([hu] * 3, -1), isVector=True), str(tmp_path / "rgb.mha"))
+    one_time_point = sitk.JoinSeries([sitk.GetImageFromArray(hu)])  # 4-D with one time point
+    sitk.WriteImage(one_time_point, str(tmp_path / "t1.nii.gz"))
     hot = sitk.GetImageFromArray(hu.astype(np.float32) * 1000)
     sitk.WriteImage(hot, str(tmp_path / "hot.nii.gz"))
     (tmp_path / "sub").mkdir()
@@ -151,6 +153,7 @@ def test_broken_and_implausible_volume_files_are_rejected_with_reasons(tmp_path,
     assert "HU range" in reason["hot"]
     assert "already used" in reason[str(tmp_path / "sub" / "good.mhd")]
     assert recs[("good", str(tmp_path / "good.mhd"))]["status"] == "ok"
+    assert recs[("t1", str(tmp_path / "t1.nii.gz"))]["shape_zyx"] == list(hu.shape)
 
 
 def test_seriesuid_is_the_luna16_file_stem():

@@ -15,6 +15,7 @@ from common.config import replace
 from common.device import seed_everything, set_threads
 from common.errors import UserError
 from common.progress import log
+from data_adapters.images import dataset_split
 from data_adapters.synth.inspection import write_dataset
 from data_adapters.synth.surfaces import CATEGORIES, Lighting
 
@@ -48,7 +49,7 @@ def synth(out: str | Path, *, seed: int = 0, category: str = "metal", scale: str
 
 def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: int = 0) -> tuple[Path, dict[str, Any]]:
     """Train DefectNet (through the Task, as federation does) and the golden-template baseline on
-    `data_dir/train/good`; write a model directory.
+    the good parts of `data_dir` (MVTec AD train/good or VisA's train split); write a model directory.
 
     The directory also holds the ONNX export (and the INT8 one when measured faster and faithful),
     the baseline, and the measured deployment choice in metadata.json. `seed` becomes the config's
@@ -79,7 +80,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
         cfg,
         metrics=metrics,
         seed=seed,
-        data_fingerprint=runs.fingerprint(Path(data_dir) / "train" / "good"),
+        data_fingerprint=runs.fingerprint(dataset_split(data_dir, "train").paths),  # MVTec or VisA
         extra={"deployment": deployment, "train_images": len(data)},
         extra_files=files,
     )

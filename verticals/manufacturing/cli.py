@@ -33,7 +33,9 @@ def synth(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="Dataset folder (MVTec layout); trains on train/good only."),
+    data: Path = typer.Option(
+        ..., "--data", help="Dataset folder (MVTec AD or VisA layout); trains on the good parts only."
+    ),
     out: Path = typer.Option(..., "--out", help="Model directory to write."),
     config: Path | None = typer.Option(None, "--config", help="TOML file of config overrides."),
     set_: list[str] = typer.Option([], "--set", help="Override one config key: key=value (repeatable)."),
@@ -89,7 +91,9 @@ def inspect(
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="Dataset folder (MVTec layout) with test/ and ground_truth/."),
+    data: Path = typer.Option(
+        ..., "--data", help="Dataset folder: MVTec AD (test/, ground_truth/) or VisA (split_csv/1cls.csv)."
+    ),
     model: Path = typer.Option(..., "--model", help="Model directory from `train`."),
     backend: str = typer.Option("auto", "--backend", help="auto, ort_fp32, ort_int8 or torch."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the golden-template baseline."),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from data_adapters.images import ImageError, mvtec_split, read_image, read_mask
+from data_adapters.images import ImageError, dataset_split, read_image, read_mask
 
 from .config import InspectConfig
 from .roi import full_frame, locate_part
@@ -55,7 +55,7 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_split(cfg: InspectConfig, source: str | Path, split: str) -> InspectionData:
-    """Read `source` (MVTec layout): "train" is train/good; "val" and "test" are the labelled test folders.
+    """Read `source` (MVTec AD or VisA layout): "train" is the good parts; "val" and "test" the labelled test set.
 
     MVTec AD has no validation split and metrics need defective parts, which only test/ holds, so
     "val" (what federation reports per round) reads test/ too. Nothing is tuned on it: thresholds
@@ -65,11 +65,11 @@ def load_split(cfg: InspectConfig, source: str | Path, split: str) -> Inspection
         raise UserError(f"split must be train, val or test, got {split!r}")
     labelled = split in ("val", "test")
     try:
-        listing = mvtec_split(source, "test" if labelled else "train")
-    except FileNotFoundError as exc:
+        listing = dataset_split(source, "test" if labelled else "train")
+    except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if not listing.paths:
-        where = "test/*" if labelled else "train/good"
+        where = ("test/*" if labelled else "train/good") + " (or the VisA split file's rows)"
         raise UserError(f"{source}: no PNG/JPEG/BMP images in {where}")
     size = cfg.image_size
     images = np.zeros((len(listing.paths), size, size, 3), np.uint8)
@@ -83,7 +83,7 @@ def load_split(cfg: InspectConfig, source: str | Path, split: str) -> Inspection
             if label == 0:
                 has_mask[i] = True
             elif mask_path is not None:
-                mask = read_mask(mask_path, image.shape[:2])
+                mask = read_mask(mask_path, image.shape[:2], listing.mask_threshold)
                 masks[i] = read_mask_crop(roi.crop(mask), size)
                 has_mask[i] = True
         except ImageError as exc:

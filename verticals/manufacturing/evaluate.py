@@ -2,8 +2,9 @@
 
 - image_auroc: ranking of parts by anomaly score (good vs defective), threshold-free.
 - pixel_auroc: ranking of pixels by anomaly map against the ground-truth masks.
-- aupro: area under the per-region-overlap curve up to 30 % false-positive rate, normalised to 1
-  (Bergmann et al., MVTec AD, 2021): unlike pixel AUROC, a small defect counts as much as a big one.
+- aupro: area under the per-region-overlap curve up to 30 % false-positive rate, normalised to 1,
+  exactly as MVTec's reference evaluation (Bergmann et al., IJCV 2021): unlike pixel AUROC, a small
+  defect counts as much as a big one.
 - f1_image: F1 of the OK/NG decision at the threshold calibrated on good parts (what the line does).
 - box_precision / box_recall: reported defect boxes against ground-truth regions (IoU >= cfg.box_iou).
 - image_auroc_<kind>: good parts against each defect kind (e.g. stains, the low-contrast case).
@@ -45,39 +46,65 @@ def predict(model, data: InspectionData, cfg: InspectConfig) -> tuple[np.ndarray
     return np.concatenate(scores), np.concatenate(logits), (float(thresholds[0]), float(thresholds[1]))
 
 
-def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, steps: int = 61) -> float:
-    """Normalised area under PRO(FPR) for FPR in [0, max_fpr]; maps and masks are (N, H, W)."""
-    import cv2
+def pro_curve(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, PRO) at every distinct anomaly score, from (0, 0) to (1, 1), as MVTec's reference code builds it.
 
-    good_pixels = maps[~masks]
-    if good_pixels.size == 0 or not masks.any():
+    Every ground-truth region (8-connected component of a mask) weighs the same whatever its size:
+    lowering the threshold past a pixel adds 1/|region| / n_regions to the PRO if the pixel is in a
+    region, and 1/n_ok to the FPR if it is defect-free. Pixels are swept from the highest score down;
+    tied scores enter together (one curve point per distinct score). Good images belong in `maps`
+    with empty masks: their pixels count towards the FPR.
+    """
+    from scipy import ndimage
+
+    masks = np.asarray(masks, bool)
+    fp_step = (~masks).astype(np.float64)
+    pro_step = np.zeros(masks.shape, np.float64)
+    n_regions = 0
+    for i, mask in enumerate(masks):
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), int))
+        if count:
+            sizes = np.bincount(labels.ravel())
+            pro_step[i][mask] = 1.0 / sizes[labels[mask]]
+        n_regions += count
+    n_ok = float(fp_step.sum())
+    if n_regions == 0 or n_ok == 0:
+        raise ValueError("PRO needs at least one defect region and one defect-free pixel")
+    scores = np.asarray(maps, np.float64).ravel()
+    order = np.argsort(-scores, kind="stable")
+    fpr = np.cumsum(fp_step.ravel()[order]) / n_ok
+    pro = np.cumsum(pro_step.ravel()[order]) / n_regions
+    last_of_tie = np.append(np.diff(scores[order]) != 0, True)
+    fpr, pro = np.minimum(fpr[last_of_tie], 1.0), np.minimum(pro[last_of_tie], 1.0)
+    return np.concatenate([[0.0], fpr, [1.0]]), np.concatenate([[0.0], pro, [1.0]])
+
+
+def area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
+    """Trapezoidal area under y(x) for x in [0, x_max]; y at x_max interpolated between its neighbours.
+
+    `x` is non-decreasing (a curve may rise vertically at one x: the last point there counts).
+    """
+    inside = x <= x_max
+    xs, ys = x[inside], y[inside]
+    if xs[-1] < x_max:
+        nxt = int(np.flatnonzero(~inside)[0])
+        y_end = ys[-1] + (y[nxt] - ys[-1]) * (x_max - xs[-1]) / (x[nxt] - xs[-1])
+        xs, ys = np.append(xs, x_max), np.append(ys, y_end)
+    return float(np.sum(0.5 * (ys[1:] + ys[:-1]) * np.diff(xs)))
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> float:
+    """Area under PRO(FPR) for FPR in [0, max_fpr], divided by max_fpr (MVTec AD's AU-PRO; 0 if undefined).
+
+    Exact, as MVTec's evaluation code (Bergmann et al., IJCV 2021) computes it: every distinct score
+    is a threshold, no sampling of FPRs. tests/test_aupro.py checks it against a threshold-by-threshold
+    implementation.
+    """
+    masks = np.asarray(masks, bool)
+    if not masks.any() or masks.all():
         return 0.0
-    ids, values, sizes = [], [], []
-    next_id = 0
-    for m, heat in zip(masks, maps):
-        if not m.any():
-            continue
-        count, labels = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
-        for label in range(1, count):
-            sel = labels == label
-            values.append(heat[sel])
-            ids.append(np.full(int(sel.sum()), next_id))
-            sizes.append(int(sel.sum()))
-            next_id += 1
-    region_values = np.concatenate(values)
-    region_ids = np.concatenate(ids)
-    region_sizes = np.asarray(sizes, np.float64)
-    fprs = np.linspace(0, max_fpr, steps)
-    thresholds = np.quantile(good_pixels, 1 - fprs)
-    pros = []
-    for t in thresholds:
-        hit = region_values >= t
-        overlap = np.bincount(region_ids[hit], minlength=next_id) / region_sizes
-        pros.append(overlap.mean())
-    actual_fpr = np.array([(good_pixels >= t).mean() for t in thresholds])
-    order = np.argsort(actual_fpr)
-    x, y = np.clip(actual_fpr[order], 0, max_fpr), np.asarray(pros)[order]
-    return float(np.trapezoid(y, x) / max_fpr)
+    fpr, pro = pro_curve(maps, masks)
+    return area_up_to(fpr, pro, max_fpr) / max_fpr
 
 
 def box_scores(
@@ -145,4 +172,4 @@ def evaluate(model, data: InspectionData, cfg: InspectConfig) -> dict[str, float
     return metrics_from(scores, maps, thresholds[0], boxes, data, cfg)
 
 
-__all__ = ["aupro", "evaluate", "metrics_from", "predict", "to_tensor"]
+__all__ = ["aupro", "evaluate", "metrics_from", "predict", "pro_curve", "to_tensor"]

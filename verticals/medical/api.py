@@ -20,6 +20,8 @@ from verticals.medical.config import MedicalConfig
 from verticals.medical.evaluate import evaluate_candidates
 
 CANDIDATE_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm"]
+MASS_HEADER = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "volume_ml", "mean_hu"]
+MASS_FIELDS = ("diameter_mm", "volume_ml", "mean_hu", "wall_contact")
 
 __all__ = [
     "deidentify_directory",
@@ -123,6 +125,16 @@ def train_model(
     return {"out": str(out), "metrics": metrics, "rejected": rejected, "skipped": skipped}
 
 
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_model() -> Path:
+    """The pretrained model directory shipped with the package (weights/MODEL_CARD.md says how it was built)."""
+    if not (SHIPPED_WEIGHTS / "model.pt").exists():
+        raise UserError(f"{SHIPPED_WEIGHTS}: no shipped weights in this installation; pass --model MODEL_DIR")
+    return SHIPPED_WEIGHTS
+
+
 def _relative(path: str, root: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(root))
@@ -171,7 +183,7 @@ def detect_directory(
     loaded = runs.load_model(model_dir, expect="medical")
     cfg = loaded.cfg
     series_list, skipped = volumes.read_volumes(data, gap_policy=gap_policy, load=False)
-    rows, records = [], []
+    rows, mass_rows, records = [], [], []
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_dir(out_path) as tmp:
         runner, runner_name = _runner_for(loaded, cfg, use_onnx, Path(scratch))
         fp = fp_params(loaded.model)
@@ -179,13 +191,14 @@ def detect_directory(
             record = {"seriesuid": series.seriesuid, "status": series.status, "reasons": list(series.reasons)}
             if series.status == "ok":
                 try:
-                    record.update(_detect_one(series, runner, cfg, fp, tmp, overlays, rows))
+                    record.update(_detect_one(series, runner, cfg, fp, tmp, overlays, rows, mass_rows))
                 except Exception as exc:  # one series' failure never costs the others their results
                     series.reject(f"could not be processed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
                 series.hu = None
                 record["status"], record["reasons"] = series.status, list(series.reasons)
             records.append(record)
         atomic.write_csv(tmp / "candidates.csv", CANDIDATE_HEADER, rows)
+        atomic.write_csv(tmp / "masses.csv", MASS_HEADER, mass_rows)
         report = {
             "model": str(model_dir),
             "runner": runner_name,
@@ -193,16 +206,17 @@ def detect_directory(
             # paths relative to the input folder: the report may be shared, the site's folder layout need not be
             "skipped": [{**item, "path": _relative(item["path"], data)} for item in skipped],
             "n_candidates": len(rows),
+            "n_masses": len(mass_rows),
         }
         runs.write_json(tmp / "report.json", report)
     return report
 
 
-def _detect_one(series, runner, cfg, fp, tmp: Path, overlays: int, rows: list) -> dict[str, Any]:
-    """Read, preprocess and detect one QC-passed series; append its candidate rows; return its record fields."""
+def _detect_one(series, runner, cfg, fp, tmp: Path, overlays: int, rows: list, mass_rows: list) -> dict[str, Any]:
+    """Read, preprocess and detect one QC-passed series; append its candidate and mass rows; return its record."""
     from data_adapters import dicom, volumes
     from verticals.medical.infer import detect_case
-    from verticals.medical.overlays import write_overlays
+    from verticals.medical.overlays import write_mask_overlay, write_overlays
     from verticals.medical.preprocess import case_from_series
 
     t0 = time.perf_counter()
@@ -218,15 +232,31 @@ def _detect_one(series, runner, cfg, fp, tmp: Path, overlays: int, rows: list) -
         tmp / "overlays" / series.seriesuid, series.hu, series.spacing_zyx, src_vox,
         found["diameter_mm"], found["probability"], overlays,
     )  # fmt: skip
+    if overlays and found["anatomy"] is not None:
+        mask = found["anatomy"]
+        pngs.append(write_mask_overlay(
+            tmp / "overlays" / series.seriesuid / "lung_mask.png",
+            case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min),
+            mask.region, mask.lungs, found["zyx"], found["probability"], [m["zyx"] for m in found["masses"]],
+        ))  # fmt: skip
+    masses = [
+        {"xyz": [round(float(v), 3) for v in m["xyz"]], **{k: round(float(m[k]), 3) for k in MASS_FIELDS}}
+        for m in found["masses"]
+    ]
     new_rows = [
         [series.seriesuid, *(f"{v:.3f}" for v in xyz), f"{p:.6f}", f"{d:.2f}"]
         for xyz, p, d in zip(found["xyz"], found["probability"], found["diameter_mm"])
     ]
     rows.extend(new_rows)  # only once the whole series succeeded
+    mass_rows.extend(
+        [series.seriesuid, *(f"{v:.3f}" for v in m["xyz"]), *(f"{m[k]:.1f}" for k in MASS_HEADER[4:])] for m in masses
+    )
     return {
         "shape_zyx": list(series.hu.shape),
         "spacing_zyx": [float(v) for v in series.spacing_zyx],
         "n_candidates": len(new_rows),
+        "lung_mask": found["lung_mask"],
+        "masses": masses,
         "overlays": [str(Path(p).relative_to(tmp)) for p in pngs],
         "timings": {
             "read_s": t1 - t0,

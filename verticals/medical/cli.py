@@ -150,15 +150,18 @@ def train(
 @app.command("detect")
 def detect(
     data: Path = typer.Argument(..., help="Folder of DICOM series and/or volume files (.mhd, .nii.gz, .nrrd...)."),
-    model: Path = typer.Option(..., "--model", help="Model directory from `fedsite medical train`."),
-    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, overlays/."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Model directory from `fedsite medical train` (default: the shipped weights)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, masses.csv, report.json, overlays/."),
     overlays: int = typer.Option(3, "--overlays", min=0, help="Overlay PNGs per series (top candidates)."),
     runtime: str = typer.Option("onnx", "--runtime", help="onnx (ONNX Runtime, default) or torch."),
     gaps: str = GAP_POLICY,
 ) -> None:
-    """Detect nodule candidates in every CT series under DATA (exit 3 when some series were rejected)."""
-    from verticals.medical.api import detect_directory
+    """Detect nodule candidates (and masses > 30 mm) in every CT series under DATA (exit 3 when some were rejected)."""
+    from verticals.medical.api import detect_directory, shipped_model
 
+    model = model if model is not None else shipped_model()
     if runtime not in ("onnx", "torch"):
         raise UserError(f"--runtime {runtime!r}: expected onnx or torch")
     report = detect_directory(

@@ -40,6 +40,16 @@ class MedicalConfig:
     tta_flip_axes: tuple[int, ...] = (2,)
     score_threshold: float = 0.05
     max_candidates: int = 40
+    # candidates with a final (calibrated) probability below this are not reported: a scan returns
+    # what it finds, not max_candidates every time
+    min_probability: float = 0.02
+    # anatomy (lungmask.py / masses.py): candidates' centres must lie within lung_margin_mm of the
+    # lungs (juxtapleural nodules sit on the wall); masses are soft-tissue lumps > mass_min_mm inside them
+    lung_mask: bool = True
+    lung_margin_mm: float = 10.0
+    mass_min_mm: float = 30.0
+    # held-out share of the training scans used to calibrate the final probabilities (Platt scaling)
+    calibration_fraction: float = 0.25
     nms_mm: float = 8.0
     fp_reduction: bool = True
     seed: int = 0

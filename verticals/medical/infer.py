@@ -119,32 +119,52 @@ def predict(image: np.ndarray, runner: Runner, cfg) -> np.ndarray:
     return out / (1 + len(axes)) if axes else out
 
 
-def fp_params(model) -> tuple[np.ndarray, float, bool]:
-    """FP-reduction weights from the model's buffers (absent on an ORT wrapper: rescoring is skipped)."""
+def fp_params(model) -> tuple[np.ndarray, float, bool, np.ndarray]:
+    """FP-reduction weights and calibration from the model's buffers (absent on an ORT wrapper: skipped)."""
     weights = getattr(model, "fp_weights", None)
     if weights is None:
-        return np.zeros(postprocess.N_FP_FEATURES), 0.0, False
+        return np.zeros(postprocess.N_FP_FEATURES), 0.0, False, np.array([1.0, 0.0])
+    calibration = getattr(model, "calibration", None)
     return (
         weights.detach().cpu().numpy().astype(np.float64),
         float(model.fp_bias),
         bool(float(model.fp_fitted) > 0),
+        calibration.detach().cpu().numpy().astype(np.float64) if calibration is not None else np.array([1.0, 0.0]),
     )
 
 
-def detect_case(case: Case, runner: Runner, cfg, fp: tuple[np.ndarray, float, bool] | None = None) -> dict:
-    """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings}."""
+def detect_case(
+    case: Case, runner: Runner, cfg, fp: tuple | None = None, *, report_all: bool = False, masses: bool = True
+) -> dict:
+    """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings,
+    "lung_mask" (its record, or None when off), "anatomy" (the LungMask), "masses"}.
+
+    Candidates whose centre lies outside the lung mask (lungmask.py) are dropped before the FP stage;
+    probabilities are the FP stage's, Platt-calibrated; those below `cfg.min_probability` are not
+    reported unless `report_all` (training fits the FP stage and the calibration on every candidate).
+    """
     t0 = time.perf_counter()
     out = predict(case.image, runner, cfg)
     t1 = time.perf_counter()
     centres, scores, diam = postprocess.decode(out, cfg)
     xyz = case.to_world(centres) if len(scores) else np.zeros((0, 3))
-    keep = postprocess.distance_nms(xyz, scores, diam, cfg.nms_mm)[: cfg.max_candidates]
+    keep = postprocess.distance_nms(xyz, scores, diam, cfg.nms_mm)
+    anatomy = _anatomy(case, cfg, masses) if getattr(cfg, "lung_mask", False) else None
+    if anatomy is not None and anatomy["mask"].status == "ok":
+        keep = keep[anatomy["mask"].contains(centres[keep])]
+    keep = keep[: cfg.max_candidates]
     centres, scores, diam, xyz = centres[keep], scores[keep], diam[keep], xyz[keep]
     spacing = float(np.mean(case.spacing_zyx))
     feats = postprocess.candidate_features(case.image, centres, scores, diam, spacing)
-    weights, bias, fitted = fp if fp is not None else (None, 0.0, False)
-    probs = postprocess.rescore(feats, scores, weights, bias, fitted and cfg.fp_reduction)
+    fp = tuple(fp) if fp is not None else (None, 0.0, False)
+    weights, bias, fitted = fp[:3]
+    calibration = fp[3] if len(fp) > 3 else np.array([1.0, 0.0])
+    probs = postprocess.calibrate(
+        postprocess.rescore(feats, scores, weights, bias, fitted and cfg.fp_reduction), calibration
+    )
     order = np.argsort(-probs, kind="stable")
+    if not report_all:
+        order = order[probs[order] >= getattr(cfg, "min_probability", 0.0)]
     return {
         "xyz": xyz[order],
         "zyx": centres[order],
@@ -152,6 +172,30 @@ def detect_case(case: Case, runner: Runner, cfg, fp: tuple[np.ndarray, float, bo
         "score": scores[order],
         "diameter_mm": diam[order],
         "features": feats[order],
+        "lung_mask": anatomy["mask"].record() if anatomy is not None else None,
+        "anatomy": anatomy["mask"] if anatomy is not None else None,
+        "masses": anatomy["masses"] if anatomy is not None else [],
         "seconds_network": t1 - t0,
         "seconds_postprocess": time.perf_counter() - t1,
     }
+
+
+def _anatomy(case: Case, cfg, masses: bool) -> dict:
+    """The case's lung mask and (when asked) its masses, in world coordinates."""
+    from verticals.medical.lungmask import lung_mask
+    from verticals.medical.masses import find_masses
+
+    hu = case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min)
+    mask = lung_mask(hu, case.spacing_zyx, margin_mm=cfg.lung_margin_mm)
+    found = find_masses(hu, case.spacing_zyx, mask, min_diameter_mm=cfg.mass_min_mm) if masses else []
+    for m in found:
+        m["xyz"] = case.to_world(m["zyx"][None])[0]
+    return {"mask": mask, "masses": found}
+
+
+def hits(case: Case, xyz: np.ndarray) -> np.ndarray:
+    """Which candidates (world xyz) hit one of the case's nodules by the LUNA16 rule (closer than its radius)."""
+    if not len(case.diameters) or not len(xyz):
+        return np.zeros(len(xyz), bool)
+    dist = np.linalg.norm(xyz[:, None] - case.to_world(case.nodules_vox)[None], axis=-1)
+    return (dist < case.diameters[None] / 2).any(1)

@@ -57,6 +57,8 @@ class NoduleDetector(nn.Module):
         self.register_buffer("fp_weights", torch.zeros(N_FP_FEATURES))
         self.register_buffer("fp_bias", torch.zeros(()))
         self.register_buffer("fp_fitted", torch.zeros(()))
+        # Platt scaling of the final logit, fitted on held-out scans (calibrate.py): (slope, intercept)
+        self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1 = self.stem(x)

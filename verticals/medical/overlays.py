@@ -41,3 +41,42 @@ def write_overlays(
                 raise OSError(f"could not write {path}")
         written.append(str(path))
     return written
+
+
+def write_mask_overlay(
+    path: Path, image_hu: np.ndarray, region: np.ndarray, lungs: np.ndarray, centres_zyx, probs, masses_zyx
+) -> str:
+    """One PNG of three axial slices (model grid) through the lungs: the lung outline (green), the
+    candidate region with its margin (yellow), the top candidates (red, numbered by rank) and masses
+    (magenta); each of the top 10 candidates is drawn on the slice nearest to it, so where the top ranks sit
+    (inside the lungs or not) can be checked at a glance."""
+    import cv2
+
+    zs = np.flatnonzero(lungs.any(axis=(1, 2))) if lungs.any() else np.arange(image_hu.shape[0])
+    picks = [int(zs[int(len(zs) * q)]) for q in (0.25, 0.5, 0.75)]
+    scale = max(1, int(np.ceil(320 / max(image_hu.shape[1:]))))
+    panels = []
+    centres = np.asarray(centres_zyx, float).reshape(-1, 3)[:10]
+    for k in picks:
+        img = cv2.cvtColor(_to_uint8(image_hu[k]), cv2.COLOR_GRAY2BGR)
+        img = cv2.resize(img, (img.shape[1] * scale, img.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+        for mask, colour in ((region, (0, 220, 220)), (lungs, (0, 200, 0))):
+            m = cv2.resize(mask[k].astype(np.uint8), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST)
+            contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(img, contours, -1, colour, 1)
+        for rank, (c, p) in enumerate(zip(centres, probs), start=1):
+            nearest = picks[int(np.argmin([abs(c[0] - z) for z in picks]))]
+            if nearest != k:
+                continue
+            at = (int((c[2] + 0.5) * scale), int((c[1] + 0.5) * scale))
+            cv2.circle(img, at, 3 * scale, (0, 0, 255), 1)
+            cv2.putText(img, f"{rank}:{p:.2f}", (at[0] + 4, at[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)
+        for c in masses_zyx:
+            if abs(c[0] - k) <= 10:
+                cv2.circle(img, (int((c[2] + 0.5) * scale), int((c[1] + 0.5) * scale)), 8 * scale, (255, 0, 255), 1)
+        cv2.putText(img, f"z={k}", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1, cv2.LINE_AA)
+        panels.append(img)
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), np.concatenate(panels, axis=1)):
+            raise OSError(f"could not write {path}")
+    return str(path)

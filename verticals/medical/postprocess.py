@@ -112,6 +112,15 @@ def rescore(feats: np.ndarray, scores: np.ndarray, weights: np.ndarray, bias: fl
     return 1.0 / (1.0 + np.exp(-(feats @ weights + bias)))
 
 
+def calibrate(probs: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """Platt scaling: sigmoid(a * logit(p) + b) with (a, b) = `calibration` ((1, 0) leaves p unchanged)."""
+    a, b = float(calibration[0]), float(calibration[1])
+    if len(probs) == 0 or (a == 1.0 and b == 0.0):
+        return probs
+    p = np.clip(np.asarray(probs, np.float64), 1e-6, 1 - 1e-6)
+    return 1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b)))
+
+
 def fit_fp_model(feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Logistic regression (standardised, folded back into raw weights); None without both classes.
 

@@ -85,10 +85,10 @@ def attach_nodules(case: Case, nodules: list[tuple[np.ndarray, float]]) -> Case:
     return case
 
 
-def split_of(seriesuid: str, uids: list[str]) -> str:
-    """Deterministic train/test assignment: the last quarter of uids by hash order is the test split."""
+def split_of(seriesuid: str, uids: list[str], fraction: float = 0.25) -> str:
+    """Deterministic train/test assignment: the last `fraction` of uids by hash order is the test split."""
     order = sorted(uids, key=lambda u: hashlib.sha256(u.encode()).hexdigest())
-    n_test = max(1, round(len(order) * 0.25)) if len(order) > 1 else 0
+    n_test = max(1, round(len(order) * fraction)) if len(order) > 1 else 0
     return "test" if seriesuid in order[len(order) - n_test :] else "train"
 
 

@@ -18,7 +18,7 @@ from common.progress import log
 from common.task import FitContext, added_loss, fit_optimizer, fit_schedule
 from verticals.medical import postprocess
 from verticals.medical.data import MedicalData
-from verticals.medical.infer import detect_case, torch_runner
+from verticals.medical.infer import detect_case, hits, torch_runner
 from verticals.medical.preprocess import Case
 
 
@@ -57,7 +57,8 @@ def _lung_points(case: Case) -> np.ndarray:
 
 
 def augment(patch, centres, rng: np.random.Generator):
-    """Random flips on each axis and an in-plane transpose; centres move with the voxels."""
+    """Random flips on each axis and an in-plane transpose (centres move with the voxels), then the
+    acquisition randomised (see `acquisition`)."""
     p = patch.shape[0]
     centres = centres.copy()
     for axis in range(3):
@@ -67,8 +68,53 @@ def augment(patch, centres, rng: np.random.Generator):
     if rng.random() < 0.5:
         patch = patch.transpose(0, 2, 1)
         centres = centres[:, [0, 2, 1]]
+    return acquisition(np.ascontiguousarray(patch), rng), centres
+
+
+def _linear_weights(pos: np.ndarray, n: int) -> np.ndarray:
+    """(len(pos), n) matrix of linear interpolation weights at fractional positions `pos` of n samples."""
+    lo = np.clip(np.floor(pos).astype(int), 0, n - 1)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = pos - lo
+    w = np.zeros((len(pos), n))
+    np.add.at(w, (np.arange(len(pos)), lo), 1 - frac)
+    np.add.at(w, (np.arange(len(pos)), hi), frac)
+    return w
+
+
+def acquisition(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Domain randomisation of what the phantoms fix: slice thickness, kernel, noise, HU scale and offset.
+
+    Why: the phantoms have 2.3-2.8 mm slices, one PSF and white noise; real chest CT comes with
+    0.625-5 mm slices, soft to sharp kernels and correlated noise. On the detector's 2 mm grid:
+    - thick slices (half the patches): the patch is sampled along z every f = 1.25-3 voxels (a 2.5-6 mm
+      slice after the box average of its thickness) and linearly interpolated back, as the
+      preprocessing does with a real thick-slice series;
+    - kernel (a third): in-plane Gaussian blur of 0.3-0.8 voxels;
+    - noise (half): Gaussian noise of 7-45 HU, correlated over ~1 voxel half the time;
+    - intensity: gain 0.9-1.1 and an offset of about +-14 HU (as before).
+    """
+    from scipy import ndimage
+
+    p = patch.shape[0]
+    if rng.random() < 0.5:
+        f = rng.uniform(1.25, 3.0)
+        thick = ndimage.uniform_filter1d(patch, size=max(int(round(f)), 1), axis=0, mode="nearest")
+        n = max(int(round((p - 1) / f)) + 1, 2)
+        pos = np.clip(np.linspace(0, p - 1, n) + rng.uniform(-0.5, 0.5) * (p - 1) / (n - 1), 0, p - 1)
+        # sample the slices at `pos`, then interpolate them back onto the grid: one (p, p) linear map on z
+        back = _linear_weights(np.interp(np.arange(p), pos, np.arange(n)), n) @ _linear_weights(pos, p)
+        patch = np.tensordot(back.astype(np.float32), thick, axes=(1, 0))
+    if rng.random() < 1 / 3:
+        patch = ndimage.gaussian_filter(patch, (0, *[rng.uniform(0.3, 0.8)] * 2))
+    if rng.random() < 0.5:
+        noise = rng.normal(0, 1, patch.shape).astype(np.float32)
+        if rng.random() < 0.5:
+            noise = ndimage.gaussian_filter(noise, 0.7)
+            noise /= max(float(noise.std()), 1e-6)
+        patch = patch + noise * np.float32(rng.uniform(0.005, 0.032))
     gain = rng.uniform(0.9, 1.1)
-    return np.ascontiguousarray(patch * gain + rng.normal(0, 0.01)), centres
+    return np.clip(patch * gain + rng.normal(0, 0.01), 0.0, 1.0).astype(np.float32)
 
 
 def make_targets(centres: np.ndarray, diameters: np.ndarray, cfg, spacing_mm: float) -> dict[str, np.ndarray]:
@@ -157,10 +203,16 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, context: FitCont
 
 
 def fit(model, data: MedicalData, cfg, *, epochs=None, context: FitContext | None = None) -> dict[str, float]:
-    """The whole training of one site: the detector, then (when `cfg.fp_reduction`) its FP stage."""
-    metrics = fit_detector(model, data.cases, cfg, epochs=epochs, context=context)
+    """The whole training of one site: the detector, then (when `cfg.fp_reduction`) its FP stage, both on
+    all but a held-out share of the scans, on which the final probabilities are then calibrated."""
+    from verticals.medical.calibrate import fit_calibration, split_for_calibration
+
+    train, held_out = split_for_calibration(data.cases, cfg.calibration_fraction)
+    metrics = fit_detector(model, train, cfg, epochs=epochs, context=context)
     if cfg.fp_reduction:
-        metrics.update(fit_fp_reduction(model, data.cases, cfg))
+        metrics.update(fit_fp_reduction(model, train, cfg))
+    if held_out:
+        metrics.update(fit_calibration(model, held_out, cfg))
     return metrics
 
 
@@ -173,14 +225,11 @@ def fit_fp_reduction(model, cases: list[Case], cfg) -> dict[str, float]:
     model.eval()
     feats, labels = [], []
     for case in cases:
-        found = detect_case(case, runner, cfg)
+        found = detect_case(case, runner, cfg, report_all=True, masses=False)
         if not len(found["score"]):
             continue
-        nod_xyz = case.to_world(case.nodules_vox) if len(case.diameters) else np.zeros((0, 3))
-        dist = np.linalg.norm(found["xyz"][:, None] - nod_xyz[None], axis=-1) if len(case.diameters) else None
-        hit = (dist < case.diameters[None] / 2).any(1) if dist is not None else np.zeros(len(found["score"]), bool)
         feats.append(found["features"])
-        labels.append(hit.astype(int))
+        labels.append(hits(case, found["xyz"]).astype(int))
     if not feats:
         return {"fp_fitted": 0.0}
     fitted = postprocess.fit_fp_model(np.concatenate(feats), np.concatenate(labels))
