@@ -83,7 +83,8 @@ def test_finance_score_names_a_damaged_onnx_file(model_dirs, tmp_path, capsys):
     data = tmp_path / "t.csv"
     data.write_text("txn_id,timestamp,src_account,dst_account,amount\nt1,1700000000,a,b,10\n")
     damaged = _damaged(model_dirs["finance"], tmp_path / "m", "model.onnx", "empty")
-    assert main(["finance", "score", "--data", str(data), "--model", str(damaged), "--out", str(tmp_path / "s.csv")]) == 2
+    out = tmp_path / "s.csv"
+    assert main(["finance", "score", "--data", str(data), "--model", str(damaged), "--out", str(out)]) == 2
     assert "model.onnx: damaged (empty)" in capsys.readouterr().err
 
 
