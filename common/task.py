@@ -176,6 +176,9 @@ class Task:
     # the named configs every vertical offers: "tiny" (tests, seconds per fit), "small" (`--quick`),
     # "default" (the config class's defaults)
     presets: Mapping[str, Any] = MappingProxyType({})
+    # named federated recipes (federation/recipes.py): preset, data scale, config changes and
+    # FederationSettings knobs, what `fedsite federate --recipe NAME`, the demo and the benchmark use
+    recipes: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
     # boolean config keys of post-fit stages that a federation fits in its last round only (a later
     # round's training would make them stale): what `fedsite federate --final-round-only` names
     final_round_only: tuple[str, ...] = ()

@@ -16,15 +16,17 @@ from typing import Any
 import numpy as np
 
 from common.atomic import write_bytes
+from federation import records
+from federation.records import GlobalModel
 
 NAME = "checkpoint.npz"
+OPT_PREFIX = "opt:"  # the server optimizer's state (FedAdam's, FedAvgM's moments)
 
 
-def save(out_dir: Path, round_: int, vector: np.ndarray, ints: dict[str, np.ndarray], opt_state: dict, history: dict):
+def save(out_dir: Path, round_: int, model: GlobalModel, opt_state: dict, history: dict) -> None:
     """Write DIR/checkpoints/checkpoint.npz atomically (the previous one stays until this one is complete)."""
-    arrays = {"vector": vector}
-    arrays.update({f"int:{k}": v for k, v in ints.items()})
-    arrays.update({f"opt:{k}": v for k, v in opt_state.items()})
+    arrays = records.pack({"vector": model.vector}, model.ints)
+    arrays.update({f"{OPT_PREFIX}{k}": v for k, v in opt_state.items()})
     arrays["meta"] = np.frombuffer(json.dumps({"round": round_, "history": history}).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -37,11 +39,13 @@ def load(out_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     with np.load(path) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
-        return {
-            "round": int(meta["round"]),
-            "history": meta["history"],
-            "vector": data["vector"].copy(),
-            "ints": {k[4:]: data[k].copy() for k in data.files if k.startswith("int:")},
-            "opt_state": {k[4:]: data[k].copy() for k in data.files if k.startswith("opt:")},
-        }
+        named = {k: data[k].copy() for k in data.files}
+    meta = json.loads(bytes(named.pop("meta")).decode())
+    opt_state = {k[len(OPT_PREFIX) :]: named.pop(k) for k in list(named) if k.startswith(OPT_PREFIX)}
+    arrays, ints = records.unpack(named)
+    return {
+        "round": int(meta["round"]),
+        "history": meta["history"],
+        "model": GlobalModel(arrays["vector"], ints),
+        "opt_state": opt_state,
+    }

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from federation.records import read_model, to_record
 from federation.settings import FederationSettings, site_name
 from federation.sitework import SiteWorker
 
@@ -70,17 +70,6 @@ def worker_for(message: Message, context: Context) -> tuple[SiteWorker, dict[str
     return worker, job
 
 
-def read_model(record: ArrayRecord) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The global model as (flat float vector, integer entries) from an instruction."""
-    vector = record["vector"].numpy()
-    ints = {k[4:]: v.numpy() for k, v in record.items() if k.startswith("int:")}
-    return vector, ints
-
-
-def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
 @app.query()
 def hello(message: Message, context: Context) -> Message:
     """Handshake: the site tells the hub the name it goes by (nothing else)."""
@@ -91,8 +80,7 @@ def hello(message: Message, context: Context) -> Message:
 def train(message: Message, context: Context) -> Message:
     """One federated round: train from the global model, send back the (privatised, encoded) update."""
     worker, job = worker_for(message, context)
-    vector, ints = read_model(message.content["global"])
-    arrays, metrics = worker.train(int(job["round"]), vector, ints)
+    arrays, metrics = worker.train(int(job["round"]), read_model(message.content["global"]))
     content = RecordDict({"update": to_record(arrays), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=message)
 
@@ -101,8 +89,7 @@ def train(message: Message, context: Context) -> Message:
 def train_local(message: Message, context: Context) -> Message:
     """A local-only model for the cross-site matrix (same start and epochs as the federation)."""
     worker, _ = worker_for(message, context)
-    vector, ints = read_model(message.content["global"])
-    arrays, metrics = worker.train_local(vector, ints)
+    arrays, metrics = worker.train_local(read_model(message.content["global"]))
     return Message(RecordDict({"model": to_record(arrays), "metrics": MetricRecord(metrics)}), reply_to=message)
 
 
@@ -110,10 +97,10 @@ def train_local(message: Message, context: Context) -> Message:
 def evaluate(message: Message, context: Context) -> Message:
     """Metrics of the sent model on this site's validation or test split."""
     worker, job = worker_for(message, context)
-    vector, ints = read_model(message.content["global"])
+    model = read_model(message.content["global"])
     splits = str(job.get("split", "val")).split("+")
     norm = int(job.get("norm-round", -1))  # local_norm: the site's own normalisation of that round
-    content = RecordDict({"metrics": MetricRecord(worker.evaluate(vector, ints, splits[0], norm))})
+    content = RecordDict({"metrics": MetricRecord(worker.evaluate(model, splits[0], norm))})
     if "test" in splits[1:]:
-        content["test-metrics"] = MetricRecord(worker.evaluate(vector, ints, "test", norm))
+        content["test-metrics"] = MetricRecord(worker.evaluate(model, "test", norm))
     return Message(content, reply_to=message)

@@ -207,10 +207,6 @@ def decode(
         if exact is not None and len(exact):
             out[exact] = body[size : size + 4 * len(exact)].view("<f4")
         return out
-    if "q" in arrays:
-        q = np.asarray(arrays["q"], dtype=np.float32)
-        scales = np.repeat(np.asarray(arrays["scales"], dtype=np.float32), INT8_CHUNK)[:size]
-        return q * scales
     if "idx" in arrays:
         out = np.zeros(size, dtype=np.float32)
         out[np.asarray(arrays["idx"], dtype=np.int64)] = np.asarray(arrays["val"], dtype=np.float32)

@@ -15,35 +15,15 @@ from typing import Any
 
 import typer
 
-# the lines score their labelled test parts (MVTec has no validation split: "val" reads the same
-# folder, so one exchange does both); each line keeps its own BatchNorm (FedBN,
-# federation/local_norm.py): metal, fabric and wood under different lights
-LINE_KNOBS = {"eval_split": "test", "local_norm": True}
-# rounds, local epochs per round, data scale, cross-site matrix, model config changes and
-# FederationSettings knobs: sized for <= 10 min on 2 cores. Many short rounds (a few batches per site
-# each) rather than a few long ones: at the same number of batches the sites drift apart less between
-# averages (benchmark: medical CPM 0.711 vs 0.611, manufacturing AUROC 0.820 vs 0.743); sites score
-# the model every 10th round (and the last), medical refits its FP-reduction stage in the last only
-# and runs one learning-rate schedule over its 40 rounds (--one-schedule: common.task.fit_schedule)
-PLAN = {
-    "full": {
-        "medical": {
-            "rounds": 40, "local_epochs": 1, "scale": "small", "cross_site": False,
-            "config": {"steps_per_epoch": 8},
-            "knobs": {"eval_every": 10, "final_round_only": ("fp_reduction",), "one_schedule": True},
-        },
-        "finance": {"rounds": 3, "local_epochs": 0, "scale": "small", "cross_site": True},
-        "manufacturing": {
-            "rounds": 50, "local_epochs": 1, "scale": "small", "cross_site": True,
-            "config": {"steps_per_epoch": 3}, "knobs": {**LINE_KNOBS, "eval_every": 10},
-        },
-    },
-    "quick": {
-        "medical": {"rounds": 1, "local_epochs": 1, "scale": "tiny", "cross_site": False},
-        "finance": {"rounds": 1, "local_epochs": 1, "scale": "tiny", "cross_site": False},
-        "manufacturing": {"rounds": 1, "local_epochs": 1, "scale": "tiny", "cross_site": False, "knobs": LINE_KNOBS},
-    },
-}  # fmt: skip
+# Each vertical federates by its own recipe ("federated": verticals/<name>/config.py, federation/recipes.py;
+# "quick": one round of everything on tiny data); the demo adds only its budget, sized for <= 10 min on
+# 2 cores: sites score the model every 10th round (and the last), medical skips the cross-site matrix,
+# and finance runs 3 of its recipe's 4 rounds.
+DEMO_CHANGES = {
+    "medical": {"cross_site": False, "eval_every": 10},
+    "finance": {"rounds": 3},
+    "manufacturing": {"eval_every": 10},
+}
 SITES = 3
 
 
@@ -75,7 +55,6 @@ def run_demo(out: Path, *, seed: int = 0, quick: bool = False, engine: str = "in
     set_threads(None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = PLAN["quick" if quick else "full"]
     start = time.perf_counter()
     sections = []
     steps = (("medical", medical_section), ("finance", small_section), ("manufacturing", small_section))
@@ -83,7 +62,7 @@ def run_demo(out: Path, *, seed: int = 0, quick: bool = False, engine: str = "in
         log(f"demo [{index}/{len(steps)}] {vertical}: starting ({time.perf_counter() - start:.0f}s elapsed)")
         began = time.perf_counter()
         try:
-            section = step(vertical, out / vertical, plan[vertical], seed=seed, quick=quick, engine=engine)
+            section = step(vertical, out / vertical, seed=seed, quick=quick, engine=engine)
         except Exception as exc:  # one vertical failing must not cost the user the others' results
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             status = "skipped" if "not available" in reason else "failed"
@@ -97,18 +76,19 @@ def run_demo(out: Path, *, seed: int = 0, quick: bool = False, engine: str = "in
     return result
 
 
-def _federate(vertical: str, run_dir: Path, plan: dict, *, seed: int, engine: str, cfg: Any) -> dict:
-    """One simulated federation of the plan (its config changes and knobs applied)."""
-    import dataclasses
-
+def _federate(vertical: str, run_dir: Path, *, seed: int, quick: bool, engine: str) -> tuple[dict, Any]:
+    """One simulated federation by the vertical's recipe (and the demo's budget); (history, recipe)."""
+    from common.registry import get_task
+    from federation.recipes import resolve
     from federation.sim import simulate
 
-    cfg = dataclasses.replace(cfg, **plan.get("config", {}))
-    knobs = plan.get("knobs", {})
-    return simulate(
-        vertical, run_dir, sites=SITES, rounds=plan["rounds"], seed=seed, engine=engine, scale=plan["scale"], cfg=cfg,
-        local_epochs=plan["local_epochs"], cross_site=plan["cross_site"], **knobs,
+    task = get_task(vertical)
+    recipe = resolve(task, "quick") if quick else resolve(task, "federated").replace(**DEMO_CHANGES[vertical])
+    history = simulate(
+        vertical, run_dir, sites=SITES, seed=seed, engine=engine, scale=recipe.scale, cfg=recipe.model_config(task),
+        **recipe.settings,
     )  # fmt: skip
+    return history, recipe
 
 
 def _summary(history: dict, headline: str) -> dict[str, Any]:
@@ -125,20 +105,16 @@ def _summary(history: dict, headline: str) -> dict[str, Any]:
     }
 
 
-def medical_section(vertical: str, run_dir: Path, plan: dict, *, seed: int, quick: bool, engine: str) -> dict:
+def medical_section(vertical: str, run_dir: Path, *, seed: int, quick: bool, engine: str) -> dict:
     """Federated detector training, FROC on a held-out set, detection with overlays on held-out series."""
     from common.registry import get_task
+    from verticals.medical.api import detect_directory, evaluate_candidates, synth_dataset
 
     task = get_task(vertical)
-    if task is None:
-        raise RuntimeError("the medical vertical is not available in this build")
-    from verticals.medical.api import detect_directory, evaluate_candidates, synth_dataset
-    from verticals.medical.config import PRESETS
-
-    history = _federate(vertical, run_dir, plan, seed=seed, engine=engine, cfg=PRESETS["tiny" if quick else "small"])
+    history, recipe = _federate(vertical, run_dir, seed=seed, quick=quick, engine=engine)
     heldout = run_dir / "heldout"
     if not (heldout / "annotations.csv").exists():
-        synth_dataset(heldout, 2 if quick else 3, seed=seed + 101, site=1, n_sites=SITES, scale=plan["scale"])
+        synth_dataset(heldout, 2 if quick else 3, seed=seed + 101, site=1, n_sites=SITES, scale=recipe.scale)
     detections = run_dir / "detections"
     report = detect_directory(heldout, run_dir / "global_model", detections, overlays=2)
     froc = evaluate_candidates(
@@ -164,14 +140,12 @@ def medical_section(vertical: str, run_dir: Path, plan: dict, *, seed: int, quic
     }
 
 
-def small_section(vertical: str, run_dir: Path, plan: dict, *, seed: int, quick: bool, engine: str) -> dict:
+def small_section(vertical: str, run_dir: Path, *, seed: int, quick: bool, engine: str) -> dict:
     """A small federation of the vertical's tiny model with the cross-site matrix (banks, factories)."""
     from common.registry import get_task
 
     task = get_task(vertical)
-    if task is None:
-        raise RuntimeError(f"the {vertical} vertical is not available in this build")
-    history = _federate(vertical, run_dir, plan, seed=seed, engine=engine, cfg=task.tiny_config())
+    history, _ = _federate(vertical, run_dir, seed=seed, quick=quick, engine=engine)
     return {
         "vertical": vertical,
         "status": "ok",

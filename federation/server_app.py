@@ -5,25 +5,27 @@ arrived (a site that errors or times out is recorded as failed and the round goe
 `min_results` sites answered), asks every site to evaluate the new model, and checkpoints. At the end
 it builds the cross-site matrix and writes history.json, global_model/ and report.md. The loop only
 talks to a Flower `Grid`, so Flower's simulation engine, a real SuperLink and the in-process engine
-(sim.py) all run the same code.
+(grid.py) all run the same code.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from common.device import seed_everything
 from common.progress import log
-from federation import checkpoint, codec, privacy, report, strategies
+from federation import checkpoint, codec, privacy, records, report, strategies
+from federation.grid import exchange
 from federation.moments import keep_statistics_pooled, moment_pairs, pooled_update
+from federation.records import GlobalModel
 from federation.settings import FederationSettings
 from federation.sitework import load_task, model_config
 
@@ -59,12 +61,6 @@ def wire_bytes(obj: Any) -> int:
     return len(obj.deflate()) + sum(wire_bytes(child) for child in children.values())
 
 
-def model_record(vector: np.ndarray, ints: dict[str, np.ndarray]) -> ArrayRecord:
-    arrays = {"vector": Array(np.ascontiguousarray(vector, dtype=np.float32))}
-    arrays.update({f"int:{k}": Array(np.ascontiguousarray(v)) for k, v in ints.items()})
-    return ArrayRecord(arrays)
-
-
 class Hub:
     """Sends instructions to the connected sites and gathers replies with their sizes."""
 
@@ -94,21 +90,7 @@ class Hub:
         return list(self.nodes)
 
     def exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
-        """Push and pull replies, polling every 0.5 s (Flower's own send_and_receive sleeps 3 s per poll)."""
-        from federation.sim import InProcessGrid
-
-        if isinstance(self.grid, InProcessGrid):
-            return list(self.grid.send_and_receive(messages, timeout=timeout))
-        pending = set(self.grid.push_messages(messages))
-        end = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        while pending and (end is None or time.monotonic() < end):
-            got = list(self.grid.pull_messages(pending))
-            replies.extend(got)
-            pending -= {m.metadata.reply_to_message_id for m in got}
-            if pending:
-                time.sleep(0.5)
-        return replies
+        return exchange(self.grid, messages, timeout)
 
     def send(self, kind: str, contents: dict[str, RecordDict], round_: int) -> dict[str, dict[str, Any]]:
         """Send one message per site; return {site: {"reply": Message | None, "error": str, bytes...}}."""
@@ -138,12 +120,6 @@ def _metrics(reply: Message | None, key: str = "metrics") -> dict[str, float]:
     return {k: float(v) for k, v in reply.content[key].items()} if reply is not None else {}
 
 
-def _arrays(record: ArrayRecord) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    arrays = {k: v.numpy() for k, v in record.items() if not k.startswith("int:")}
-    ints = {k[4:]: v.numpy() for k, v in record.items() if k.startswith("int:")}
-    return arrays, ints
-
-
 def weighted_metrics(per_site: dict[str, dict[str, float]]) -> dict[str, float]:
     """Example-weighted mean of the sites' metrics (the global view without pooling any data)."""
     rows = [m for m in per_site.values() if m]
@@ -157,7 +133,7 @@ def weighted_metrics(per_site: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_everywhere(
-    hub: Hub, vector, ints, split: str, round_: int, tests: dict | None = None, norm_round: int | None = None
+    hub: Hub, model: GlobalModel, split: str, round_: int, tests: dict | None = None, norm_round: int | None = None
 ) -> dict:
     """Each site's metrics of one model on its own `split` (the model travels, the data does not).
 
@@ -167,7 +143,7 @@ def evaluate_everywhere(
     """
     wanted = f"{split}+test" if tests is not None and split != "test" else split
     job = hub.job(split=wanted, **{"norm-round": round_ if norm_round is None else norm_round})
-    content = {s: RecordDict({"global": model_record(vector, ints), "job": job}) for s in hub.nodes}
+    content = {s: RecordDict({"global": records.model_record(model), "job": job}) for s in hub.nodes}
     results = hub.send("evaluate", content, round_)
     if tests is not None:
         key = "metrics" if split == "test" else "test-metrics"
@@ -175,17 +151,37 @@ def evaluate_everywhere(
     return {site: _metrics(r["reply"]) for site, r in results.items()}
 
 
-def run_round(
-    hub: Hub, round_: int, vector, ints, opt_state, layout: codec.Layout, params, tests=None, moments=()
-) -> tuple:
+@dataclass(frozen=True)
+class RunSetup:
+    """What stays fixed over a run's rounds: the hub, the model's layout, the aggregation knobs and
+    the (mean, spread) pairs of data statistics the model carries (moments.py)."""
+
+    hub: Hub
+    layout: codec.Layout
+    params: strategies.StrategyParams
+    moments: tuple = ()
+
+
+@dataclass
+class HubState:
+    """What a round changes and a checkpoint keeps: the global model and the server optimizer's state."""
+
+    model: GlobalModel
+    opt_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def run_round(run: RunSetup, state: HubState, round_: int, tests: dict | None = None) -> tuple[HubState, dict]:
     """One round: train everywhere, aggregate what arrived, evaluate; returns the new state and its record.
 
-    With a mean-based rule, the data statistics the model carries (`moments`) are combined as the
+    With a mean-based rule, the data statistics the model carries (`run.moments`) are combined as the
     pooled data's statistics (moments.py) instead of averaged; robust rules leave them as they are.
+    `tests`, in the last round: filled with each site's test metrics in the same exchange.
     """
-    s = hub.settings
+    hub, s, layout = run.hub, run.hub.settings, run.layout
+    vector = state.model.vector
     content = {
-        site: RecordDict({"global": model_record(vector, ints), "job": hub.job(round=round_)}) for site in hub.nodes
+        site: RecordDict({"global": records.model_record(state.model), "job": hub.job(round=round_)})
+        for site in hub.nodes
     }
     results = hub.send("train", content, round_)
     record: dict[str, Any] = {"round": round_, "sites": {}}
@@ -204,7 +200,7 @@ def run_round(
             entry["error"] = res["error"]
             log(f"round {round_}: {site} failed ({res['error']})")
         else:
-            arrays, site_ints = _arrays(reply.content["update"])
+            arrays, site_ints = records.from_record(reply.content["update"])
             entry["payload_bytes"] = codec.payload_bytes(arrays)
             entry["payload_deflated_bytes"] = codec.deflated_bytes(arrays)
             updates.append(codec.decode(arrays, layout.size, layout.int8_chunks, layout.exact))
@@ -214,36 +210,36 @@ def run_round(
     record["aggregated"] = len(updates) >= max(1, s.min_results)
     if record["aggregated"]:
         stacked = np.stack(updates)
-        update = strategies.aggregate(s.strategy, stacked, np.array(weights), params)
+        update = strategies.aggregate(s.strategy, stacked, np.array(weights), run.params)
         if s.strategy in strategies.MEAN_BASED:
-            update = pooled_update(update, vector, stacked, np.array(weights), list(moments))
-        new, opt_state = strategies.apply_update(s.strategy, vector, update, opt_state, params)
-        vector = keep_statistics_pooled(new, vector + update, list(moments))
-        ints = {**ints, **(new_ints or {})}
+            update = pooled_update(update, vector, stacked, np.array(weights), list(run.moments))
+        new, opt_state = strategies.apply_update(s.strategy, vector, update, state.opt_state, run.params)
+        model = GlobalModel(keep_statistics_pooled(new, vector + update, list(run.moments)), state.model.ints)
+        state = HubState(model.with_ints(new_ints or {}), opt_state)
     else:
         log(f"round {round_}: only {len(updates)} result(s) < min_results={s.min_results}; global model unchanged")
     scored = round_ % max(s.eval_every, 1) == 0 or round_ == s.rounds
-    per_site = evaluate_everywhere(hub, vector, ints, s.eval_split, round_, tests) if scored else {}
+    per_site = evaluate_everywhere(hub, state.model, s.eval_split, round_, tests) if scored else {}
     for site, metrics in per_site.items():
         record["sites"].setdefault(site, {"status": "failed", "train": {}, "bytes_sent": 0, "bytes_received": 0})
         record["sites"][site]["eval"] = metrics
     record["global_eval"] = weighted_metrics(per_site)
-    return vector, ints, opt_state, record
+    return state, record
 
 
-def cross_site(hub: Hub, vector, ints, initial, round_: int, tests: dict) -> dict[str, dict[str, dict[str, float]]]:
+def cross_site(hub: Hub, final: GlobalModel, initial: GlobalModel, round_: int, tests: dict) -> dict:
     """Each site's test data against the global model and against every site's local-only model."""
-    matrix = {"global": tests or evaluate_everywhere(hub, vector, ints, "test", round_)}
+    matrix = {"global": tests or evaluate_everywhere(hub, final, "test", round_)}
     if not hub.settings.cross_site:
         return matrix
-    content = {s: RecordDict({"global": model_record(*initial), "job": hub.job()}) for s in hub.nodes}
+    content = {s: RecordDict({"global": records.model_record(initial), "job": hub.job()}) for s in hub.nodes}
     for site, res in sorted(hub.send("train.local", content, round_ + 1).items()):
         if res["reply"] is None:
             log(f"cross-site: {site} could not train a local model ({res['error']})")
             continue
-        arrays, local_ints = _arrays(res["reply"].content["model"])
-        local_model = (arrays["vector"], {**ints, **local_ints})
-        matrix[f"local:{site}"] = evaluate_everywhere(hub, *local_model, "test", round_ + 2, norm_round=-1)
+        sent = records.read_model(res["reply"].content["model"])
+        local_model = GlobalModel(sent.vector, final.ints).with_ints(sent.ints)
+        matrix[f"local:{site}"] = evaluate_everywhere(hub, local_model, "test", round_ + 2, norm_round=-1)
     return matrix
 
 
@@ -255,24 +251,16 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     seed_everything(settings.seed)
     model = task.build_model(cfg)
     layout = codec.model_layout(model)
-    moments = moment_pairs(model, layout, task)
-    vector = codec.flatten(model.state_dict(), layout)
-    ints = codec.integer_entries(model.state_dict())
-    initial = (vector.copy(), dict(ints))
-    params = strategies.StrategyParams(
-        server_lr=settings.server_lr,
-        server_momentum=settings.server_momentum,
-        trim_fraction=settings.trim_fraction,
-        krum_byzantine=settings.krum_byzantine,
-    )
+    state = HubState(GlobalModel.of(model, layout))
+    initial = state.model.copy()
     history = report.new_history(settings)
-    opt_state: dict[str, np.ndarray] = {}
     start = 1
     if settings.resume and (saved := checkpoint.load(out)) is not None:
-        vector, ints, opt_state, history = saved["vector"], saved["ints"], saved["opt_state"], saved["history"]
+        state, history = HubState(saved["model"], saved["opt_state"]), saved["history"]
         start = saved["round"] + 1
         log(f"resuming after round {saved['round']} from {out / 'checkpoints'}")
     hub = Hub(grid, settings)
+    run = RunSetup(hub, layout, strategies.StrategyParams.of(settings), tuple(moment_pairs(model, layout, task)))
     history["sites"] = hub.connect()
     log(f"{len(hub.nodes)} site(s) connected: {', '.join(history['sites'])}")
     if len(hub.nodes) < max(1, settings.min_results):
@@ -280,23 +268,19 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     began = time.perf_counter()
     tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):
-        last = tests if round_ == settings.rounds else None
-        vector, ints, opt_state, record = run_round(hub, round_, vector, ints, opt_state, layout, params, last, moments)
+        state, record = run_round(run, state, round_, tests if round_ == settings.rounds else None)
         history["rounds"].append(record)
-        checkpoint.save(out, round_, vector, ints, opt_state, history)
+        checkpoint.save(out, round_, state.model, state.opt_state, history)
         headline = record["global_eval"].get(task.headline_metric)
         ok = sum(e["status"] == "ok" for e in record["sites"].values())
         shown = f"{headline:.4f}" if headline is not None else "n/a"
         log(f"round {round_}/{settings.rounds}: {ok}/{len(record['sites'])} sites ok, {task.headline_metric}={shown}")
-    history["cross_site"] = cross_site(hub, vector, ints, initial, settings.rounds + 1, tests)
+    history["cross_site"] = cross_site(hub, state.model, initial, settings.rounds + 1, tests)
     history["privacy"] = privacy.privacy_report(settings.clip, settings.noise, settings.rounds, settings.delta)
     history["compression"] = report.compression_summary(
         history, settings.compression, layout.size, len(layout.int8_chunks), len(layout.exact)
     )
     history["seconds"] = time.perf_counter() - began
-    state = dict(model.state_dict())
-    state.update(codec.unflatten(vector, layout))
-    state.update({name: torch.from_numpy(np.array(value)) for name, value in ints.items()})
-    model.load_state_dict(state)
+    state.model.load_into(model, layout)
     report.write_outputs(out, settings, history, model, cfg, task)
     return history

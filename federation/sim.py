@@ -12,92 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from federation.grid import InProcessGrid
 from federation.settings import FederationSettings
 
 ENGINES = ("ray", "inprocess")
-_SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
-
-
-class InProcessGrid(Grid):
-    """A Grid whose sites are ClientApp instances in this process (partition-id = site index)."""
-
-    def __init__(self, client_app: Any, n_sites: int, run_id: int = 1) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, _SERVER_NODE_ID
-        self.client_app = client_app
-        self.contexts = {
-            1000 + k: Context(
-                run_id=run_id,
-                node_id=1000 + k,
-                node_config={"partition-id": k, "num-partitions": n_sites},
-                state=RecordDict(),
-                run_config={},
-            )
-            for k in range(n_sites)
-        }
-        self._replies: dict[str, Message] = {}
-        self._count = 0
-        self._run = None
-
-    def set_run(self, run: Any) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Any:
-        return self._run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
-        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def _deliver(self, message: Message, deadline: float | None) -> Message | None:
-        """Run the site's ClientApp on `message` (in a thread, so a hung site can be abandoned)."""
-        box: dict[str, Message] = {}
-
-        def work() -> None:
-            context = self.contexts[message.metadata.dst_node_id]
-            try:
-                box["reply"] = self.client_app(message, context)
-            except Exception as exc:  # a site's failure becomes an error reply, as on a real SuperNode
-                box["reply"] = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-        return box.get("reply")
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for message in messages:
-            self._count += 1
-            message.metadata.__dict__["_message_id"] = f"m{self._count}"
-            self._replies[f"m{self._count}"] = message
-            ids.append(f"m{self._count}")
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(i) for i in message_ids if i in self._replies]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies = []
-        for message in messages:
-            reply = self._deliver(message, deadline)
-            if reply is not None:
-                replies.append(reply)
-        return replies
 
 
 def _task_path(settings: FederationSettings) -> str | None:
@@ -115,7 +39,9 @@ def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
     from federation.server_app import run_federation
 
     if engine == "inprocess":
-        return run_federation(InProcessGrid(client_app, settings.sites), settings)
+        return run_federation(
+            InProcessGrid(client_app, settings.sites, timeout=settings.round_timeout or None), settings
+        )
     if engine != "ray":
         raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     from flwr.simulation import run_simulation
@@ -151,7 +77,7 @@ def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
     return holder["history"]
 
 
-def _model_config(task: Any, vertical: str, config_file, overrides, tiny: bool) -> Any:
+def model_config(task: Any, vertical: str, config_file, overrides, tiny: bool) -> Any:
     """The model config from --config/--set, starting from the tiny config with --tiny."""
     from common import config
     from common.errors import UserError
@@ -170,10 +96,6 @@ def simulate(
     vertical: str,
     out: Path,
     *,
-    sites: int = 3,
-    rounds: int = 2,
-    strategy: str = "fedavg",
-    seed: int = 0,
     resume: bool = False,
     engine: str = "ray",
     scale: str = "small",
@@ -186,8 +108,8 @@ def simulate(
     """The Python API behind `fedsite federate`: make the sites' data, run the federation, write outputs.
 
     `cfg`, when given, is used as is (Python callers such as the demo); `knobs` are FederationSettings
-    fields (clip, noise, compression, min_results, fail_site, ...).
-    Bad input raises UserError with a one-line message.
+    fields (sites, rounds, strategy, seed, clip, noise, compression, min_results, fail_site, ...), each
+    defaulting to the settings' default. Bad input raises UserError with a one-line message.
     """
     import json
 
@@ -199,34 +121,30 @@ def simulate(
     if vertical not in registry.VERTICALS:
         raise UserError(f"--vertical {vertical}: unknown (known: {', '.join(registry.names())})")
     task = registry.get_task(vertical)
-    if task is None:
-        raise UserError(f"--vertical {vertical}: this vertical is not available in this build yet")
-    if strategy not in strategies.STRATEGIES:
-        raise UserError(f"--strategy {strategy}: unknown (known: {', '.join(strategies.STRATEGIES)})")
-    if knobs.get("compression", "none") not in codec.CODECS:
-        raise UserError(f"--compression {knobs['compression']}: unknown (known: {', '.join(codec.CODECS)})")
+    run_knobs = {**FederationSettings.defaults(), **knobs}
+    sites, rounds, seed = run_knobs["sites"], run_knobs["rounds"], run_knobs["seed"]
+    if run_knobs["strategy"] not in strategies.STRATEGIES:
+        raise UserError(f"--strategy {run_knobs['strategy']}: unknown (known: {', '.join(strategies.STRATEGIES)})")
+    if run_knobs["compression"] not in codec.CODECS:
+        raise UserError(f"--compression {run_knobs['compression']}: unknown (known: {', '.join(codec.CODECS)})")
     if sites < 1 or rounds < 1:
         raise UserError(f"--sites {sites} --rounds {rounds}: both must be at least 1")
     if cfg is None:
-        cfg = _model_config(task, vertical, config_file, overrides, tiny)
+        cfg = model_config(task, vertical, config_file, overrides, tiny)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
     settings = FederationSettings(
+        **knobs,
         vertical=vertical,
         task_module=registry.VERTICALS[vertical],
         config_toml=config.to_toml(cfg),
-        sites=sites,
-        rounds=rounds,
-        strategy=strategy,
-        seed=seed,
         data_root=str((out / "data").resolve()),
         source_suffix=suffix,
         out_dir=str(out.resolve()),
         resume=resume,
-        **knobs,
     )
     run_file = out / "run.json"
     identity = {k: v for k, v in settings.to_config().items() if k not in ("rounds", "resume", "node-wait")}

@@ -21,8 +21,9 @@ import torch
 from common import config as config_mod
 from common.device import seed_everything, set_threads
 from common.task import FitContext, FitWindow, KeptOptimizer, Proximal
-from federation import codec, privacy
+from federation import codec, privacy, records
 from federation.local_norm import local_names
+from federation.records import GlobalModel
 from federation.settings import FederationSettings
 
 
@@ -103,23 +104,20 @@ class SiteWorker:
             changes.update({k: False for k in self.settings.final_round_only if k in names})
         return dataclasses.replace(self.cfg, **changes) if changes else self.cfg
 
-    def _load_global(
-        self, vector: np.ndarray, ints: dict[str, np.ndarray], norm_round: int = -1
-    ) -> dict[str, torch.Tensor]:
+    def _load_global(self, model: GlobalModel, norm_round: int = -1) -> dict[str, torch.Tensor]:
         """Load the hub's model; with `local_norm`, this site's own normalisation of `norm_round` over it."""
-        state = dict(self.model.state_dict())
-        state.update(codec.unflatten(vector, self.layout))
-        for name, value in ints.items():
-            state[name] = torch.from_numpy(np.array(value))
-        if self.settings.local_norm and norm_round > 0:
-            state.update(self._norm_state(norm_round))
-        self.model.load_state_dict(state)
+        own = self._norm_state(norm_round) if self.settings.local_norm and norm_round > 0 else None
+        model.load_into(self.model, self.layout, own)
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _own_model(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`arrays` and this site's integer entries, as they go on the wire."""
+        return records.pack(arrays, codec.integer_entries(self.model.state_dict()))
 
     def _epochs(self) -> int | None:
         return self.settings.local_epochs or None
 
-    def train(self, round_: int, vector: np.ndarray, ints: dict[str, np.ndarray]) -> tuple[dict, dict[str, float]]:
+    def train(self, round_: int, model: GlobalModel) -> tuple[dict, dict[str, float]]:
         """Train from the global model; return (wire arrays, scalar metrics)."""
         s = self.settings
         if s.fail_site >= 0 and self.site == f"site-{s.fail_site}":
@@ -127,7 +125,7 @@ class SiteWorker:
                 time.sleep(max(s.round_timeout * 3, 5.0))
             raise DrillFailure(f"{self.site}: fault drill (--fail-site) in round {round_}")
         start = time.perf_counter()
-        anchor = self._load_global(vector, ints, norm_round=round_ - 1)
+        anchor = self._load_global(model, norm_round=round_ - 1)
         seed_everything(site_seed(s, self.site, round_))
         data = self.data("train")
         proximal = Proximal(anchor, s.proximal_mu) if s.strategy == "fedprox" and s.proximal_mu > 0 else None
@@ -140,14 +138,14 @@ class SiteWorker:
             self._save_optimizer_state(round_, kept.last.state_dict()["state"])
         if s.local_norm:
             self._save_norm_state(round_)
-        delta = codec.flatten(self.model.state_dict(), self.layout) - vector
+        delta = codec.flatten(self.model.state_dict(), self.layout) - model.vector
         delta, norm = privacy.privatize(delta, s.clip, s.noise, site_seed(s, self.site, round_, salt=1))
         arrays, residual = codec.encode_with_feedback(
             delta, s.compression, self._residual(round_ - 1), topk_fraction=s.topk_fraction,
             starts=self.layout.int8_chunks, exact=self.layout.exact,
         )  # fmt: skip
         self._save_residual(round_, residual)
-        arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
+        arrays = self._own_model(arrays)
         metrics.update(
             {
                 "num-examples": float(len(data)),
@@ -157,28 +155,24 @@ class SiteWorker:
         )
         return arrays, metrics
 
-    def evaluate(
-        self, vector: np.ndarray, ints: dict[str, np.ndarray], split: str, norm_round: int = -1
-    ) -> dict[str, float]:
+    def evaluate(self, model: GlobalModel, split: str, norm_round: int = -1) -> dict[str, float]:
         """The Task's metrics of the given model on this site's `split` (with its own normalisation of
         `norm_round` under `local_norm`; -1 scores the model exactly as sent, e.g. another site's)."""
-        self._load_global(vector, ints, norm_round=norm_round)
+        self._load_global(model, norm_round=norm_round)
         data = self.data(split)
         metrics = scalar_metrics(self.task.evaluate(self.model, data, self.cfg))
         metrics["num-examples"] = float(len(data))
         return metrics
 
-    def train_local(self, vector: np.ndarray, ints: dict[str, np.ndarray]) -> tuple[dict, dict[str, float]]:
+    def train_local(self, model: GlobalModel) -> tuple[dict, dict[str, float]]:
         """A local-only model (same start, same total epochs as the federation) for the cross-site matrix."""
-        self._load_global(vector, ints)
+        self._load_global(model)
         seed_everything(site_seed(self.settings, self.site, 0, salt=2))
         data = self.data("train")
         per_round = self.settings.local_epochs or getattr(self.cfg, "epochs", 1)
         cfg = self.round_config(0, salt=4)
         metrics = scalar_metrics(self.task.fit(self.model, data, cfg, epochs=per_round * self.settings.rounds))
-        arrays = {"vector": codec.flatten(self.model.state_dict(), self.layout)}
-        arrays.update({f"int:{k}": v for k, v in codec.integer_entries(self.model.state_dict()).items()})
-        return arrays, metrics
+        return self._own_model({"vector": codec.flatten(self.model.state_dict(), self.layout)}), metrics
 
     def _keep_state(self, kind: str, round_: int, suffix: str, write: Callable[[Path], None]) -> None:
         """Write this round's `kind` state (`write(path)`) atomically into the site's state directory,

@@ -15,21 +15,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from federation.settings import FederationSettings
+
 STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "median", "trimmed-mean", "krum")
 MEAN_BASED = ("fedavg", "fedprox", "fedavgm", "fedadam")  # rules whose aggregate is the example-weighted mean
 
 
 @dataclass(frozen=True)
 class StrategyParams:
-    """Knobs of the aggregation rules (defaults follow the papers and Flower's strategies)."""
+    """Knobs of the aggregation rules. The ones a run can set default to FederationSettings' (the one
+    source of every federation default); Adam's betas and tau follow Reddi et al. 2021 and Flower."""
 
-    server_lr: float = 0.1  # FedAdam's step
-    server_momentum: float = 0.9  # FedAvgM's (its step is 1, as in Hsu et al. 2019 and Flower's FedAvgM)
+    server_lr: float = FederationSettings.server_lr  # FedAdam's step
+    server_momentum: float = FederationSettings.server_momentum  # FedAvgM's (its step is 1, Hsu et al. 2019)
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
-    trim_fraction: float = 0.2
-    krum_byzantine: int = 1
+    trim_fraction: float = FederationSettings.trim_fraction
+    krum_byzantine: int = FederationSettings.krum_byzantine
+
+    @classmethod
+    def of(cls, settings: FederationSettings) -> StrategyParams:
+        """The aggregation knobs of a run."""
+        names = ("server_lr", "server_momentum", "trim_fraction", "krum_byzantine")
+        return cls(**{name: getattr(settings, name) for name in names})
 
 
 def weighted_mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -97,6 +97,7 @@ def test_resume_ends_with_the_same_model_as_an_uninterrupted_run(tmp_path, refer
 def test_local_norm_keeps_each_sites_batchnorm_and_resumes_exactly(tmp_path, reference_registered):
     from common.config import to_toml
     from federation import codec
+    from federation.records import GlobalModel
     from federation.settings import FederationSettings
     from federation.sitework import SiteWorker
 
@@ -123,11 +124,11 @@ def test_local_norm_keeps_each_sites_batchnorm_and_resumes_exactly(tmp_path, ref
     settings = FederationSettings(vertical="reference", config_toml=to_toml(cfg), local_norm=True, rounds=3)
     data_dir = next((full / "data" / "site-0").rglob("data.npz")).parent
     worker = SiteWorker(settings, "site-0", data_dir, full / "site_state" / "site-0")
-    vector = codec.flatten(hub, worker.layout)
-    worker.evaluate(vector, {}, "test", norm_round=3)
+    model = GlobalModel(codec.flatten(hub, worker.layout))
+    worker.evaluate(model, "test", norm_round=3)
     state = worker.model.state_dict()
     assert torch.equal(state[mean], own[0][mean]) and torch.equal(state["body.0.weight"], hub["body.0.weight"])
-    worker.evaluate(vector, {}, "test", norm_round=-1)
+    worker.evaluate(model, "test", norm_round=-1)
     assert torch.equal(worker.model.state_dict()[mean], hub[mean])
 
 
@@ -196,8 +197,8 @@ def test_sites_send_only_model_arrays_and_scalar_metrics(tmp_path, reference_reg
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
     from common import config
-    from federation import sim
     from federation.client_app import app as client_app
+    from federation.grid import InProcessGrid
     from federation.partition import prepare_sites
     from federation.settings import FederationSettings
 
@@ -221,7 +222,7 @@ def test_sites_send_only_model_arrays_and_scalar_metrics(tmp_path, reference_reg
     )
     from federation.server_app import run_federation
 
-    run_federation(sim.InProcessGrid(spy, 2), settings)
+    run_federation(InProcessGrid(spy, 2), settings)
     samples = np.concatenate([np.load(tmp_path / "data" / f"site-{k}" / "data.npz")["x"].reshape(-1) for k in (0, 1)])
     kinds = {kind for kind, _ in replies}
     assert kinds == {"query", "train", "evaluate", "train.local"}

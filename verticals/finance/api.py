@@ -6,6 +6,7 @@ calls one of these and maps the outcome to exit codes. Outputs are written atomi
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from common.device import set_threads
 from common.progress import log
 from data_adapters.transactions import time_order, write_rejected
 from verticals.finance.config import FinanceConfig
-from verticals.finance.data import load_dataset, read_for
+from verticals.finance.data import FinanceData, load_dataset, read_for
+from verticals.finance.head import HEAD_FILE, TreeHead, blend, choose_weight, fit_head
 from verticals.finance.infer import load_scorer, predict
 from verticals.finance.train import fit
 
@@ -53,9 +55,19 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
     for note in dataset.spec.notes():
         log(note)
     model = get_task("finance").build_model(cfg)
-    fit_metrics = fit(model, dataset, cfg)
-    train_metrics = fraud_metrics(dataset.label, predict(model, dataset.features))
+    files: dict[str, bytes] = {}
+    if cfg.head == "gbdt":
+        model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed)
+        files[HEAD_FILE] = pickle.dumps(head)
+        scores = blend(
+            head.predict(dataset.features, dataset.tree, None), predict(model, dataset.features), cfg.network_weight
+        )
+    else:
+        fit_metrics = fit(model, dataset, cfg)
+        scores = predict(model, dataset.features)
+    train_metrics = fraud_metrics(dataset.label, scores)
     metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
+    metrics.update({k: v for k, v in fit_metrics.items() if k.startswith("validation_")})
     runs.save_model(
         out,
         "finance",
@@ -70,10 +82,39 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
             "feature_columns": dataset.spec.used,
             "ignored_columns": dataset.spec.ignored,
         },
-        extra_files=export_bytes(model, cfg),
+        extra_files=export_bytes(model, cfg) | files,
     )
     log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
     return metrics
+
+
+def fit_with_head(
+    model: nn.Module, data: FinanceData, cfg: FinanceConfig, *, seed: int = 0
+) -> tuple[nn.Module, TreeHead, FinanceConfig, dict[str, float]]:
+    """The network and the boosted-tree head, and the weight that blends them, chosen honestly.
+
+    The network is trained on the earlier `1 - head_validation` of the training period, and so is
+    a first head; on the later rows (unseen by both) the blend weight with the best AUPRC is chosen
+    (unless `network_weight` is set). The head is then refitted on every row (trees are cheap); the
+    network is not (that would double the training time), so it has not seen the latest rows.
+    Returns the network, the head, the config with `network_weight` and fit metrics including the
+    validation AUPRC of the head alone (weight 0), the network alone (1) and the blend.
+    """
+    lo, hi = float(data.ts.min()), float(data.ts.max())
+    cut = lo + (1.0 - cfg.head_validation) * (hi - lo)
+    early, late = np.flatnonzero(data.ts < cut), np.flatnonzero(data.ts >= cut)
+    fit_metrics = fit(model, data.take(early), cfg)
+    weight, table = cfg.network_weight, {}
+    if weight < 0:
+        first = fit_head(data.features.take(early), data.tree[early], data.label[early], data.spec, None, seed=seed)
+        held = data.take(late)
+        weight, table = choose_weight(
+            held.label, first.predict(held.features, held.tree, None), predict(model, held.features)
+        )
+        log(f"network weight {weight} (validation AUPRC by weight: {table})")
+    head = fit_head(data.features, data.tree, data.label, data.spec, None, seed=seed)
+    fit_metrics |= {f"validation_auprc_weight_{w}": v for w, v in table.items()}
+    return model, head, config.replace(cfg, network_weight=weight), fit_metrics
 
 
 def update_model(

@@ -22,6 +22,8 @@ class FinanceConfig:
     they are saved with the model, so `score`, `serve` and `update` read files the same way.
     `features_numeric` / `features_categorical` / `features_ignore` override the inferred type of
     the export's extra columns (TOML: `[finance.features] numeric = [...]`).
+    `head = "gbdt"` adds boosted trees over the causal features and those columns (head.py), blended
+    with the network's logit at `network_weight`.
     """
 
     arch: Literal["fused", "tcn", "gnn"] = "fused"
@@ -52,6 +54,9 @@ class FinanceConfig:
     features_numeric: tuple[str, ...] = ()
     features_categorical: tuple[str, ...] = ()
     features_ignore: tuple[str, ...] = ()
+    head: Literal["gbdt", "none"] = "gbdt"
+    network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
+    head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 
@@ -61,4 +66,11 @@ PRESETS: dict[str, FinanceConfig] = {
     ),
     "small": FinanceConfig(epochs=4),
     "default": FinanceConfig(),
+}
+
+# Federated recipes (federation/recipes.py; `fedsite federate --recipe NAME`, the demo, the benchmark):
+# the tiny model, 4 rounds x 2 local epochs; "quick": one round of one epoch on tiny data.
+RECIPES: dict[str, dict] = {
+    "federated": {"preset": "tiny", "scale": "small", "rounds": 4, "local_epochs": 2},
+    "quick": {"preset": "tiny", "scale": "tiny", "rounds": 1, "local_epochs": 1, "cross_site": False},
 }

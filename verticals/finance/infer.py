@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from verticals.finance.columns import ColumnSpec, nn_matrix
+from verticals.finance.columns import ColumnSpec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, featurise
 
@@ -69,8 +69,11 @@ class StreamingScorer:
     `model` may be None when `onnx_path` exists (see `load_scorer`: no torch model is built then).
     """
 
-    def __init__(self, model: nn.Module | None, cfg: FinanceConfig, onnx_path: str | Path | None = None) -> None:
+    def __init__(
+        self, model: nn.Module | None, cfg: FinanceConfig, onnx_path: str | Path | None = None, head=None
+    ) -> None:
         self.cfg = cfg
+        self.head = head  # head.TreeHead or None: the boosted trees blended with the network
         self.spec = ColumnSpec.from_json(cfg.feature_spec)
         self.state = AccountState(cfg.history)
         self.backend = "torch"
@@ -89,10 +92,17 @@ class StreamingScorer:
             features.txn = np.concatenate([features.txn, extra[s]], 1)
         return features
 
-    def _predict(self, features: FeatureBatch) -> np.ndarray:
+    def _predict(self, features: FeatureBatch, tree: np.ndarray | None = None) -> np.ndarray:
         if isinstance(self.model, OnnxFraudModel):
-            return self.model.probabilities(features)
-        return predict(self.model, features)
+            network = self.model.probabilities(features)
+        else:
+            network = predict(self.model, features)
+        if self.head is None:
+            return network
+        from verticals.finance.head import blend
+
+        trees = self.head.predict(features, tree if tree is not None else np.zeros((len(features), 0)), None)
+        return blend(trees, network, self.cfg.network_weight)
 
     def score(
         self,
@@ -112,9 +122,10 @@ class StreamingScorer:
         """
         starts = range(0, len(ts), self.cfg.chunk_rows)
         extra = nn_matrix(self.spec, extras or {}, len(ts)) if self.spec.used else None
+        tree = tree_matrix(self.spec, extras or {}, len(ts)) if self.head is not None else None
         if len(starts) <= 1:
             features = self._featurise(slice(None), ts, src, dst, amount, channel, extra)
-            return self._predict(features) if len(ts) else np.zeros(0, np.float32)
+            return self._predict(features, tree) if len(ts) else np.zeros(0, np.float32)
         out, pending = [], None
         with ThreadPoolExecutor(max_workers=1) as pool:
             for i in starts:
@@ -122,7 +133,7 @@ class StreamingScorer:
                 features = self._featurise(s, ts, src, dst, amount, channel, extra)
                 if pending is not None:
                     out.append(pending.result())
-                pending = pool.submit(self._predict, features)
+                pending = pool.submit(self._predict, features, None if tree is None else tree[s])
             out.append(pending.result())
         return np.concatenate(out)
 
@@ -153,4 +164,6 @@ def load_scorer(model_dir: str | Path, cfg_threads: int | None = None) -> Stream
         cfg, model = loaded.cfg, loaded.model
     if cfg_threads is not None:
         cfg = config.replace(cfg, threads=cfg_threads)
-    return StreamingScorer(model, cfg, onnx)
+    from verticals.finance.head import load_head
+
+    return StreamingScorer(model, cfg, onnx, load_head(root))

@@ -15,7 +15,7 @@ from common.errors import UserError
 from common.task import FitContext, Task
 from verticals.finance import evaluate as metrics
 from verticals.finance import train as training
-from verticals.finance.config import PRESETS, FinanceConfig
+from verticals.finance.config import PRESETS, RECIPES, FinanceConfig
 from verticals.finance.data import FinanceData, load_split
 from verticals.finance.features import F_NBR, F_SEQ, F_TXN
 from verticals.finance.infer import predict
@@ -30,6 +30,7 @@ class FinanceTask(Task):
     headline_metric = "auprc"
     higher_is_better = True
     presets = PRESETS
+    recipes = RECIPES
 
     def build_model(self, cfg: FinanceConfig) -> nn.Module:
         return model_from_config(cfg)

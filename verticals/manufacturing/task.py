@@ -13,7 +13,7 @@ from data_adapters.synth.surfaces import Lighting
 
 from . import evaluate as evaluation
 from . import train as training
-from .config import PRESETS, InspectConfig
+from .config import PRESETS, RECIPES, InspectConfig
 from .data import InspectionData, load_split
 from .model import DefectNet
 
@@ -26,6 +26,7 @@ class ManufacturingTask(Task):
     headline_metric = "image_auroc"
     higher_is_better = True
     presets = PRESETS
+    recipes = RECIPES
 
     def build_model(self, cfg: InspectConfig) -> nn.Module:
         return model_from_config(cfg)

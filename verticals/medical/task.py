@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from common.task import FitContext, Task
-from verticals.medical.config import PRESETS, MedicalConfig
+from verticals.medical.config import PRESETS, RECIPES, MedicalConfig
 from verticals.medical.data import MedicalData
 
 
@@ -18,6 +18,7 @@ class MedicalTask(Task):
     headline_metric = "cpm"
     higher_is_better = True
     presets = PRESETS
+    recipes = RECIPES
     final_round_only = ("fp_reduction",)  # fitted on the finished detector's candidates
 
     def build_model(self, cfg: MedicalConfig) -> torch.nn.Module:
