@@ -66,7 +66,8 @@ def _inspect(directory: Path, as_json: bool, gaps: str, max_skipped: int, *, vol
     if as_json:
         print(to_json(report))
     else:
-        print(render(report, directory, max_skipped=max_skipped))
+        what = "Volumes and DICOM series" if volumes else "DICOM series"
+        print(render(report, directory, max_skipped=max_skipped, what=what))
     if not report["series"]:
         what = "volume file or DICOM series" if volumes else "DICOM series"
         raise UserError(f"{directory}: no {what} found ({len(report['skipped'])} file(s) skipped)")
