@@ -27,6 +27,7 @@ from data_adapters import volumes
 from data_adapters.synth.ct_phantom import SCALES, make_phantom, write_series
 
 TINY_SETS = ["spacing_mm=5", "channels=8,16,24,32", "patch=32", "window=32", "epochs=1", "steps_per_epoch=3"]
+TINY_SETS += ["score_threshold=0.0", "max_candidates=30"]  # many candidates: more positions to compare
 SPACING = (6.3, 5.7, 6.1)  # z, y, x: anisotropic, none equal
 ORIGIN = np.array([-141.37, -128.91, -233.55])
 EYE = np.eye(3)
@@ -117,10 +118,10 @@ def test_detect_finds_the_same_candidates_in_every_format(world):
     for r in rows:
         values = [float(r[k]) for k in ("coordX", "coordY", "coordZ", "probability")]
         by_uid.setdefault(r["seriesuid"], []).append(values)
-    ref = np.array(sorted(by_uid[uid], key=lambda v: -v[3]))
-    assert len(ref) > 0
+    ref = np.array(sorted(by_uid[uid], key=lambda v: (-v[3], *v[:3])))
+    assert len(ref) >= 10
     for name in FORMATS:
-        got = np.array(sorted(by_uid[volumes.series_uid_of(name)], key=lambda v: -v[3]))
+        got = np.array(sorted(by_uid[volumes.series_uid_of(name)], key=lambda v: (-v[3], *v[:3])))
         assert got.shape == ref.shape, name
         # a voxel is 5.7-6.3 mm; the CSV keeps 3 decimals
         np.testing.assert_allclose(got[:, :3], ref[:, :3], atol=0.01, err_msg=name)

@@ -41,7 +41,7 @@ def _relative(path: str, root: str | Path) -> str:
         return path
 
 
-def render(report: dict[str, Any], root: str | Path, *, max_skipped: int = 10) -> str:
+def render(report: dict[str, Any], root: str | Path, *, max_skipped: int = 10, what: str = "DICOM series") -> str:
     """The report as text: a title line with the folder, a header, aligned rows, a skipped-files summary."""
     rows = [_row(r) for r in sorted(report["series"], key=lambda r: (r.get("folder") or "", r["seriesuid"]))]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(COLUMNS)]
@@ -52,7 +52,7 @@ def render(report: dict[str, Any], root: str | Path, *, max_skipped: int = 10) -
 
     n_ok = sum(r["status"] == "ok" for r in report["series"])
     out = [
-        f"DICOM series under {Path(root).resolve()}: {len(rows)} found, {n_ok} ok, {len(rows) - n_ok} rejected",
+        f"{what} under {Path(root).resolve()}: {len(rows)} found, {n_ok} ok, {len(rows) - n_ok} rejected",
         line(COLUMNS),
         line(["-" * w for w in widths]),
     ]
