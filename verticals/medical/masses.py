@@ -12,8 +12,11 @@ How, on the model grid with the lung mask of lungmask.py:
 2. soft tissue (> `soft_hu`) inside the outline, opened with a ball of radius `open_mm` so vessels
    and airway walls (thinner than 2 x open_mm) drop out;
 3. components with a volume-equivalent diameter > `min_diameter_mm`, unless more than
-   `max_wall_contact` of their surface lies on the outline's edge: that is mediastinum or chest wall
-   entering the outline, which a mass touches only on one side.
+   `max_wall_contact` of their surface lies on the outline's edge (mediastinum or chest wall
+   entering the outline, which a mass touches only on one side), or unless the lung does not cover
+   at least half of their footprint a few millimetres below and above them: at the lung base an
+   axial slice shows the lung as a ring around the diaphragm dome, per-slice filling puts the dome
+   inside the outline, but the dome continues into the abdomen below, where a mass has lung.
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ def _opened(mask: np.ndarray, radius_mm: float, sp: np.ndarray) -> np.ndarray:
     """Morphological opening with a ball of `radius_mm` (two distance transforms: fast on big masks)."""
     core = ndimage.distance_transform_edt(mask, sampling=sp) > radius_mm
     return ndimage.distance_transform_edt(~core, sampling=sp) <= radius_mm
+
+
+def _capped(outline: np.ndarray, sl: tuple[slice, ...], comp: np.ndarray, sp: np.ndarray, gap_mm: float = 4.0) -> bool:
+    """Whether the lung outline covers at least half of the component's axial footprint just below and above it."""
+    footprint = comp.any(axis=0)
+    step = max(int(round(gap_mm / sp[0])), 1)
+    for z in (sl[0].start - step, sl[0].stop - 1 + step):
+        if z < 0 or z >= outline.shape[0]:
+            return False
+        if (outline[z][sl[1], sl[2]] & footprint).sum() < 0.5 * footprint.sum():
+            return False
+    return True
 
 
 def find_masses(
@@ -65,7 +80,7 @@ def find_masses(
         contact = float((surface & ndimage.binary_dilation(edge[sl])).sum()) / max(int(surface.sum()), 1)
         volume = float(comp.sum()) * voxel_ml
         diameter = float((6.0 * volume * 1000.0 / np.pi) ** (1.0 / 3.0))
-        if diameter <= min_diameter_mm or contact > max_wall_contact:
+        if diameter <= min_diameter_mm or contact > max_wall_contact or not _capped(outline, sl, comp, sp):
             continue
         centre = np.array(ndimage.center_of_mass(comp)) + np.array([s.start for s in sl])
         found.append(
