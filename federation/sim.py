@@ -77,19 +77,12 @@ def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
     return holder["history"]
 
 
-def model_config(task: Any, vertical: str, config_file, overrides, tiny: bool) -> Any:
-    """The model config from --config/--set, starting from the tiny config with --tiny."""
+def model_config(task: Any, vertical: str, config_file, overrides, preset: str | None = None) -> Any:
+    """The model config from --config/--set, over a named preset of the Task (--tiny, --quick) if given."""
     from common import config
-    from common.errors import UserError
 
-    if not tiny:
-        return config.resolve(task.config_cls, config_file, list(overrides), section=vertical)
-    if config_file:
-        raise UserError("--tiny and --config: choose one (use --set to adjust the tiny config)")
-    pairs = [item.split("=", 1) for item in overrides]
-    if any(len(p) != 2 for p in pairs):
-        raise UserError("--set: expected key=value")
-    return config.replace(task.tiny_config(), **{k.strip(): v.strip() for k, v in pairs})
+    base = task.preset(preset) if preset else None
+    return config.resolve(task.config_cls, config_file, list(overrides), section=vertical, base=base)
 
 
 def simulate(
@@ -130,7 +123,7 @@ def simulate(
     if sites < 1 or rounds < 1:
         raise UserError(f"--sites {sites} --rounds {rounds}: both must be at least 1")
     if cfg is None:
-        cfg = model_config(task, vertical, config_file, overrides, tiny)
+        cfg = model_config(task, vertical, config_file, overrides, "tiny" if tiny else None)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from common.cli import QUICK_TRAIN_HELP
 from common.errors import PartialSuccess, UserError
 
 app = typer.Typer(no_args_is_help=True, help="Fraud detection: synth, train, score, update, evaluate, serve.")
@@ -32,11 +33,13 @@ def _not_input(out: Path, *inputs: Path) -> None:
             raise UserError(f"{out}: output would overwrite the input {item}")
 
 
-def _config(config: Path | None, sets: list[str], columns: str | None = None, fmt: str | None = None):
+def _config(
+    config: Path | None, sets: list[str], columns: str | None = None, fmt: str | None = None, preset: str = "default"
+):
     from common.config import resolve
-    from verticals.finance.config import FinanceConfig
+    from verticals.finance.config import PRESETS, FinanceConfig
 
-    cfg = resolve(FinanceConfig, config, sets, section="finance")
+    cfg = resolve(FinanceConfig, config, sets, section="finance", base=PRESETS[preset])
     return _reading(cfg, columns, fmt)
 
 
@@ -56,15 +59,22 @@ def _reading(cfg, columns: str | None, fmt: str | None):
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Directory to write transactions.csv into."),
-    accounts: int = typer.Option(3000, "--accounts", min=20, help="Number of accounts."),
-    days: int = typer.Option(30, "--days", min=3, help="Days of activity."),
+    accounts: int | None = typer.Option(
+        None, "--accounts", min=20, help="Number of accounts [default: 3000; 400 with --quick]."
+    ),
+    days: int | None = typer.Option(None, "--days", min=3, help="Days of activity [default: 30; 20 with --quick]."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     site: int = typer.Option(0, "--site", min=0, help="Site (bank) index: changes the customer mix."),
     n_sites: int = typer.Option(1, "--n-sites", min=1, help="Number of sites the mix is spread over."),
     fraud_rate: float = typer.Option(0.02, "--fraud-rate", min=0.001, max=0.5, help="Share of fraudulent rows."),
+    quick: bool = typer.Option(False, "--quick", help="Small data (what --quick training is sized for)."),
 ) -> None:
     """Write DIR/transactions.csv: AMLSim-style activity with laundering typologies (labelled)."""
     from data_adapters.synth.transactions import write
+    from verticals.finance.task import SCALES
+
+    default_accounts, default_days = SCALES["small" if quick else "full"]
+    accounts, days = accounts or default_accounts, days or default_days
 
     path = write(out, accounts, days, seed=seed, site=site, n_sites=n_sites, fraud_rate=fraud_rate)
     typer.echo(str(path))
@@ -79,13 +89,15 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     columns: str | None = _COLUMNS,
     fmt: str | None = _FORMAT,
+    quick: bool = typer.Option(False, "--quick", help=QUICK_TRAIN_HELP),
 ) -> None:
     """Train the fraud model on every valid row of --data (every extra column is a feature)."""
     from common.runs import read_metadata
     from verticals.finance.api import train_model
 
     _not_input(out, data)
-    metrics = train_model(data, out, _config(config, sets, columns, fmt), seed=seed)
+    cfg = _config(config, sets, columns, fmt, preset="small" if quick else "default")
+    metrics = train_model(data, out, cfg, seed=seed)
     typer.echo(json.dumps(metrics, indent=2))
     rejected = read_metadata(out).get("rows_rejected", 0)
     if rejected:
