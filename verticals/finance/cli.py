@@ -160,8 +160,30 @@ def serve(
     model: Path = typer.Option(..., "--model", help="Model directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    state: Path | None = typer.Option(
+        None, "--state", help="Account-state file: restored on start, saved on a schedule and on shutdown."
+    ),
+    warm_start: Path | None = typer.Option(
+        None, "--warm-start", help="Transactions CSV replayed (time order) before the first request."
+    ),
+    snapshot_every: float = typer.Option(60.0, "--snapshot-every", min=1.0, help="Seconds between state saves."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding a bearer token that POST /score must send."
+    ),
+    remember: int = typer.Option(
+        1_000_000, "--remember-ids", min=1, help="Recent txn_ids kept for duplicate detection."
+    ),
 ) -> None:
     """HTTP scoring: POST /score (object or list), GET /health, GET /metrics (Prometheus)."""
     from verticals.finance.serve import serve as run
 
-    run(model, host, port)
+    run(
+        model,
+        host,
+        port,
+        state=state,
+        warm=warm_start,
+        snapshot_every=snapshot_every,
+        token_file=token_file,
+        remember=remember,
+    )

@@ -55,6 +55,7 @@ def read_scores(path: str | Path) -> dict[str, float]:
     """txn_id -> fraud_probability from a scores CSV; a one-line UserError naming a bad line."""
     import csv
 
+    from common.csv_cells import plain
     from common.errors import UserError
 
     path = Path(path)
@@ -74,7 +75,7 @@ def read_scores(path: str | Path) -> dict[str, float]:
                 raise UserError(f"{path}: line {reader.line_num}: bad fraud_probability") from None
             if not math.isfinite(value):
                 raise UserError(f"{path}: line {reader.line_num}: fraud_probability is not finite")
-            scores[row["txn_id"]] = value
+            scores[plain(row["txn_id"])] = value  # scores.csv escapes formula-like ids
     return scores
 
 
