@@ -19,7 +19,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.grid import InProcessGrid
-from federation.settings import FederationSettings
+from federation.settings import FederationSettings, site_name
 
 ENGINES = ("ray", "inprocess")
 
@@ -129,6 +129,10 @@ def simulate(
         raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
+    site_sources = {site_name(k): out / "data" / site_name(k) / suffix for k in range(sites)}
+    cfg, agreed = task.agree_config(cfg, site_sources)  # e.g. finance: the extra columns all banks have
+    if agreed:
+        atomic.write_text(out / "columns.json", json.dumps(agreed, indent=2) + "\n")
     settings = FederationSettings(
         **knobs,
         vertical=vertical,
