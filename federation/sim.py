@@ -3,7 +3,7 @@
 `ray` is Flower's own Simulation Runtime (`flwr.simulation.run_simulation`): every site's ClientApp
 runs in a Ray worker process, as in Flower's tutorials. Starting Ray costs 10-20 s on this class of
 machine, which dominates small runs, so `inprocess` runs the *same* ServerApp loop and the *same*
-ClientApp, with the same Flower Messages, behind a minimal Grid that calls each site's ClientApp in
+ClientApp, with the same Flower Messages, behind a minimal Grid (grid.py) that calls each site's ClientApp in
 this process, one at a time (deterministic, no start-up cost). Tests and the demo's small verticals
 use it; `fedsite federate --engine ray` is the default.
 """
@@ -19,7 +19,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.grid import InProcessGrid
-from federation.settings import FederationSettings
+from federation.settings import FederationSettings, site_name
 
 ENGINES = ("ray", "inprocess")
 
@@ -139,6 +139,10 @@ def simulate(
         raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
+    site_sources = {site_name(k): out / "data" / site_name(k) / suffix for k in range(sites)}
+    cfg, agreed = task.agree_config(cfg, site_sources)  # e.g. finance: the extra columns all banks have
+    if agreed:
+        atomic.write_text(out / "columns.json", json.dumps(agreed, indent=2) + "\n")
     settings = FederationSettings(
         **knobs,
         vertical=vertical,

@@ -199,13 +199,18 @@ def evaluate(
         "--excluded",
         help="LUNA16 annotations_excluded.csv: candidates hitting these findings count neither as TP nor FP.",
     ),
+    scans: Path | None = typer.Option(
+        None, "--scans", help="LUNA16 seriesuids.csv: score exactly these scans (default: those named in the CSVs)."
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the CPM 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score candidates by the LUNA16 protocol: prints CPM, FROC at 1/8..8 FP/scan, counts."""
     from verticals.medical.api import evaluate_candidates
 
-    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded)
+    result = evaluate_candidates(
+        candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded, scans_csv=scans
+    )
     print(to_json(result))
 
 
