@@ -40,6 +40,7 @@ class InspectConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4  # AdamW's
     anomaly_prob: float = 0.7
+    oriented_anomalies: float = 0.2  # share of anomalies drawn as thin strokes along/across the grain
     recon_weight: float = 1.0
     max_train_seconds: float = 0.0  # stop early past this wall time (0: no limit); a guard for shared CPUs
     holdout: float = 0.2  # fraction of train/good kept aside to calibrate thresholds
