@@ -36,7 +36,7 @@ def _features(model: DefectNet, images: np.ndarray, batch: int = 8) -> torch.Ten
         xn = model.normalise(to_tensor(images[i : i + batch]).to(device))
         if model.stride > 1:
             xn = F.avg_pool2d(xn, model.stride)
-        out.append(patch_features(xn, model.memory_patch))
+        out.append(patch_features(xn, model.memory_patch, model.memory_pool))
     return torch.cat(out)
 
 
