@@ -3,7 +3,7 @@
 `ray` is Flower's own Simulation Runtime (`flwr.simulation.run_simulation`): every site's ClientApp
 runs in a Ray worker process, as in Flower's tutorials. Starting Ray costs 10-20 s on this class of
 machine, which dominates small runs, so `inprocess` runs the *same* ServerApp loop and the *same*
-ClientApp, with the same Flower Messages, behind a minimal Grid that calls each site's ClientApp in
+ClientApp, with the same Flower Messages, behind a minimal Grid (grid.py) that calls each site's ClientApp in
 this process, one at a time (deterministic, no start-up cost). Tests and the demo's small verticals
 use it; `fedsite federate --engine ray` is the default.
 """
