@@ -98,7 +98,10 @@ def run(
         vertical, given, recipe=recipe, tiny=tiny, quick=quick, config_file=config, overrides=set_, scale=scale
     )
     check(engine, scale, knobs)
-    history = simulate(vertical, out, resume=resume, engine=engine, scale=scale, cfg=cfg, **knobs)
+    from federation.interrupt import exit_on_interrupt
+
+    with exit_on_interrupt(out):  # Ctrl-C: exit 130, last checkpoint kept, no site process left
+        history = simulate(vertical, out, resume=resume, engine=engine, scale=scale, cfg=cfg, **knobs)
     log(f"wrote {out / 'history.json'}, {out / 'global_model'}, {out / 'report.md'}")
     failed = failed_sites(history)
     if failed:  # the run finished without them: a partial success, listed in report.md

@@ -71,6 +71,16 @@ def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
         },
     )
     if "error" in holder:
+        from federation.server_app import SitesNotReady
+
+        if isinstance(holder["error"], SitesNotReady):
+            from common.progress import log
+
+            log(
+                f"{holder['error']}: Ray's site workers are slow to start on this machine (busy?); "
+                "running the same federation on the in-process engine instead (--engine inprocess skips Ray)"
+            )
+            return run(settings, "inprocess")
         raise holder["error"]
     if "history" not in holder:
         raise RuntimeError("the Flower simulation ended without a result (see the log above)")

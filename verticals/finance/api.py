@@ -21,7 +21,7 @@ from common.progress import log
 from data_adapters.transactions import time_order, write_rejected
 from verticals.finance.config import FinanceConfig
 from verticals.finance.data import FinanceData, load_dataset, read_for
-from verticals.finance.head import HEAD_FILE, TreeHead, blend, choose_weight, fit_head
+from verticals.finance.head import HEAD_FILE, TreeHead, blend, choose_weight, fit_head, load_head
 from verticals.finance.infer import load_scorer, predict
 from verticals.finance.train import fit
 
@@ -56,16 +56,13 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
         log(note)
     model = get_task("finance").build_model(cfg)
     files: dict[str, bytes] = {}
+    head = None
     if cfg.head == "gbdt":
         model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed)
         files[HEAD_FILE] = pickle.dumps(head)
-        scores = blend(
-            head.predict(dataset.features, dataset.tree, None), predict(model, dataset.features), cfg.network_weight
-        )
     else:
         fit_metrics = fit(model, dataset, cfg)
-        scores = predict(model, dataset.features)
-    train_metrics = fraud_metrics(dataset.label, scores)
+    train_metrics = fraud_metrics(dataset.label, blended(model, head, dataset, cfg))
     metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
     metrics.update({k: v for k, v in fit_metrics.items() if k.startswith("validation_")})
     runs.save_model(
@@ -117,6 +114,14 @@ def fit_with_head(
     return model, head, config.replace(cfg, network_weight=weight), fit_metrics
 
 
+def blended(model: nn.Module, head: TreeHead | None, data: FinanceData, cfg: FinanceConfig) -> np.ndarray:
+    """The model directory's score: the network, blended with the tree head when there is one."""
+    network = predict(model, data.features)
+    if head is None:
+        return network
+    return blend(head.predict(data.features, data.tree, None), network, cfg.network_weight)
+
+
 def update_model(
     model_dir: str | Path, data: str | Path, out: str | Path, *, seed: int = 0, force: bool = False
 ) -> dict[str, dict]:
@@ -140,7 +145,8 @@ def update_model(
         from common.errors import UserError
 
         raise UserError(f"{data}: need rows spread over time to fine-tune and hold out (found {len(dataset)})")
-    before = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
+    head = load_head(model_dir)
+    before = fraud_metrics(hold.label, blended(loaded.model, head, hold, cfg), hold.typology)
     guard = require_judgeable(
         before["auprc"] if hold.label.any() else None,
         f"{data}: AUPRC of the held-out later 20 % ({len(hold)} rows, {int(hold.label.sum())} fraud)",
@@ -148,7 +154,11 @@ def update_model(
         hint="add labelled rows with fraud to the later period",
     )
     fit(loaded.model, tune, cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
-    after = fraud_metrics(hold.label, predict(loaded.model, hold.features), hold.typology)
+    files: dict[str, bytes] = {}
+    if head is not None:  # the trees are refitted on the new rows (they do not fine-tune)
+        head = fit_head(tune.features, tune.tree, tune.label, tune.spec, None, seed=seed)
+        files[HEAD_FILE] = pickle.dumps(head)
+    after = fraud_metrics(hold.label, blended(loaded.model, head, hold, cfg), hold.typology)
     runs.save_model(
         out,
         "finance",
@@ -158,7 +168,7 @@ def update_model(
         seed=seed,
         data_fingerprint=runs.fingerprint(data),
         extra={"updated_from": str(model_dir), "rows_rejected": len(dataset.rejects)},
-        extra_files=export_bytes(loaded.model, cfg),
+        extra_files=export_bytes(loaded.model, cfg) | files,
     )
     result = {"before": before, "after": after, "rows_tuned": len(tune), "rows_held_out": len(hold)}
     return result | ({"guard": f"off: {guard}"} if guard else {})

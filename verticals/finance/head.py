@@ -54,9 +54,6 @@ class TreeHead:
         x = head_inputs(features, tree, network if self.uses_network else None)
         return self.model.predict_proba(x)[:, 1].astype(np.float32)
 
-    def save(self, directory: str | Path) -> bytes:
-        return pickle.dumps(self)
-
 
 def blend(head: np.ndarray, network: np.ndarray, weight: float) -> np.ndarray:
     """sigmoid((1 - w) * logit(head) + w * logit(network)): the final score."""
