@@ -403,7 +403,8 @@ def _peer_main(args) -> int:
         datasets = synth_exports(args.out, args.accounts, args.days, args.seed)
     results, tables = {}, []
     for name, path in datasets.items():
-        results[name] = run(path, cfg, seeds, log=lambda m: print(m, file=sys.stderr, flush=True))
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        results[name] = run(path, cfg, seeds, log=say, network=not args.skip_network)
         tables.append(table(name, results[name]))
         print(tables[-1] + "\n", flush=True)
     (args.out / "peer.json").write_text(json.dumps(results, indent=2, default=float))
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="--peer: an export to measure instead of the synthetic (a), (b)")
     parser.add_argument("--columns", default="", help="--peer: the column mapping of --data")
     parser.add_argument("--seeds", default="0", help="--peer: comma-separated training seeds")
+    parser.add_argument("--skip-network", action="store_true", help="--peer: fedsite = its tree head alone")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)

@@ -55,8 +55,12 @@ def bootstrap(y: np.ndarray, scores: dict[str, list[np.ndarray]], n: int = 300, 
     return {k: (point[k], float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items()}
 
 
-def run(data_csv: Path, cfg, seeds: list[int], log=print) -> dict:
-    """Train every row of ROWS for each seed on the earlier 70 % and score the later 30 %."""
+def run(data_csv: Path, cfg, seeds: list[int], log=print, network: bool = True) -> dict:
+    """Train every row of ROWS for each seed on the earlier 70 % and score the later 30 %.
+
+    `network=False` (a busy machine, a large export): fedsite is its tree head alone, and the
+    network and the head without the extra columns are not trained.
+    """
     from common import config
     from common.device import seed_everything, set_threads
     from data_adapters.transactions import time_order
@@ -93,31 +97,38 @@ def run(data_csv: Path, cfg, seeds: list[int], log=print) -> dict:
         "peer": np.r_[np.zeros(agg.shape[1], bool), data.spec.tree_categorical],
         "peer_no_columns": np.zeros(agg.shape[1], bool),
     }
-    scores: dict[str, list[np.ndarray]] = {k: [] for k, _ in ROWS}
+    skipped = () if network else ("head_only", "network_only", "head_no_columns")
+    scores: dict[str, list[np.ndarray]] = {k: [] for k, _ in ROWS if k not in skipped}
     seconds: dict[str, float] = {}
     weights = []
     for seed in seeds:
         seed_everything(seed)
         t = time.perf_counter()
-        model, head, fitted, _ = fit_with_head(model_from_config(cfg), tr, cfg, seed=seed)
-        seconds["fedsite"] = time.perf_counter() - t
-        network = predict(model, te.features)
-        trees = head.predict(te.features, te.tree, None)
-        weights.append(fitted.network_weight)
-        scores["fedsite"].append(blend(trees, network, fitted.network_weight))
-        scores["head_only"].append(trees)
-        scores["network_only"].append(network)
-        t = time.perf_counter()
-        bare = fit_head(tr.features, no_cols[train], tr.label, type(data.spec)(), None, seed=seed)
-        seconds["head_no_columns"] = time.perf_counter() - t
-        scores["head_no_columns"].append(bare.predict(te.features, no_cols[test], None))
+        if not network:
+            head = fit_head(tr.features, tr.tree, tr.label, data.spec, None, seed=seed)
+            seconds["fedsite"] = time.perf_counter() - t
+            scores["fedsite"].append(head.predict(te.features, te.tree, None))
+            weights.append(0.0)
+        else:
+            model, head, fitted, _ = fit_with_head(model_from_config(cfg), tr, cfg, seed=seed)
+            seconds["fedsite"] = time.perf_counter() - t
+            net = predict(model, te.features)
+            trees = head.predict(te.features, te.tree, None)
+            weights.append(fitted.network_weight)
+            scores["fedsite"].append(blend(trees, net, fitted.network_weight))
+            scores["head_only"].append(trees)
+            scores["network_only"].append(net)
+            t = time.perf_counter()
+            bare = fit_head(tr.features, no_cols[train], tr.label, type(data.spec)(), None, seed=seed)
+            seconds["head_no_columns"] = time.perf_counter() - t
+            scores["head_no_columns"].append(bare.predict(te.features, no_cols[test], None))
         for name in ("peer", "peer_no_columns"):
             t = time.perf_counter()
             trees_model = boosted_trees(peer_cat[name], seed).fit(peer_x[name][train], tr.label)
             seconds[name] = time.perf_counter() - t
             scores[name].append(trees_model.predict_proba(peer_x[name][test])[:, 1])
         log(f"seed {seed}: " + ", ".join(f"{k} {_auprc(y, v[-1]):.3f}" for k, v in scores.items())
-            + f" (network weight {fitted.network_weight}, load {os.getloadavg()[0]:.1f})")  # fmt: skip
+            + f" (network weight {weights[-1]}, load {os.getloadavg()[0]:.1f})")  # fmt: skip
     recall = {k: float(np.mean([fraud_metrics(y, s)["recall_at_1pct_fpr"] for s in v])) for k, v in scores.items()}
     return {
         "rows": len(data),
@@ -146,6 +157,10 @@ def table(name: str, result: dict) -> str:
         "|---|---|---|---|",
     ]
     for key, label in ROWS:
+        if key not in a:
+            continue
+        if key == "fedsite" and not any(k == "network_only" for k in a):
+            label = "fedsite tree head alone (network not trained: --skip-network)"
         m, lo, hi = a[key]
         lines.append(
             f"| {label} | {m:.3f} [{lo:.3f}, {hi:.3f}] | {result['recall_at_1pct_fpr'][key]:.3f} "
