@@ -390,6 +390,28 @@ def _table(results: dict, timings: dict, rates: dict, serving: dict) -> str:
     return "\n".join(lines)
 
 
+def _peer_main(args) -> int:
+    """`--peer`: the item-3 tables (fedsite, ablations, peer) for (a), (b) or for --data."""
+    from benchmarks.finance_peer import run, synth_exports, table
+    from verticals.finance.config import FinanceConfig
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    cfg = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    if args.data:
+        datasets = {args.data.stem: args.data}
+    else:
+        datasets = synth_exports(args.out, args.accounts, args.days, args.seed)
+    results, tables = {}, []
+    for name, path in datasets.items():
+        say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        results[name] = run(path, cfg, seeds, log=say, network=not args.skip_network)
+        tables.append(table(name, results[name]))
+        print(tables[-1] + "\n", flush=True)
+    (args.out / "peer.json").write_text(json.dumps(results, indent=2, default=float))
+    (args.out / "peer.md").write_text("\n\n".join(tables) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/fedsite-finance-bench"))
@@ -404,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="end-to-end `score` runs (the median is reported)")
     parser.add_argument("--speed-only", action="store_true", help="reuse --out's data, model and quality")
+    parser.add_argument("--peer", action="store_true", help="issue 15 item 3: fedsite vs the analyst's trees")
+    parser.add_argument("--data", type=Path, help="--peer: an export to measure instead of the synthetic (a), (b)")
+    parser.add_argument("--columns", default="", help="--peer: the column mapping of --data")
+    parser.add_argument("--seeds", default="0", help="--peer: comma-separated training seeds")
+    parser.add_argument("--skip-network", action="store_true", help="--peer: fedsite = its tree head alone")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
@@ -415,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
 
     set_quiet(True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.peer:
+        return _peer_main(args)
     data_csv = args.out / "data" / "transactions.csv"
     if args.speed_only:  # re-measure speed on the data and model of an earlier run in --out
         previous = json.loads((args.out / "results.json").read_text())

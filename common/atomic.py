@@ -113,12 +113,18 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 def write_csv(
     path: str | os.PathLike[str], header: list[str], rows: Iterable[Iterable[object]], *, private: bool = False
 ) -> Path:
-    """Write a CSV (header + rows) atomically; floats keep full precision via repr; `private`: 0600."""
+    """Write a CSV (header + rows) atomically; floats keep full precision via repr; `private`: 0600.
+
+    Text cells that a spreadsheet would run as a formula are escaped (common.csv_cells): every CSV
+    fedsite writes may be opened by someone in Excel.
+    """
     import csv
+
+    from common.csv_cells import spreadsheet_cell
 
     with atomic_path(path, suffix=".csv", private=private) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow(list(map(spreadsheet_cell, header)))
+            writer.writerows(list(map(spreadsheet_cell, row)) for row in rows)
     return Path(path)

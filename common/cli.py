@@ -40,6 +40,12 @@ COMMANDS: list[tuple[str, str]] = [
 
 _state = {"debug": False}
 
+# `--quick` on every train, synth and federate command: one spelling, one meaning (issue 19 item 1)
+QUICK_TRAIN_HELP = (
+    "Start from the small preset: a useful model in about a minute on 2 cores (--config/--set still apply)."
+)
+QUICK_SYNTH_HELP = "Small data (what --quick training is sized for), unless --scale is given."
+
 
 def _load(spec: str):
     module, attr = spec.split(":")

@@ -94,8 +94,10 @@ def resolve(
     config_file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     section: str | None = None,
+    base: C | None = None,
 ) -> C:
-    """Build a config: `cls` defaults, then keys from `config_file`, then `key=value` overrides.
+    """Build a config: `cls` defaults (or `base`, e.g. a named preset), then keys from `config_file`,
+    then `key=value` overrides.
 
     A TOML file may hold its keys at top level or under a `[section]` table (the vertical's name),
     so one file can configure several verticals. Unknown keys are errors, not silently ignored:
@@ -132,7 +134,7 @@ def resolve(
         if key not in types_:
             raise UserError(f"--set {key}: unknown config key (known: {', '.join(sorted(types_))})")
         values[key] = _coerce(key, raw.strip(), types_[key])
-    return replace(cls(), **values)
+    return replace(base if base is not None else cls(), **values)
 
 
 def replace(cfg: C, **changes: Any) -> C:

@@ -35,8 +35,9 @@ THIRD_PARTY = (
 CHATTY_LOGGERS = ("flwr",)
 # Inherited by subprocesses (Ray workers, Flower's SuperLink/SuperNode), whose warnings reach our stderr.
 CHILD_WARNINGS = "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning"
-# Native libraries that print their own warnings from C++ (read when they load, so set before any import).
-NATIVE_LOG_LEVELS = {"OPENCV_LOG_LEVEL": "ERROR", "GRPC_VERBOSITY": "ERROR"}
+# Native libraries that print their own warnings from C++ (read when they load, so set before any import);
+# OPENCV_FFMPEG_LOGLEVEL -8 (AV_LOG_QUIET): FFmpeg inside OpenCV prints "moov atom not found" and the like.
+NATIVE_LOG_LEVELS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "-8", "GRPC_VERBOSITY": "ERROR"}
 
 
 class _LibraryLogFilter(logging.Filter):

@@ -146,7 +146,15 @@ def session(path: str | os.PathLike[str], threads: int | None = None):  # -> ort
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers())
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers())
+    except Exception as exc:  # empty, cut or foreign file: name it (exit 2), not an internal error
+        from common.errors import UserError
+
+        if not Path(path).is_file():
+            raise
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"{path}: unreadable ONNX model ({first})") from None
 
 
 def run_session(sess, inputs: Sequence[torch.Tensor | np.ndarray]) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import common
-from common import atomic, config
+from common import atomic, config, manifest
 from common.errors import UserError
 from common.registry import get_task
 from common.strict_json import to_json
@@ -115,6 +115,7 @@ def save_model(
         (tmp / "metadata.json").write_text(to_json(meta) + "\n", encoding="utf-8")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
+        manifest.write(tmp)  # last: the SHA-256 of every file above, checked by read_metadata
     return Path(out)
 
 
@@ -137,7 +138,21 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{root}: written by fedsite {wrote} in model format {found}; this fedsite "
             f"({common.__version__}) reads format {FORMAT_VERSION}: retrain or convert the model"
         )
+    note = manifest.verify(root)  # every file of the directory, before any of them is parsed
+    if note is not None:
+        _note_once(note)
     return meta
+
+
+_noted: set[str] = set()
+
+
+def _note_once(note: str) -> None:
+    if note not in _noted:
+        _noted.add(note)
+        from common.progress import log
+
+        log(f"note: {note}")
 
 
 def load_model(path: str | os.PathLike[str], expect: str | None = None, map_location: str = "cpu") -> ModelDir:

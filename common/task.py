@@ -232,6 +232,12 @@ class Task:
         """A config small enough for the contract test to train in seconds."""
         return self.preset("tiny")
 
+    def agree_config(self, cfg: Any, sources: dict[str, Path]) -> tuple[Any, dict[str, Any]]:
+        """Before a federation's first round: the config every site will use, given each site's data
+        (site name -> source), and a report for the run directory. Default: `cfg` unchanged. Finance
+        agrees on the extra columns the banks share (or refuses, verticals/finance/federated_columns.py)."""
+        return cfg, {}
+
     def federated_moments(self, model: nn.Module) -> list[tuple[str, str, str]]:
         """(mean, spread, "var" | "std") state_dict entries holding statistics of a site's data.
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_adapters import image_limits
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -68,9 +70,14 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"unreadable file ({exc.strerror or exc})") from None
     if data.size == 0:
         raise ImageError("empty file (0 bytes)")
+    declared = image_limits.header_size(path)  # before decoding: a small file may declare gigapixels
+    if declared is not None and (reason := image_limits.problem(*declared)):
+        raise ImageError(reason)
     decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageError("corrupt or truncated image (decoder failed)")
+    if reason := image_limits.problem(decoded.shape[1], decoded.shape[0]):
+        raise ImageError(reason)
     return to_rgb8(decoded)
 
 
@@ -104,6 +111,10 @@ def iter_video(path: str | Path, every: int = 1) -> Iterator[InputItem]:
     try:
         if not capture.isOpened():
             yield InputItem(path.name, reason="video could not be opened (corrupt or unsupported codec)")
+            return
+        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if all(size) and (reason := image_limits.problem(*size)):
+            yield InputItem(path.name, reason=f"video frames: {reason}")
             return
         index = 0
         produced = 0

@@ -17,7 +17,6 @@ import csv
 import datetime as _dt
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ import numpy as np
 
 from common.atomic import write_csv
 from common.errors import UserError
+from data_adapters import transaction_checks
 from data_adapters.column_mapping import ColumnMapping
 
 REQUIRED = ("txn_id", "timestamp", "src_account", "dst_account", "amount")
 OPTIONAL = ("currency", "channel", "is_fraud", "typology")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 @dataclass
@@ -127,9 +126,9 @@ def check_row(values: dict[str, str], require_label: bool) -> tuple[float, float
         return f"amount '{raw_amount}' is not finite"
     if amount <= 0:
         return f"amount {raw_amount} is not > 0"
-    currency = values.get("currency", "").strip()
-    if currency and not _CURRENCY.match(currency):
-        return f"currency '{currency}' is not an ISO 4217 code"
+    implausible = transaction_checks.row_problem(ts, amount, values.get("currency", "").strip())
+    if implausible is not None:
+        return implausible
     raw_label = values.get("is_fraud", "").strip()
     if raw_label in ("0", "1", "0.0", "1.0"):
         label = int(float(raw_label))
@@ -163,6 +162,7 @@ def iter_chunks(
     with contextlib.closing(records):
         bound = mapping.bind(source_header, str(path)) if mapping is not None else None
         header = bound.header if bound is not None else [h.strip() for h in source_header]
+        transaction_checks.check_header(header, path)  # after mapping: an importer may rename repeats
         missing = [c for c in REQUIRED if c not in header]
         if require_label and "is_fraud" not in header:
             missing.append("is_fraud")
@@ -175,7 +175,9 @@ def iter_chunks(
             raws, lines, rejects, done = [], [], [], True
             for line, raw in records:
                 done = False
-                if len(raw) == n_fields:
+                if isinstance(raw, transaction_checks.RowFault):
+                    rejects.append(Rejection("", line, str(raw)))
+                elif len(raw) == n_fields:
                     raws.append(raw)
                     lines.append(line)
                 elif not raw or (len(raw) == 1 and not raw[0].strip()):
@@ -205,14 +207,26 @@ def iter_chunks(
 
 
 def _csv_records(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """(header, (line, fields) per data line) of a CSV file; one-line UserErrors for unreadable files."""
+    """(header, (line, fields) per data line) of a CSV file; one-line UserErrors for unreadable files.
+
+    A record that cannot be read (bytes that are not UTF-8, a field over the csv module's limit)
+    comes back as a `RowFault` with its reason, so one bad row is rejected and the others kept.
+    """
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        handle = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a transactions CSV") from None
-    reader = csv.reader(handle)
+    bad_lines: dict[int, str] = {}
+
+    def lines() -> Iterator[str]:
+        for number, text in enumerate(handle, 1):
+            if not text.isascii() and (reason := transaction_checks.undecodable(text)):
+                bad_lines[number] = reason
+            yield text
+
+    reader = csv.reader(lines())
     try:
         header = next(reader)
     except StopIteration:
@@ -221,14 +235,27 @@ def _csv_records(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]
     except (csv.Error, UnicodeDecodeError) as exc:
         handle.close()
         raise UserError(f"{path}: not a readable CSV ({exc})") from None
+    if bad_lines:
+        handle.close()
+        raise UserError(f"{path}: header line {bad_lines[min(bad_lines)]}")
 
     def records() -> Iterator[tuple[int, list[str]]]:
         with handle:
-            try:
-                for raw in reader:
-                    yield reader.line_num, raw
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise UserError(f"{path}: line {reader.line_num}: unreadable CSV ({exc})") from None
+            while True:
+                start = reader.line_num
+                try:
+                    raw = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield reader.line_num, transaction_checks.RowFault(f"unreadable CSV record ({exc})")
+                    continue
+                if bad_lines:
+                    faults = [bad_lines.pop(n) for n in range(start + 1, reader.line_num + 1) if n in bad_lines]
+                    if faults:
+                        yield reader.line_num, transaction_checks.RowFault(faults[0])
+                        continue
+                yield reader.line_num, raw
 
     return header, records()
 
@@ -292,7 +319,7 @@ def _clean_block(
     if not (np.isfinite(amount).all() and (amount > 0).all()):
         return None
     currency = text("currency")
-    if any(c and not _CURRENCY.match(c) for c in set(currency)):
+    if not transaction_checks.block_ok(ts, amount, set(currency)):
         return None
     label_text = text("is_fraud")
     allowed = set(_LABELS) if require_label else {*_LABELS, ""}

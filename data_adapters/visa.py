@@ -6,6 +6,10 @@ relative to the root, e.g. `candle/Data/Images/Anomaly/000.JPG` and
 `candle/Data/Masks/Anomaly/000.png`). Images are JPEG; masks are PNG whose non-zero pixels are
 defects (VisA numbers defect instances 1, 2, ... rather than writing 255 as MVTec does).
 
+Each object folder may also hold `image_anno.csv` (`image,label,mask`, label the defect names,
+e.g. `chip around edge,damaged corner`): when present it names each defective image's kind (so
+evaluate reports an AUROC per defect kind, as for MVTec's folders); otherwise the kind is `anomaly`.
+
 A dataset folder is either the VisA root (when its CSV names one object) or one object's folder
 inside it (`VisA/candle`), so `--data VisA/candle` trains on candle as `--data mvtec/bottle` does.
 """
@@ -50,6 +54,26 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
     return rows
 
 
+def defect_kinds(base: Path, obj: str) -> dict[str, str]:
+    """{image path relative to the VisA root: defect kind} from `<obj>/image_anno.csv`, if there is one."""
+    path = base / obj / "image_anno.csv"
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not {"image", "label"} <= set(reader.fieldnames or []):
+                return {}
+            rows = [(r["image"] or "", (r["label"] or "").strip()) for r in reader]
+    except (OSError, UnicodeDecodeError):
+        return {}
+    kinds = {}
+    for image, label in rows:
+        if label and label.lower() != "normal":
+            kinds[image.strip()] = "+".join(part.strip().replace(" ", "_") for part in label.split(",") if part.strip())
+    return kinds
+
+
 def visa_split(root: Path, split: str):
     """List one VisA object's "train" (normal images of the train split) or "test" images with masks."""
     from data_adapters.images import LabelledSet
@@ -70,12 +94,13 @@ def visa_split(root: Path, split: str):
     rows = [r for r in rows if r["object"] == obj and r["split"] == split]
     if split == "train":
         rows = [r for r in rows if r["label"] == "normal"]  # training sees defect-free parts only
+    named = defect_kinds(base, obj) if split == "test" else {}
     out = LabelledSet(mask_threshold=0)
     for r in sorted(rows, key=lambda r: (r["label"], r["image"])):
         label = LABELS[r["label"]]
         out.paths.append(base / r["image"])
         out.labels.append(label)
-        out.kinds.append("good" if label == 0 else "anomaly")
+        out.kinds.append("good" if label == 0 else named.get(r["image"], "anomaly"))
         mask = base / r["mask"] if label and r["mask"] else None
         out.masks.append(mask if mask is not None and mask.is_file() else None)
     return out

@@ -23,6 +23,7 @@ def resolve(
     *,
     recipe: str | None = None,
     tiny: bool = False,
+    quick: bool = False,
     config_file: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     scale: str | None = None,
@@ -36,10 +37,13 @@ def resolve(
 
     task = registry.get_task(vertical)
     knobs = {k: config_keys(v) if k == "final_round_only" else v for k, v in given.items() if v is not None}
+    if tiny and quick:
+        raise UserError("--tiny and --quick: choose one")
     if recipe is None:
-        return model_config(task, vertical, config_file, overrides, tiny), scale or "small", knobs
-    if tiny or config_file:
-        raise UserError("--recipe and --tiny/--config: choose one (use --set to adjust the recipe's config)")
+        preset = "tiny" if tiny else "small" if quick else None
+        return model_config(task, vertical, config_file, overrides, preset), scale or "small", knobs
+    if tiny or quick or config_file:
+        raise UserError("--recipe and --tiny/--quick/--config: choose one (use --set to adjust the recipe's config)")
     chosen = resolve_recipe(task, recipe)
     pairs = [item.split("=", 1) for item in overrides]
     if any(len(p) != 2 for p in pairs):
@@ -77,6 +81,7 @@ def run(
     config: Path | None,
     set_: list[str],
     tiny: bool,
+    quick: bool,
     recipe: str | None,
     **given: Any,
 ) -> None:
@@ -90,10 +95,13 @@ def run(
     from federation.sim import simulate
 
     cfg, scale, knobs = resolve(
-        vertical, given, recipe=recipe, tiny=tiny, config_file=config, overrides=set_, scale=scale
+        vertical, given, recipe=recipe, tiny=tiny, quick=quick, config_file=config, overrides=set_, scale=scale
     )
     check(engine, scale, knobs)
-    history = simulate(vertical, out, resume=resume, engine=engine, scale=scale, cfg=cfg, **knobs)
+    from federation.interrupt import exit_on_interrupt
+
+    with exit_on_interrupt(out):  # Ctrl-C: exit 130, last checkpoint kept, no site process left
+        history = simulate(vertical, out, resume=resume, engine=engine, scale=scale, cfg=cfg, **knobs)
     log(f"wrote {out / 'history.json'}, {out / 'global_model'}, {out / 'report.md'}")
     failed = failed_sites(history)
     if failed:  # the run finished without them: a partial success, listed in report.md
@@ -127,6 +135,9 @@ _FIXED = [
     )),
     ("set_", list[str], typer.Option([], "--set", help="key=value override of the model config (repeatable).")),
     ("tiny", bool, typer.Option(False, "--tiny", help="Start from the vertical's tiny config (seconds per round).")),
+    ("quick", bool, typer.Option(
+        False, "--quick", help="Start from the vertical's small preset on small data, as `train --quick`."
+    )),
 ]  # fmt: skip
 
 

@@ -18,10 +18,10 @@ import typer
 # Each vertical federates by its own recipe ("federated": verticals/<name>/config.py, federation/recipes.py;
 # "quick": one round of everything on tiny data); the demo adds only its budget, sized for <= 10 min on
 # 2 cores: sites score the model every 10th round (and the last), medical skips the cross-site matrix,
-# and finance runs 3 of its recipe's 4 rounds.
+# and finance runs 3 of its recipe's 4 rounds (of the tiny preset's own 2 epochs: local_epochs 0).
 DEMO_CHANGES = {
     "medical": {"cross_site": False, "eval_every": 10},
-    "finance": {"rounds": 3},
+    "finance": {"rounds": 3, "local_epochs": 0},
     "manufacturing": {"eval_every": 10},
 }
 SITES = 3

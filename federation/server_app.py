@@ -21,6 +21,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from common.device import seed_everything
+from common.errors import UserError
 from common.progress import log
 from federation import checkpoint, codec, privacy, records, report, strategies
 from federation.grid import exchange
@@ -61,6 +62,13 @@ def wire_bytes(obj: Any) -> int:
     return len(obj.deflate()) + sum(wire_bytes(child) for child in children.values())
 
 
+class SitesNotReady(UserError):
+    """Fewer sites answered within `node_wait` than a round needs (slow start-up, busy machine).
+
+    A UserError (exit 2 with one line), never an internal error: the simulation falls back to the
+    in-process engine on it (sim.run), and a deployment's hub says which sites are missing."""
+
+
 class Hub:
     """Sends instructions to the connected sites and gathers replies with their sizes."""
 
@@ -81,10 +89,22 @@ class Hub:
             time.sleep(0.5)
         node_ids = sorted(self.grid.get_node_ids())
         messages = [Message(RecordDict({"job": self.job()}), dst_node_id=n, message_type="query") for n in node_ids]
-        named = {}
-        for reply in self.exchange(messages, self.settings.node_wait):
-            if not reply.has_error():
-                named[str(reply.content["site"]["name"])] = reply.metadata.src_node_id
+        named: dict[str, int] = {}
+        ids = list(self.grid.push_messages(messages))
+        pending = {m.metadata.dst_node_id: i for m, i in zip(messages, ids)}
+        deadline, shown = time.monotonic() + self.settings.node_wait, time.monotonic()
+        while pending and time.monotonic() < deadline:  # sites may take a while to start: say so
+            for reply in self.grid.pull_messages(list(pending.values())):
+                pending.pop(reply.metadata.src_node_id, None)
+                if not reply.has_error():
+                    named[str(reply.content["site"]["name"])] = reply.metadata.src_node_id
+            if len(named) >= self.settings.sites:
+                break
+            if time.monotonic() - shown >= 10:
+                shown = time.monotonic()
+                left = deadline - shown
+                log(f"waiting for sites to start: {len(named)}/{self.settings.sites} ready ({left:.0f} s left)")
+            time.sleep(0.2)
         # the first `sites` names: a simulation may start more nodes than the run has data for
         self.nodes = {name: named[name] for name in sorted(named, key=natural)[: self.settings.sites]}
         return list(self.nodes)
@@ -264,7 +284,10 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     history["sites"] = hub.connect()
     log(f"{len(hub.nodes)} site(s) connected: {', '.join(history['sites'])}")
     if len(hub.nodes) < max(1, settings.min_results):
-        raise RuntimeError(f"only {len(hub.nodes)} site(s) connected, min_results={settings.min_results}")
+        raise SitesNotReady(
+            f"only {len(hub.nodes)} of {settings.sites} site(s) started within {settings.node_wait:.0f} s "
+            f"(min_results={settings.min_results})"
+        )
     began = time.perf_counter()
     tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):

@@ -3,7 +3,7 @@
 `ray` is Flower's own Simulation Runtime (`flwr.simulation.run_simulation`): every site's ClientApp
 runs in a Ray worker process, as in Flower's tutorials. Starting Ray costs 10-20 s on this class of
 machine, which dominates small runs, so `inprocess` runs the *same* ServerApp loop and the *same*
-ClientApp, with the same Flower Messages, behind a minimal Grid that calls each site's ClientApp in
+ClientApp, with the same Flower Messages, behind a minimal Grid (grid.py) that calls each site's ClientApp in
 this process, one at a time (deterministic, no start-up cost). Tests and the demo's small verticals
 use it; `fedsite federate --engine ray` is the default.
 """
@@ -19,7 +19,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.grid import InProcessGrid
-from federation.settings import FederationSettings
+from federation.settings import FederationSettings, site_name
 
 ENGINES = ("ray", "inprocess")
 
@@ -71,25 +71,28 @@ def run(settings: FederationSettings, engine: str = "ray") -> dict[str, Any]:
         },
     )
     if "error" in holder:
+        from federation.server_app import SitesNotReady
+
+        if isinstance(holder["error"], SitesNotReady):
+            from common.progress import log
+
+            log(
+                f"{holder['error']}: Ray's site workers are slow to start on this machine (busy?); "
+                "running the same federation on the in-process engine instead (--engine inprocess skips Ray)"
+            )
+            return run(settings, "inprocess")
         raise holder["error"]
     if "history" not in holder:
         raise RuntimeError("the Flower simulation ended without a result (see the log above)")
     return holder["history"]
 
 
-def model_config(task: Any, vertical: str, config_file, overrides, tiny: bool) -> Any:
-    """The model config from --config/--set, starting from the tiny config with --tiny."""
+def model_config(task: Any, vertical: str, config_file, overrides, preset: str | None = None) -> Any:
+    """The model config from --config/--set, over a named preset of the Task (--tiny, --quick) if given."""
     from common import config
-    from common.errors import UserError
 
-    if not tiny:
-        return config.resolve(task.config_cls, config_file, list(overrides), section=vertical)
-    if config_file:
-        raise UserError("--tiny and --config: choose one (use --set to adjust the tiny config)")
-    pairs = [item.split("=", 1) for item in overrides]
-    if any(len(p) != 2 for p in pairs):
-        raise UserError("--set: expected key=value")
-    return config.replace(task.tiny_config(), **{k.strip(): v.strip() for k, v in pairs})
+    base = task.preset(preset) if preset else None
+    return config.resolve(task.config_cls, config_file, list(overrides), section=vertical, base=base)
 
 
 def simulate(
@@ -130,12 +133,16 @@ def simulate(
     if sites < 1 or rounds < 1:
         raise UserError(f"--sites {sites} --rounds {rounds}: both must be at least 1")
     if cfg is None:
-        cfg = model_config(task, vertical, config_file, overrides, tiny)
+        cfg = model_config(task, vertical, config_file, overrides, "tiny" if tiny else None)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
+    site_sources = {site_name(k): out / "data" / site_name(k) / suffix for k in range(sites)}
+    cfg, agreed = task.agree_config(cfg, site_sources)  # e.g. finance: the extra columns all banks have
+    if agreed:
+        atomic.write_text(out / "columns.json", json.dumps(agreed, indent=2) + "\n")
     settings = FederationSettings(
         **knobs,
         vertical=vertical,

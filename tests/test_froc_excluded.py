@@ -18,10 +18,10 @@ from common.cli import main
 from verticals.medical.evaluate import match_scan, score, summarise
 
 
-def _luna16_script_cpm(cands: dict, included: dict, excluded: dict) -> float:
+def _luna16_script_cpm(cands: dict, included: dict, excluded: dict, scans: list | None = None) -> float:
     """The script's evaluateCAD + computeFROC, kept to its control flow (Python 3, numpy arrays)."""
     gt, prob, excl = [], [], []
-    scans = sorted(set(cands) | set(included))
+    scans = scans or sorted(set(cands) | set(included))
     for uid in scans:
         xyz, p = cands.get(uid, (np.zeros((0, 3)), np.zeros(0)))
         candidates = {i: (xyz[i], p[i]) for i in range(len(p))}
@@ -87,6 +87,9 @@ def test_cpm_with_exclusions_equals_the_luna16_script(seed):
     assert ours == pytest.approx(_luna16_script_cpm(cands, included, excluded), abs=1e-3)
     plain = summarise(score(cands, included)[1], n_bootstrap=0)["cpm"]
     assert plain == pytest.approx(_luna16_script_cpm(cands, included, {}), abs=1e-3)
+    listed = [*sorted(included), "empty1", "empty2"]  # seriesuids.csv may list scans nothing was found in
+    with_empty = summarise(score(cands, included, listed, excluded=excluded)[1], n_bootstrap=0)["cpm"]
+    assert with_empty == pytest.approx(_luna16_script_cpm(cands, included, excluded, listed), abs=1e-3)
 
 
 def test_evaluate_cli_takes_the_excluded_csv(tmp_path, capsys):
@@ -108,6 +111,14 @@ def test_evaluate_cli_takes_the_excluded_csv(tmp_path, capsys):
     assert honoured["n_scans"] == plain["n_scans"] == 1 and honoured["n_nodules"] == 1
     # the FP at 0.9 ranked above the nodule: gone, the nodule is found at 1/8 FP per scan
     assert plain["froc"]["0.125"] < 1.0 and honoured["froc"]["0.125"] == 1.0
+    write("more_cands.csv", [*luna, "probability"], [["a", 0, 1, 0, 0.4], ["a", 90, 0, 0, 0.2], ["z", 5, 5, 5, 0.99]])
+    (tmp_path / "seriesuids.csv").write_text("a\nc\n")  # LUNA16's file: no header
+    cand_arg = base.index("--candidates") + 1
+    listed = [*base[:cand_arg], str(tmp_path / "more_cands.csv"), *base[cand_arg + 1 :]]
+    assert main([*listed, "--scans", str(tmp_path / "seriesuids.csv")]) == 0
+    scoped = json.loads(capsys.readouterr().out)
+    # scan c counts (FP per scan halves), scan z's 0.99 candidate is left out with z
+    assert scoped["n_scans"] == 2 and scoped["froc"]["0.25"] == 1.0
     (tmp_path / "bad.csv").write_text("seriesuid,coordX\na,1\n")
     assert main([*base, "--excluded", str(tmp_path / "bad.csv")]) == 2
     assert "bad.csv: missing column(s)" in capsys.readouterr().err

@@ -41,6 +41,11 @@ def _to_visa(mvtec, visa, obj: str) -> None:
                 instances = cv2.connectedComponents((cv2.imread(str(mask), 0) > 127).astype(np.uint8))[1]
                 cv2.imwrite(str(visa / mask_rel), instances.astype(np.uint8))  # 0 background, 1, 2, ...
             rows.append([obj, split, "anomaly" if label else "normal", image_rel, mask_rel])
+    anno = [["image", "label", "mask"]] + [[r[3], "normal" if r[2] == "normal" else "", r[4]] for r in rows[1:]]
+    kinds = iter(["bent", "chip around edge,damaged corner"] * len(rows))
+    anno = [anno[0]] + [[i, lab or next(kinds), m] for i, lab, m in anno[1:]]
+    with open(visa / obj / "image_anno.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(anno)
     (visa / "split_csv").mkdir(parents=True, exist_ok=True)
     with open(visa / "split_csv" / "1cls.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
@@ -66,6 +71,8 @@ def test_visa_object_folder_lists_the_same_parts_and_masks(both):
     assert test.mask_threshold == 0 and all((m is None) == (lab == 0) for m, lab in zip(test.masks, test.labels))
     assert dataset_split(both / "VisA", "test").paths == test.paths  # the root works when it holds one object
     assert dataset_split(mvtec, "test").mask_threshold == 127  # MVTec is still MVTec
+    # image_anno.csv names the defects: comma-separated names become one kind
+    assert set(test.kinds) == {"good", "bent", "chip_around_edge+damaged_corner"}
 
 
 def test_load_split_reads_visa_as_it_reads_mvtec(both):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from common.cli import QUICK_TRAIN_HELP
 from common.errors import PartialSuccess, UserError
 
 app = typer.Typer(no_args_is_help=True, help="Fraud detection: synth, train, score, update, evaluate, serve.")
@@ -32,11 +33,13 @@ def _not_input(out: Path, *inputs: Path) -> None:
             raise UserError(f"{out}: output would overwrite the input {item}")
 
 
-def _config(config: Path | None, sets: list[str], columns: str | None = None, fmt: str | None = None):
+def _config(
+    config: Path | None, sets: list[str], columns: str | None = None, fmt: str | None = None, preset: str = "default"
+):
     from common.config import resolve
-    from verticals.finance.config import FinanceConfig
+    from verticals.finance.config import PRESETS, FinanceConfig
 
-    cfg = resolve(FinanceConfig, config, sets, section="finance")
+    cfg = resolve(FinanceConfig, config, sets, section="finance", base=PRESETS[preset])
     return _reading(cfg, columns, fmt)
 
 
@@ -56,15 +59,22 @@ def _reading(cfg, columns: str | None, fmt: str | None):
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="Directory to write transactions.csv into."),
-    accounts: int = typer.Option(3000, "--accounts", min=20, help="Number of accounts."),
-    days: int = typer.Option(30, "--days", min=3, help="Days of activity."),
+    accounts: int | None = typer.Option(
+        None, "--accounts", min=20, help="Number of accounts [default: 3000; 400 with --quick]."
+    ),
+    days: int | None = typer.Option(None, "--days", min=3, help="Days of activity [default: 30; 20 with --quick]."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     site: int = typer.Option(0, "--site", min=0, help="Site (bank) index: changes the customer mix."),
     n_sites: int = typer.Option(1, "--n-sites", min=1, help="Number of sites the mix is spread over."),
     fraud_rate: float = typer.Option(0.02, "--fraud-rate", min=0.001, max=0.5, help="Share of fraudulent rows."),
+    quick: bool = typer.Option(False, "--quick", help="Small data (what --quick training is sized for)."),
 ) -> None:
     """Write DIR/transactions.csv: AMLSim-style activity with laundering typologies (labelled)."""
     from data_adapters.synth.transactions import write
+    from verticals.finance.task import SCALES
+
+    default_accounts, default_days = SCALES["small" if quick else "full"]
+    accounts, days = accounts or default_accounts, days or default_days
 
     path = write(out, accounts, days, seed=seed, site=site, n_sites=n_sites, fraud_rate=fraud_rate)
     typer.echo(str(path))
@@ -79,13 +89,23 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     columns: str | None = _COLUMNS,
     fmt: str | None = _FORMAT,
+    quick: bool = typer.Option(False, "--quick", help=QUICK_TRAIN_HELP),
+    holdout: float = typer.Option(
+        0.2,
+        "--holdout",
+        min=0.0,
+        max=0.5,
+        help="Latest share of the period (by time) kept out of training and reported as holdout_* metrics; "
+        "0 trains on every row.",
+    ),
 ) -> None:
-    """Train the fraud model on every valid row of --data (every extra column is a feature)."""
+    """Train the fraud model on the valid rows of --data (every extra column is a feature)."""
     from common.runs import read_metadata
     from verticals.finance.api import train_model
 
     _not_input(out, data)
-    metrics = train_model(data, out, _config(config, sets, columns, fmt), seed=seed)
+    cfg = _config(config, sets, columns, fmt, preset="small" if quick else "default")
+    metrics = train_model(data, out, cfg, seed=seed, holdout=holdout)
     typer.echo(json.dumps(metrics, indent=2))
     rejected = read_metadata(out).get("rows_rejected", 0)
     if rejected:
@@ -99,13 +119,16 @@ def score(
     out: Path = typer.Option(..., "--out", help="Scores CSV to write (rejected.csv goes beside it)."),
     columns: str | None = typer.Option(None, "--columns", help="Column mapping (default: the model's)."),
     fmt: str | None = typer.Option(None, "--format", help="Built-in importer (default: the model's)."),
+    explain: bool = typer.Option(
+        False, "--explain", help="Add reason_1..3: the feature groups that moved each score most (occlusion)."
+    ),
 ) -> None:
     """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
     from verticals.finance.api import score_csv
 
     _not_input(out, data)
     _not_input(out.parent / "rejected.csv", data)
-    report = score_csv(data, model, out, columns=columns, fmt=fmt)
+    report = score_csv(data, model, out, columns=columns, fmt=fmt, explain=explain)
     typer.echo(json.dumps(report.__dict__, indent=2))
     if report.rejected:
         raise PartialSuccess(f"{report.rejected} of {report.rows_read} rows rejected: see {report.rejected_path}")
@@ -135,12 +158,16 @@ def evaluate(
     scores: Path = typer.Option(..., "--scores", help="Scores CSV from `finance score`."),
     columns: str | None = _COLUMNS,
     fmt: str | None = _FORMAT,
+    out: Path | None = typer.Option(
+        None, "--out", help="Directory for pr_curve.png and thresholds.csv (alerts/day, precision, recall)."
+    ),
 ) -> None:
     """Print JSON with auprc, roc_auc, recall_at_1pct_fpr, f1_best (and recall per typology)."""
     from data_adapters.importers import mapping_for
     from verticals.finance.evaluate import evaluate_scores
 
-    typer.echo(json.dumps(evaluate_scores(data, scores, mapping_for(fmt or "contract", columns or "")), indent=2))
+    mapping = mapping_for(fmt or "contract", columns or "")
+    typer.echo(json.dumps(evaluate_scores(data, scores, mapping, out_dir=out), indent=2))
 
 
 @app.command()
@@ -148,8 +175,30 @@ def serve(
     model: Path = typer.Option(..., "--model", help="Model directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    state: Path | None = typer.Option(
+        None, "--state", help="Account-state file: restored on start, saved on a schedule and on shutdown."
+    ),
+    warm_start: Path | None = typer.Option(
+        None, "--warm-start", help="Transactions CSV replayed (time order) before the first request."
+    ),
+    snapshot_every: float = typer.Option(60.0, "--snapshot-every", min=1.0, help="Seconds between state saves."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="File holding a bearer token that POST /score must send."
+    ),
+    remember: int = typer.Option(
+        1_000_000, "--remember-ids", min=1, help="Recent txn_ids kept for duplicate detection."
+    ),
 ) -> None:
     """HTTP scoring: POST /score (object or list), GET /health, GET /metrics (Prometheus)."""
     from verticals.finance.serve import serve as run
 
-    run(model, host, port)
+    run(
+        model,
+        host,
+        port,
+        state=state,
+        warm=warm_start,
+        snapshot_every=snapshot_every,
+        token_file=token_file,
+        remember=remember,
+    )

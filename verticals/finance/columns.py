@@ -160,7 +160,7 @@ def nn_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int) -> np.nda
     cols = []
     for name in spec.numeric:
         x = as_numbers(extras[name])
-        cols.append(np.nan_to_num(np.sign(x) * np.log1p(np.abs(x)), nan=0.0))
+        cols.append(np.nan_to_num(np.sign(x) * np.log1p(np.abs(x)), nan=0.0, posinf=710.0, neginf=-710.0))
     for name in spec.missing_flags:
         cols.append(np.isnan(as_numbers(extras[name])).astype(np.float64))
     for name, vocab in spec.categorical.items():

@@ -57,6 +57,7 @@ class FinanceConfig:
     head: Literal["gbdt", "none"] = "gbdt"
     network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
     head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
+    federation_columns: Literal["shared", "refuse"] = "shared"  # banks with different extra columns
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 

@@ -98,7 +98,13 @@ def load_dataset(
     spec inferred from these rows (training); `data.spec` says which.
     """
     txns, rejects = read_for(cfg, path, require_label=require_label)
-    txns = txns.take(time_order(txns))
+    return dataset_from(txns.take(time_order(txns)), cfg, spec, rejects)
+
+
+def dataset_from(
+    txns: Transactions, cfg: FinanceConfig, spec: ColumnSpec | None = None, rejects: list | None = None
+) -> FinanceData:
+    """FinanceData of time-ordered `txns` (see load_dataset for `spec`)."""
     if spec is None:
         spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
             txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
@@ -114,7 +120,7 @@ def load_dataset(
         tree_matrix(spec, txns.extras, n),
         spec=spec,
     )
-    data.rejects = rejects
+    data.rejects = rejects or []
     return data
 
 

@@ -32,6 +32,7 @@ CHANNELS = ("card", "transfer", "mobile", "online", "cash")  # anything else -> 
 N_CHANNELS = len(CHANNELS) + 1
 THRESHOLD = 10_000.0  # reporting threshold that "just under" amounts dodge
 GAP_CAP_S = 30 * 86_400.0
+FEATURE_LIMIT = 1e4  # |feature| bound: every feature is a log, ratio or flag far below it on real data
 SEQ_NAMES = (
     "log_amount",
     "direction_in",
@@ -300,6 +301,7 @@ def featurise(
         ],
         1,
     )
+    agg, seqf = _finite(agg), _finite(seqf)  # the boundary: no value the model reads can be NaN/inf
     # back to event order; an edge row carries the counterparty's snapshot (the paired event)
     agg_ev, seq_ev = np.empty_like(agg), np.empty_like(seqf)
     agg_ev[order], seq_ev[order] = agg, seqf
@@ -313,7 +315,7 @@ def featurise(
     new_ids = state.append_events(seqf, nbr_rows)  # may compact the store: read state.eid after it
     c_eid = combined("eid", new_ids)
     w_eid = c_eid[win][inverse]
-    age = np.log1p(age_dt / 3600.0).astype(np.float32) * w_valid
+    age = _finite(np.log1p(age_dt / 3600.0).astype(np.float32) * w_valid)
     nbr = state.store_nbr[w_eid]
     nbr[..., F_EDGE] = age[inverse]
     batch = FeatureBatch(
@@ -331,10 +333,22 @@ def featurise(
     return batch
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    """`values` with NaN -> 0 and everything clipped to +-FEATURE_LIMIT (in place; returned).
+
+    Why: the reader rejects implausible amounts and timestamps, but the network must never see a
+    non-finite number whatever reaches it: one NaN feature spreads through the GNN's message passing
+    to every transaction that shares an account. Applied to the per-event rows (O(rows), not to the
+    gathered windows), which every window, edge and transaction row is built from.
+    """
+    np.nan_to_num(values, copy=False, nan=0.0, posinf=FEATURE_LIMIT, neginf=-FEATURE_LIMIT)
+    return np.clip(values, -FEATURE_LIMIT, FEATURE_LIMIT, out=values)
+
+
 def raw_features(ts: np.ndarray, amount: np.ndarray, channel: np.ndarray) -> np.ndarray:
     """The transaction alone, no history or graph: the 'raw' baseline's view."""
     hour = (ts % 86_400.0) / 86_400.0 * 2 * np.pi
     round_, under = _amount_flags(amount)
     onehot = np.eye(N_CHANNELS, dtype=np.float32)[channel_ids(channel)]
     cols = [np.log1p(amount), np.sin(hour), np.cos(hour), round_, under]
-    return np.concatenate([np.stack(cols, 1).astype(np.float32), onehot], 1)
+    return np.concatenate([_finite(np.stack(cols, 1).astype(np.float32)), onehot], 1)

@@ -35,6 +35,12 @@ class FinanceTask(Task):
     def build_model(self, cfg: FinanceConfig) -> nn.Module:
         return model_from_config(cfg)
 
+    def agree_config(self, cfg: FinanceConfig, sources: dict[str, Path]) -> tuple[FinanceConfig, dict]:
+        from verticals.finance.data import csv_path
+        from verticals.finance.federated_columns import agree_columns
+
+        return agree_columns(cfg, {site: csv_path(path) for site, path in sources.items()}, cfg.federation_columns)
+
     def load_data(self, cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
         return load_split(cfg, source, split)
 

@@ -100,8 +100,63 @@ def _self_patch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray
     return out, mask
 
 
-_KINDS = (_texture_blend, _intensity_blob, _scar, _self_patch)
-_WEIGHTS = np.array([0.35, 0.35, 0.15, 0.15])
+def dominant_orientation(gray: np.ndarray, sigma: float = 1.0) -> tuple[float, float]:
+    """(angle of the texture's lines in radians, x axis = 0, in [0, pi); coherence in [0, 1]).
+
+    The structure tensor summed over the whole image: its main eigenvector is the direction of the
+    strongest gradient, so the grain (brush marks, wood fibres) runs perpendicular to it. Coherence
+    (l1 - l2) / (l1 + l2) is near 0 on isotropic textures, where "along the grain" means nothing.
+    """
+    g = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), sigma)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+    gradient_angle = 0.5 * np.arctan2(2 * jxy, jxx - jyy)
+    coherence = np.hypot(jxx - jyy, 2 * jxy) / max(jxx + jyy, 1e-12)
+    return float((gradient_angle + np.pi / 2) % np.pi), float(coherence)
+
+
+def oriented_stroke(
+    image: np.ndarray, rng: np.random.Generator, relation: str | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A thin line (1-3 px) ALONG or ACROSS the part's dominant orientation, in the texture's own contrast.
+
+    Why: thin scratches and missing fibres on brushed metal and wood run with or across the grain and
+    differ from it by a few grey levels; random-angle strokes of random colour (`_scar`) teach the
+    model to find strokes that stand out, not these. The stroke is filled with either a copy of the
+    texture shifted across the line (a fibre out of place), the local mean (a fibre missing), or the
+    part darkened/brightened by 4-20 %. Returns (image, mask, stroke angle in radians).
+    """
+    h, w = image.shape[:2]
+    grain, _ = dominant_orientation(image.mean(-1))
+    relation = relation or ("along" if rng.random() < 0.5 else "across")
+    angle = grain + (np.pi / 2 if relation == "across" else 0.0) + float(rng.normal(0, 0.03))
+    centre = rng.uniform(0.25, 0.75, 2) * (w, h)
+    half = rng.uniform(0.2, 0.45) * min(h, w)
+    d = np.array([np.cos(angle), np.sin(angle)]) * half
+    mask = np.zeros((h, w), np.uint8)
+    p0, p1 = (tuple(int(round(v)) for v in centre - d), tuple(int(round(v)) for v in centre + d))
+    cv2.line(mask, p0, p1, 1, int(rng.integers(1, 4)))
+    fill = rng.integers(3)
+    if fill == 0:
+        shift = np.array([-np.sin(angle), np.cos(angle)]) * rng.uniform(2, 6)
+        m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+        source = cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    elif fill == 1:
+        source = cv2.blur(image, (7, 7)) * rng.uniform(0.92, 1.0)
+    else:
+        source = image * (1 + rng.choice([-1, 1]) * rng.uniform(0.04, 0.2))
+    alpha = mask.astype(np.float32)[..., None]
+    return image * (1 - alpha) + source * alpha, mask.astype(np.float32), float(angle % np.pi)
+
+
+def _oriented(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    out, mask, _ = oriented_stroke(image, rng)
+    return out, mask
+
+
+_KINDS = (_texture_blend, _intensity_blob, _scar, _self_patch, _oriented)
+_BASE_WEIGHTS = np.array([0.35, 0.35, 0.15, 0.15, 0.0])
 
 
 def is_achromatic(image: np.ndarray, tolerance: float = 0.03) -> bool:
@@ -123,15 +178,18 @@ def luminance_only(image: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
 
 
 def synthesize_anomaly(
-    image: np.ndarray, rng: np.random.Generator, matched_prob: float | None = None
+    image: np.ndarray, rng: np.random.Generator, matched_prob: float | None = None, oriented: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(anomalous image, float mask in {0,1}) from a good float RGB image; masks are never empty.
 
     With probability `matched_prob` (default: 0.8 on grey parts, 0.5 on coloured ones) the anomaly
-    keeps the part's own colour and changes brightness/structure only (`luminance_only`).
+    keeps the part's own colour and changes brightness/structure only (`luminance_only`). A fraction
+    `oriented` of the anomalies are thin strokes along/across the grain (`oriented_stroke`).
     """
     image = image.astype(np.float32)
-    kind = _KINDS[int(rng.choice(len(_KINDS), p=_WEIGHTS))]
+    weights = _BASE_WEIGHTS * (1 - oriented)
+    weights[-1] = oriented
+    kind = _KINDS[int(rng.choice(len(_KINDS), p=weights / weights.sum()))]
     out, mask = kind(image, rng)
     if matched_prob is None:
         matched_prob = 0.8 if is_achromatic(image) else 0.5

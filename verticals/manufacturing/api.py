@@ -102,7 +102,7 @@ def evaluate_model(
     metrics["n_defective"] = int(data.labels.sum())
     baseline_path = Path(model_dir) / BASELINE_NAME
     if baseline and baseline_path.is_file():
-        template = GoldenTemplate.from_bytes(baseline_path.read_bytes())
+        template = GoldenTemplate.from_bytes(baseline_path.read_bytes(), str(baseline_path))
         scores, maps, boxes = baseline_predictions(template, data, cfg)
         metrics["baseline"] = metrics_from(scores, maps, template.image_threshold, boxes, data, cfg)
     return metrics

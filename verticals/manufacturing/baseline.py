@@ -38,9 +38,20 @@ class GoldenTemplate:
         return buffer.getvalue()
 
     @staticmethod
-    def from_bytes(data: bytes) -> GoldenTemplate:
-        arrays = np.load(io.BytesIO(data))
-        return GoldenTemplate(arrays["mean"], arrays["std"], float(arrays["image_threshold"]))
+    def from_bytes(data: bytes, name: str = "baseline.npz") -> GoldenTemplate:
+        """The template saved by `to_bytes`; a UserError naming `name` when the bytes are not one."""
+        try:
+            arrays = np.load(io.BytesIO(data))
+            template = GoldenTemplate(arrays["mean"], arrays["std"], float(arrays["image_threshold"]))
+        except Exception as exc:  # zip, npy or key errors of a cut/foreign file all mean one thing
+            from common.errors import UserError
+
+            raise UserError(f"{name}: unreadable golden-template baseline ({type(exc).__name__})") from None
+        if template.mean.shape != template.std.shape or template.mean.ndim != 3:
+            from common.errors import UserError
+
+            raise UserError(f"{name}: golden-template baseline has inconsistent arrays")
+        return template
 
     def align(self, image: np.ndarray) -> np.ndarray:
         return align_to(image, self.mean)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from common.cli import QUICK_SYNTH_HELP, QUICK_TRAIN_HELP
 from common.errors import PartialSuccess
 
 app = typer.Typer(no_args_is_help=True, help="Visual defect inspection: synth, train, inspect, evaluate.")
@@ -22,11 +23,18 @@ def synth(
     category: str = typer.Option(
         "metal", "--category", help="metal, fabric, wood, tile, brick, grass, gravel, or 'all' (one folder each)."
     ),
-    scale: str = typer.Option("full", "--scale", help="tiny (64 px), small (128 px) or full (256 px, benchmark)."),
+    scale: str | None = typer.Option(
+        None,
+        "--scale",
+        help="tiny (64 px), small (128 px) or full (256 px, benchmark) [default: full; small with --quick].",
+    ),
     site: int = typer.Option(0, "--site", help="Site index: changes the line's lighting."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_SYNTH_HELP),
 ) -> None:
     """Write a synthetic inspection dataset: good parts for training, good and defective parts with masks for test."""
     from .api import synth as run
+
+    scale = scale or ("small" if quick else "full")
 
     run(out, seed=seed, category=category, scale=scale, site=site)
 
@@ -40,14 +48,18 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="TOML file of config overrides."),
     set_: list[str] = typer.Option([], "--set", help="Override one config key: key=value (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_TRAIN_HELP),
 ) -> None:
-    """Train the defect model and the golden-template baseline from defect-free images; export to ONNX."""
+    """Train the defect model and the golden-template baseline from defect-free images; export to ONNX.
+
+    --quick trains the small preset (128 px), sized for `synth --quick` data."""
     from common.config import resolve
 
     from .api import train as run
-    from .config import InspectConfig
+    from .config import PRESETS, InspectConfig
 
-    cfg = resolve(InspectConfig, config, set_, section="manufacturing")
+    base = PRESETS["small" if quick else "default"]
+    cfg = resolve(InspectConfig, config, set_, section="manufacturing", base=base)
     path, metrics = run(data, out, cfg, seed=seed)
     typer.echo(json.dumps({"model": str(path), **{k: round(v, 6) for k, v in metrics.items()}}))
 

@@ -26,6 +26,7 @@ class InspectConfig:
     reconstruction: bool = True  # DRAEM-style reconstruction branch feeding the segmenter
     memory_size: int = 2048  # patch memory of good parts (memory.py); 0 disables it
     memory_patch: int = 5  # grey patch side at a quarter of image_size (model_stride 2)
+    memory_pool: int = 2  # memory grid = working resolution / memory_pool (1: finer, for thin defects)
     memory_weights: str = "0,0.5,1,2"  # candidate weights of the memory logits, chosen on validation
     score_pool: int = 9  # image score = max of the map averaged over score_pool^2 (as a fraction of 256)
     # optional part localisation before the model (roi.py): crop every image to the part it shows
@@ -40,6 +41,7 @@ class InspectConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4  # AdamW's
     anomaly_prob: float = 0.7
+    oriented_anomalies: float = 0.0  # share of anomalies drawn as thin strokes along/across the grain
     recon_weight: float = 1.0
     max_train_seconds: float = 0.0  # stop early past this wall time (0: no limit); a guard for shared CPUs
     holdout: float = 0.2  # fraction of train/good kept aside to calibrate thresholds

@@ -7,7 +7,8 @@
   defect counts as much as a big one.
 - f1_image: F1 of the OK/NG decision at the threshold calibrated on good parts (what the line does).
 - box_precision / box_recall: reported defect boxes against ground-truth regions (IoU >= cfg.box_iou).
-- image_auroc_<kind>: good parts against each defect kind (e.g. stains, the low-contrast case).
+- image_auroc_<kind>: good parts against each defect kind (e.g. stains, the low-contrast case);
+  pixel_auroc_<kind>, aupro_<kind>: the same two pixel metrics on the good parts + that kind only.
 
 `evaluate` only calls `model.eval()` and `model(x)`, so it also scores an ONNX Runtime wrapper.
 """
@@ -162,6 +163,10 @@ def metrics_from(
     for kind in sorted(set(data.kinds) - {"good"}):
         sel = (kinds == "good") | (kinds == kind)
         out[f"image_auroc_{kind}"] = _auroc(labels[sel], scores[sel])
+        with_mask = sel & known
+        if data.masks[with_mask].any():  # per kind, pixels of the good parts and of that kind only
+            out[f"pixel_auroc_{kind}"] = _auroc(data.masks[with_mask].ravel().astype(np.int8), maps[with_mask].ravel())
+            out[f"aupro_{kind}"] = aupro(maps[with_mask], data.masks[with_mask])
     return out
 
 

@@ -36,7 +36,7 @@ def _features(model: DefectNet, images: np.ndarray, batch: int = 8) -> torch.Ten
         xn = model.normalise(to_tensor(images[i : i + batch]).to(device))
         if model.stride > 1:
             xn = F.avg_pool2d(xn, model.stride)
-        out.append(patch_features(xn, model.memory_patch))
+        out.append(patch_features(xn, model.memory_patch, model.memory_pool))
     return torch.cat(out)
 
 
@@ -58,7 +58,9 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def validation_set(holdout: InspectionData, seed: int, copies: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def validation_set(
+    holdout: InspectionData, seed: int, copies: int = 2, oriented: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images uint8, labels, masks) = held-out good parts + `copies` synthetic-anomaly versions of each."""
     rng = np.random.default_rng([seed, 29])
     images, labels, masks = (
@@ -68,7 +70,7 @@ def validation_set(holdout: InspectionData, seed: int, copies: int = 2) -> tuple
     )
     for _ in range(copies):
         for img in holdout.images:
-            bad, mask = synthesize_anomaly(img.astype(np.float32) / 255.0, rng)
+            bad, mask = synthesize_anomaly(img.astype(np.float32) / 255.0, rng, oriented=oriented)
             images.append(np.clip(bad * 255 + 0.5, 0, 255).astype(np.uint8))
             labels.append(1)
             masks.append(mask > 0.5)
@@ -105,7 +107,9 @@ def fit_memory(
     if holdout is None or len(weights) < 2:
         model.memory_affine[2] = weights[-1] if weights else 1.0
         return {"memory_weight": float(model.memory_affine[2])}
-    images, labels, masks = validation if validation is not None else validation_set(holdout, seed)
+    images, labels, masks = (
+        validation if validation is not None else validation_set(holdout, seed, oriented=cfg.oriented_anomalies)
+    )
     seg_t = torch.cat(
         [model.segment(to_tensor(images[i : i + 8]).to(model.memory.device))[0] for i in range(0, len(images), 8)]
     )

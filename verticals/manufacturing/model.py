@@ -82,13 +82,18 @@ class Segmenter(nn.Module):
         return self.head(d1)
 
 
-def patch_features(xn: torch.Tensor, patch: int) -> torch.Tensor:
-    """Grey `patch` x `patch` neighbourhoods of the normalised input at half the working resolution.
+def patch_features(xn: torch.Tensor, patch: int, pool: int = 2) -> torch.Tensor:
+    """Grey `patch` x `patch` neighbourhoods of the normalised input at 1/`pool` of the working resolution.
+
+    pool 2 (the default) halves the cost; pool 1 keeps a 1-px line at half its contrast instead of a
+    quarter (thin defects).
 
     Built from padded slices (Slice/Concat in ONNX, not a Conv), so INT8 quantization of the
-    convolutions never touches the features the memory compares. Output (B, patch^2, H/2, W/2).
+    convolutions never touches the features the memory compares. Output (B, patch^2, H/pool, W/pool).
     """
-    grey = F.avg_pool2d(xn.mean(1, keepdim=True), 2)
+    grey = xn.mean(1, keepdim=True)
+    if pool > 1:
+        grey = F.avg_pool2d(grey, pool)
     r = patch // 2
     padded = F.pad(grey, (r, r, r, r), mode="replicate")
     h, w = grey.shape[-2:]
@@ -109,6 +114,7 @@ class DefectNet(nn.Module):
         score_pool: int = 9,
         memory_size: int = 0,
         memory_patch: int = 5,
+        memory_pool: int = 2,
     ) -> None:
         super().__init__()
         self.use_reconstruction = reconstruction
@@ -125,6 +131,7 @@ class DefectNet(nn.Module):
         # patch memory (PatchCore-style nearest neighbour over good parts; memory.py fits it):
         # distance -> logit as (d - memory_loc) / memory_scale * memory_weight, added to the segmenter's
         self.memory_patch = memory_patch
+        self.memory_pool = memory_pool
         self.memory_size = memory_size
         if memory_size > 0:
             self.register_buffer("memory", torch.zeros(memory_size, memory_patch**2))
@@ -150,7 +157,7 @@ class DefectNet(nn.Module):
 
     def memory_distance(self, xn: torch.Tensor) -> torch.Tensor:
         """Distance of every patch to its nearest good patch in memory, (B, 1, H/2, W/2) at working scale."""
-        feats = patch_features(xn, self.memory_patch)
+        feats = patch_features(xn, self.memory_patch, self.memory_pool)
         b, c, h, w = feats.shape
         q = feats.flatten(2).transpose(1, 2)  # (B, HW, C)
         # |q - m|^2 = |q|^2 + (|m|^2 - 2 q.m): one MatMul against [-2m, |m|^2] and one ReduceMin

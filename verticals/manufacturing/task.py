@@ -81,6 +81,7 @@ def model_from_config(cfg: InspectConfig) -> DefectNet:
         score_pool=cfg.score_pool,
         memory_size=cfg.memory_size,
         memory_patch=cfg.memory_patch,
+        memory_pool=cfg.memory_pool,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from common.cli import QUICK_SYNTH_HELP, QUICK_TRAIN_HELP
 from common.errors import PartialSuccess, UserError
 from common.strict_json import to_json
 
@@ -107,14 +108,22 @@ def deidentify(
 @app.command("synth")
 def synth(
     out: Path = typer.Option(..., "--out", help="Output folder for the DICOM series and annotations.csv."),
-    scans: int = typer.Option(16, "--scans", min=1, help="Number of series to write."),
+    scans: int | None = typer.Option(
+        None, "--scans", min=1, help="Number of series to write [default: 16; 6 with --quick]."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same phantoms)."),
-    scale: str = typer.Option("full", "--scale", help="tiny | small | full (full: ~192x192x72 voxels)."),
+    scale: str | None = typer.Option(
+        None, "--scale", help="tiny | small | full (full: ~192x192x72 voxels) [default: full; small with --quick]."
+    ),
     site: int = typer.Option(0, "--site", min=0, help="Site index: changes scanner and nodule prevalence."),
     n_sites: int = typer.Option(1, "--sites", min=1, help="Number of sites the index refers to."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_SYNTH_HELP),
 ) -> None:
     """Write synthetic chest-CT DICOM series with nodules, and annotations.csv (LUNA16 format)."""
     from verticals.medical.api import synth_dataset
+
+    scale = scale or ("small" if quick else "full")
+    scans = scans or (6 if quick else 16)
 
     if scale not in ("tiny", "small", "full"):
         raise UserError(f"--scale {scale!r}: expected tiny, small or full")
@@ -134,13 +143,16 @@ def train(
     ),
     sets: list[str] = typer.Option([], "--set", help="key=value config override (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_TRAIN_HELP),
 ) -> None:
-    """Train the nodule detector (and its false-positive reduction stage); writes model.onnx too."""
+    """Train the nodule detector (and its false-positive reduction stage); writes model.onnx too.
+
+    --quick trains the small preset (5 mm grid, 32^3 windows), sized for `synth --quick` data."""
     from common.config import resolve
     from verticals.medical.api import train_model
-    from verticals.medical.config import MedicalConfig
+    from verticals.medical.config import PRESETS, MedicalConfig
 
-    cfg = resolve(MedicalConfig, config, sets, section="medical")
+    cfg = resolve(MedicalConfig, config, sets, section="medical", base=PRESETS["small" if quick else "default"])
     result = train_model(data, annotations, out, cfg, seed=seed)
     print(to_json({"out": result["out"], "metrics": result["metrics"]}))
     bad = len(result["rejected"]) + len(result["skipped"])
@@ -187,13 +199,18 @@ def evaluate(
         "--excluded",
         help="LUNA16 annotations_excluded.csv: candidates hitting these findings count neither as TP nor FP.",
     ),
+    scans: Path | None = typer.Option(
+        None, "--scans", help="LUNA16 seriesuids.csv: score exactly these scans (default: those named in the CSVs)."
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the CPM 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """Score candidates by the LUNA16 protocol: prints CPM, FROC at 1/8..8 FP/scan, counts."""
     from verticals.medical.api import evaluate_candidates
 
-    result = evaluate_candidates(candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded)
+    result = evaluate_candidates(
+        candidates, annotations, out, n_bootstrap=bootstrap, seed=seed, excluded_csv=excluded, scans_csv=scans
+    )
     print(to_json(result))
 
 

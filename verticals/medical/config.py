@@ -85,5 +85,8 @@ RECIPES: dict[str, dict] = {
         "preset": "small", "scale": "small", "rounds": 40, "local_epochs": 1, "one_schedule": True,
         "config": {"steps_per_epoch": 8},
     },
-    "quick": {"preset": "tiny", "scale": "tiny", "rounds": 1, "local_epochs": 1, "cross_site": False},
+    # one round: no stage to hold back for a last one
+    "quick": {
+        "preset": "tiny", "scale": "tiny", "rounds": 1, "local_epochs": 1, "cross_site": False, "final_round_only": [],
+    },
 }  # fmt: skip

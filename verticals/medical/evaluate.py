@@ -179,17 +179,48 @@ def read_annotations(path: str | Path, what: str = "annotations") -> dict[str, l
     return {uid: [(row[:3], float(row[3])) for row in v] for uid, v in table.items()}
 
 
+def read_scan_list(path: str | Path) -> list[str]:
+    """LUNA16's seriesuids.csv (one seriesuid per line, no header; a `seriesuid` header is tolerated)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: scan list file not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    uids = [line.split(",")[0].strip() for line in lines if line.strip()]
+    uids = uids[1:] if uids and uids[0] == "seriesuid" else uids
+    if not uids:
+        raise UserError(f"{path}: no seriesuid listed")
+    return uids
+
+
 def evaluate_candidates(
-    candidates_csv, annotations_csv, out_dir=None, *, n_bootstrap: int = 1000, seed: int = 0, excluded_csv=None
+    candidates_csv,
+    annotations_csv,
+    out_dir=None,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    excluded_csv=None,
+    scans_csv=None,
 ) -> dict:
     """The `fedsite medical evaluate` result; writes froc.png and froc.json under `out_dir` when given.
 
     `excluded_csv` is LUNA16's annotations_excluded.csv: hits on those findings are ignored.
+    `scans_csv` is LUNA16's seriesuids.csv: exactly these scans are scored (a scan without any
+    candidate still counts in FP per scan; candidates and nodules of other scans are left out);
+    without it, the scans are those named in the annotations or the candidates.
     """
     cands = read_candidates(candidates_csv)
     ann = read_annotations(annotations_csv)
     excluded = read_annotations(excluded_csv, "excluded annotations") if excluded_csv is not None else None
-    _, per_scan = score(cands, ann, excluded=excluded)
+    scans = read_scan_list(scans_csv) if scans_csv is not None else None
+    if scans is not None:
+        keep = set(scans)
+        cands = {uid: v for uid, v in cands.items() if uid in keep}
+        ann = {uid: v for uid, v in ann.items() if uid in keep}
+    _, per_scan = score(cands, ann, scans, excluded=excluded)
     result = summarise(per_scan, n_bootstrap=n_bootstrap, seed=seed)
     if excluded is not None:
         result["n_excluded_findings"] = sum(len(v) for v in excluded.values())
