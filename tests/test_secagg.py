@@ -90,9 +90,9 @@ def test_the_hub_receives_only_masked_vectors(tmp_path, reference_registered):
         if Key.MASKED_PARAMETERS in configs:
             masked.append(np.concatenate([bytes_to_ndarray(b).ravel() for b in configs[Key.MASKED_PARAMETERS]]))
     assert len(masked) == 3
-    for vec in masked:  # uniform over [0, 2^32): no trace of the update (|corr| with the mean update ~ 0)
+    for vec in masked:  # uniform over [0, 2^32): no trace of the update (|corr| with it within noise)
         corr = np.corrcoef(vec[1 : 1 + mean.size].astype(np.float64), mean.astype(np.float64))[0, 1]
-        assert abs(corr) < 0.1, corr
+        assert abs(corr) < 5 / np.sqrt(mean.size), (corr, mean.size)  # 5 sigma of a random pair's
     assert np.abs(mean).max() > 0
 
 
