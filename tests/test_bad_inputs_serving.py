@@ -185,3 +185,38 @@ def test_scores_and_rejected_csv_escape_formula_ids(trained, tmp_path):
     assert "'=HYPERLINK" in text and "\n=HYPERLINK" not in text
     assert "\n'@bad," in (out.parent / "rejected.csv").read_text()
     assert main(["finance", "evaluate", "--data", str(src), "--scores", str(out)]) in (0, 3)
+
+
+def test_state_is_saved_on_a_schedule_and_survives_a_kill(trained, tmp_path):
+    """SIGKILL leaves no chance to save on shutdown: the scheduled snapshot is what restores."""
+    _, data, model, expected = trained
+    rows, state = _rows(data), tmp_path / "state.npz"
+    with _server(model, "--state", str(state), "--snapshot-every", "1") as (client, proc):
+        got = _post_all(client, rows[:60])
+        for _ in range(100):
+            if state.is_file():
+                break
+            time.sleep(0.1)
+        time.sleep(1.5)  # one more period: the snapshot holds all 60
+        proc.kill()
+        proc.wait()
+    with _server(model, "--state", str(state)) as (client, _):
+        assert client.get("/health").json()["transactions_scored"] == 60
+        got.update(_post_all(client, rows[60:]))
+    _assert_batch(got, expected)
+
+
+def test_a_state_file_of_another_model_or_garbage_is_refused(tmp_path):
+    from common.errors import UserError
+    from verticals.finance import serve_state
+    from verticals.finance.features import AccountState
+
+    path = tmp_path / "s.npz"
+    serve_state.save(path, AccountState(8), serve_state.RecentIds(5), "key-a", 0)
+    with pytest.raises(UserError, match="another model"):
+        serve_state.load(path, 8, "key-b", serve_state.RecentIds(5))
+    state, scored = serve_state.load(path, 8, "key-a", serve_state.RecentIds(5))
+    assert scored == 0 and len(state.accounts) == 0
+    path.write_bytes(b"PK\x03\x04 not a state")
+    with pytest.raises(UserError, match="unreadable service state"):
+        serve_state.load(path, 8, "key-a", serve_state.RecentIds(5))

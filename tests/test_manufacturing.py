@@ -211,13 +211,26 @@ def test_inspect_folder_with_video_and_bad_files_exits_3(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_prints_metrics_for_model_and_baseline(trained):
-    proc = _cli("manufacturing", "evaluate", "--data", str(trained / "data"), "--model", str(trained / "model"))
+def test_evaluate_prints_metrics_for_model_and_baseline(trained, tmp_path):
+    report = tmp_path / "report"
+    cmd = ["manufacturing", "evaluate", "--data", str(trained / "data"), "--model", str(trained / "model")]
+    proc = _cli(*cmd, "--out", str(report))
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
     assert list(metrics)[:4] == ["image_auroc", "pixel_auroc", "aupro", "f1_image"]
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("image_auroc", "pixel_auroc", "aupro", "f1_image"))
     assert metrics["baseline"]["image_auroc"] >= 0.0 and metrics["backend"].startswith("ort")
+    # --out: confusion counts agree with the printed F1 (same threshold), ROC and side-by-side images
+    counts = json.loads((report / "confusion.json").read_text())
+    assert counts["escapes"] + counts["true_rejects"] == counts["n_defective"] == metrics["n_defective"]
+    assert counts["false_rejects"] + counts["true_accepts"] == metrics["n_images"] - metrics["n_defective"]
+    tp, fp, fn = counts["true_rejects"], counts["false_rejects"], counts["escapes"]
+    assert metrics["f1_image"] == pytest.approx(2 * tp / max(2 * tp + fp + fn, 1))
+    assert (report / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    pairs = sorted((report / "annotated").glob("*.png"))
+    assert len(pairs) == metrics["n_images"]
+    pair = cv2.imread(str(pairs[0]))
+    assert pair.shape[1] == 2 * pair.shape[0] + 4  # the square original, a 4 px gap, the annotated image
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path):

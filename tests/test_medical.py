@@ -219,3 +219,20 @@ def test_detect_batch_survives_colour_multiframe_and_degenerate_series(trained, 
     tiny = status["1.2.826.0.1.9"]  # a 2x1x1 volume: degenerate but valid, processed with no candidate
     assert tiny["status"] == "ok" and tiny["n_candidates"] == 0
     assert (tmp_path / "o" / "candidates.csv").exists()
+
+
+def test_detect_without_model_uses_the_shipped_weights(trained, tmp_path):
+    """`fedsite medical detect DIR --out OUT` works out of the box: the default is the shipped detector."""
+    from verticals.medical.api import SHIPPED_WEIGHTS
+
+    assert (SHIPPED_WEIGHTS / "model.pt").stat().st_size < 8_000_000
+    assert (SHIPPED_WEIGHTS / "MODEL_CARD.md").exists()
+    data = tmp_path / "in"
+    shutil.copytree(trained / "data" / "scan_000", data / "scan_000")
+    out = tmp_path / "out"
+    assert main(["medical", "detect", str(data), "--out", str(out), "--overlays", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == str(SHIPPED_WEIGHTS)
+    (series,) = report["series"]
+    assert series["status"] == "ok" and series["lung_mask"]["status"] == "ok"
+    assert series["n_candidates"] < 40  # calibrated threshold, not a full list on every scan

@@ -21,6 +21,7 @@ from common.progress import log
 from data_adapters.transactions import time_order, write_rejected
 from verticals.finance.config import FinanceConfig
 from verticals.finance.data import FinanceData, load_dataset, read_for
+from verticals.finance.explain import BASELINE_FILE, baseline_bytes, format_reason, load_baseline
 from verticals.finance.head import HEAD_FILE, TreeHead, blend, choose_weight, fit_head, load_head
 from verticals.finance.infer import load_scorer, predict
 from verticals.finance.train import fit
@@ -38,8 +39,15 @@ def export_bytes(model: nn.Module, cfg: FinanceConfig) -> dict[str, bytes]:
         return {"model.onnx": path.read_bytes()}
 
 
-def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: int = 0) -> dict[str, float]:
-    """`fedsite finance train`: fit on every valid row of `data`, save a model directory (with ONNX)."""
+def train_model(
+    data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: int = 0, holdout: float = 0.0
+) -> dict[str, float]:
+    """`fedsite finance train`: fit on the valid rows of `data`, save a model directory (with ONNX).
+
+    `holdout` > 0: the latest `holdout` share of the period (by timestamp, not by row) is kept out of
+    every fit (network, trees, blend weight) and the saved model is measured on it (`holdout_*`
+    metrics): the honest "how will it do next month" figure. 0: every row is used, no holdout metrics.
+    """
     from common.device import seed_everything
     from common.registry import get_task
     from verticals.finance.evaluate import fraud_metrics
@@ -47,6 +55,11 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
     set_threads(cfg.threads or None)
     seed_everything(seed)
     dataset = load_dataset(data, cfg)
+    held = None
+    if holdout > 0 and len(dataset):
+        cut = dataset.ts.min() + (1.0 - holdout) * (dataset.ts.max() - dataset.ts.min())
+        held = dataset.take(np.flatnonzero(dataset.ts >= cut))
+        dataset = dataset.take(np.flatnonzero(dataset.ts < cut))
     if dataset.label.sum() == 0:
         from common.errors import UserError
 
@@ -55,7 +68,7 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
     for note in dataset.spec.notes():
         log(note)
     model = get_task("finance").build_model(cfg)
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = {BASELINE_FILE: baseline_bytes(dataset.features)}  # for `score --explain`
     head = None
     if cfg.head == "gbdt":
         model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed)
@@ -65,6 +78,8 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
     train_metrics = fraud_metrics(dataset.label, blended(model, head, dataset, cfg))
     metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
     metrics.update({k: v for k, v in fit_metrics.items() if k.startswith("validation_")})
+    if held is not None:
+        metrics.update(holdout_metrics(model, head, cfg, held, holdout))
     runs.save_model(
         out,
         "finance",
@@ -83,6 +98,24 @@ def train_model(data: str | Path, out: str | Path, cfg: FinanceConfig, *, seed: 
     )
     log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
     return metrics
+
+
+def holdout_metrics(
+    model: nn.Module, head: TreeHead | None, cfg: FinanceConfig, held: FinanceData, share: float
+) -> dict[str, float]:
+    """fraud_metrics of the trained model on the held-out latest rows, keys prefixed `holdout_`.
+
+    The held-out rows' features were computed causally over the whole file, so each one sees the
+    account history before it (as in production), but no label of the held-out period was fitted.
+    """
+    from verticals.finance.evaluate import fraud_metrics
+
+    scores = blended(model, head, held, cfg)
+    fraud = int(held.label.sum())
+    log(f"held out the latest {share:.0%} of the period: {len(held)} rows, {fraud} fraud")
+    if fraud == 0:
+        log("warning: no fraud in the held-out period; its AUPRC/recall cannot be judged")
+    return {f"holdout_{k}": v for k, v in fraud_metrics(held.label, scores, held.typology).items()}
 
 
 def fit_with_head(
@@ -186,11 +219,18 @@ class ScoreReport:
 
 
 def score_csv(
-    data: str | Path, model_dir: str | Path, out: str | Path, *, columns: str | None = None, fmt: str | None = None
+    data: str | Path,
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    columns: str | None = None,
+    fmt: str | None = None,
+    explain: bool = False,
 ) -> ScoreReport:
     """`fedsite finance score`: scores.csv (input order) + rejected.csv beside it.
 
-    The file is read with the model's column mapping unless `columns` / `fmt` replace it.
+    The file is read with the model's column mapping unless `columns` / `fmt` replace it. `explain`
+    adds reason_1..3 per row (explain.py: occlusion of feature groups, ~15 extra model passes).
     """
     start = time.perf_counter()
     scorer = load_scorer(model_dir)
@@ -200,9 +240,20 @@ def score_csv(
     log(f"scoring {len(txns)} transactions ({scorer.backend})")
     ordered = txns.take(order)
     probs = np.empty(len(txns), np.float64)
-    probs[order] = scorer.score(ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel, ordered.extras)
+    args = (ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel, ordered.extras)
     out = Path(out)
-    write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
+    if explain:
+        ranked, why = scorer.score_explained(*args, baseline=load_baseline(model_dir))
+        probs[order] = ranked
+        texts = [""] * len(txns)
+        for row, reasons in zip(order, why):
+            texts[row] = [format_reason(name, change) for name, change in reasons]
+        header = ["txn_id", "fraud_probability", *(f"reason_{i + 1}" for i in range(3))]
+        rows = ([t, f"{p:.6g}", *r] for t, p, r in zip(txns.txn_id, probs, texts))
+        write_csv(out, header, rows)
+    else:
+        probs[order] = scorer.score(*args)
+        write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
     rejected_path = out.parent / "rejected.csv"
     write_rejected(rejected_path, rejects)
     assert len(txns) + len(rejects) == txns.rows_read

@@ -90,14 +90,22 @@ def train(
     columns: str | None = _COLUMNS,
     fmt: str | None = _FORMAT,
     quick: bool = typer.Option(False, "--quick", help=QUICK_TRAIN_HELP),
+    holdout: float = typer.Option(
+        0.2,
+        "--holdout",
+        min=0.0,
+        max=0.5,
+        help="Latest share of the period (by time) kept out of training and reported as holdout_* metrics; "
+        "0 trains on every row.",
+    ),
 ) -> None:
-    """Train the fraud model on every valid row of --data (every extra column is a feature)."""
+    """Train the fraud model on the valid rows of --data (every extra column is a feature)."""
     from common.runs import read_metadata
     from verticals.finance.api import train_model
 
     _not_input(out, data)
     cfg = _config(config, sets, columns, fmt, preset="small" if quick else "default")
-    metrics = train_model(data, out, cfg, seed=seed)
+    metrics = train_model(data, out, cfg, seed=seed, holdout=holdout)
     typer.echo(json.dumps(metrics, indent=2))
     rejected = read_metadata(out).get("rows_rejected", 0)
     if rejected:
@@ -111,13 +119,16 @@ def score(
     out: Path = typer.Option(..., "--out", help="Scores CSV to write (rejected.csv goes beside it)."),
     columns: str | None = typer.Option(None, "--columns", help="Column mapping (default: the model's)."),
     fmt: str | None = typer.Option(None, "--format", help="Built-in importer (default: the model's)."),
+    explain: bool = typer.Option(
+        False, "--explain", help="Add reason_1..3: the feature groups that moved each score most (occlusion)."
+    ),
 ) -> None:
     """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
     from verticals.finance.api import score_csv
 
     _not_input(out, data)
     _not_input(out.parent / "rejected.csv", data)
-    report = score_csv(data, model, out, columns=columns, fmt=fmt)
+    report = score_csv(data, model, out, columns=columns, fmt=fmt, explain=explain)
     typer.echo(json.dumps(report.__dict__, indent=2))
     if report.rejected:
         raise PartialSuccess(f"{report.rejected} of {report.rows_read} rows rejected: see {report.rejected_path}")
@@ -147,12 +158,16 @@ def evaluate(
     scores: Path = typer.Option(..., "--scores", help="Scores CSV from `finance score`."),
     columns: str | None = _COLUMNS,
     fmt: str | None = _FORMAT,
+    out: Path | None = typer.Option(
+        None, "--out", help="Directory for pr_curve.png and thresholds.csv (alerts/day, precision, recall)."
+    ),
 ) -> None:
     """Print JSON with auprc, roc_auc, recall_at_1pct_fpr, f1_best (and recall per typology)."""
     from data_adapters.importers import mapping_for
     from verticals.finance.evaluate import evaluate_scores
 
-    typer.echo(json.dumps(evaluate_scores(data, scores, mapping_for(fmt or "contract", columns or "")), indent=2))
+    mapping = mapping_for(fmt or "contract", columns or "")
+    typer.echo(json.dumps(evaluate_scores(data, scores, mapping, out_dir=out), indent=2))
 
 
 @app.command()

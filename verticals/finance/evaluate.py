@@ -79,9 +79,12 @@ def read_scores(path: str | Path) -> dict[str, float]:
     return scores
 
 
-def evaluate_scores(data: str | Path, scores_path: str | Path, mapping=None) -> dict[str, float]:
+def evaluate_scores(
+    data: str | Path, scores_path: str | Path, mapping=None, out_dir: str | Path | None = None
+) -> dict[str, float]:
     """`fedsite finance evaluate`: metrics of a scores CSV against the labelled transactions CSV
-    (`mapping`: a data_adapters.column_mapping.ColumnMapping for an export with other names)."""
+    (`mapping`: a data_adapters.column_mapping.ColumnMapping for an export with other names).
+    `out_dir`: also write pr_curve.png and thresholds.csv there (threshold_report.py) and print the table."""
     from common.errors import UserError
     from data_adapters.transactions import read_transactions
 
@@ -95,4 +98,9 @@ def evaluate_scores(data: str | Path, scores_path: str | Path, mapping=None) -> 
     out = fraud_metrics(txns.label[have], p, typ if (typ != "none").any() else None)
     out["rows_unscored"] = float((~have).sum())
     out["rows_rejected"] = float(len(rejects))
+    if out_dir is not None:
+        from common.progress import log
+        from verticals.finance.threshold_report import format_table, write_report
+
+        log(format_table(write_report(out_dir, txns.label[have], p, txns.ts[have])))
     return out

@@ -137,6 +137,32 @@ class StreamingScorer:
             out.append(pending.result())
         return np.concatenate(out)
 
+    def score_explained(
+        self,
+        ts: np.ndarray,
+        src: np.ndarray,
+        dst: np.ndarray,
+        amount: np.ndarray,
+        channel: np.ndarray,
+        extras: dict[str, np.ndarray] | None = None,
+        baseline: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
+        """`score` (same probabilities, same state advance) plus each row's top reasons (explain.py)."""
+        from verticals.finance.explain import reasons
+
+        extra = nn_matrix(self.spec, extras or {}, len(ts)) if self.spec.used else None
+        tree = tree_matrix(self.spec, extras or {}, len(ts)) if self.head is not None and self.spec.used else None
+        if tree is None:
+            tree = np.zeros((len(ts), 0), np.float32)
+        probs, why = [np.zeros(0, np.float32)], []
+        for i in range(0, len(ts), self.cfg.chunk_rows):
+            s = slice(i, i + self.cfg.chunk_rows)
+            features = self._featurise(s, ts, src, dst, amount, channel, extra)
+            p, r = reasons(self._predict, features, tree[s], self.spec, baseline)
+            probs.append(p)
+            why.extend(r)
+        return np.concatenate(probs), why
+
 
 def load_scorer(model_dir: str | Path, cfg_threads: int | None = None) -> StreamingScorer:
     """A scorer for a finance model directory, built from `model.onnx` alone when it exists.

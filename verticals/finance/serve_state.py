@@ -91,7 +91,7 @@ def load(path: str | Path, history: int, key: str, seen: RecentIds) -> tuple[Acc
                 seen.add(str(txn))
     except UserError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # zip, npy, key or value errors of a damaged file all mean one thing
         raise UserError(
             f"{path}: unreadable service state ({type(exc).__name__}); move it away to start fresh"
         ) from None

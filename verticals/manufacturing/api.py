@@ -14,7 +14,7 @@ from common import atomic, runs
 from common.config import replace
 from common.device import seed_everything, set_threads
 from common.errors import UserError
-from common.progress import log
+from common.progress import log, stage
 from data_adapters.images import dataset_split
 from data_adapters.synth.inspection import write_dataset
 from data_adapters.synth.surfaces import CATEGORIES, Lighting
@@ -23,7 +23,7 @@ from .baseline import GoldenTemplate, baseline_predictions, fit_baseline
 from .config import InspectConfig
 from .data import load_split
 from .deploy import FP32_NAME, INT8_NAME, load_backend, prepare_deployment
-from .evaluate import evaluate, metrics_from
+from .evaluate import metrics_from, model_maps_and_boxes, predict
 from .infer import inspect
 from .task import TASK
 
@@ -63,11 +63,12 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
     metrics = TASK.fit(model, data, cfg)
     cfg = replace(cfg, blur_sigma=metrics.get("blur_sigma", cfg.blur_sigma))  # chosen on validation
     log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
-    baseline = fit_baseline(data, cfg)
+    with stage("manufacturing: fitting the golden-template baseline"):
+        baseline = fit_baseline(data, cfg)
     model = model.cpu().eval()
     calibration = [batch for (batch,) in TASK.calibration_batches(data, cfg)]
     files = {BASELINE_NAME: baseline.to_bytes()}
-    with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
+    with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work, stage("manufacturing: ONNX export, INT8, timing"):
         deployment = prepare_deployment(model, cfg, calibration, Path(work))
         for name in (FP32_NAME, INT8_NAME):
             if (Path(work) / name).is_file():
@@ -88,23 +89,38 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
 
 
 def evaluate_model(
-    data_dir: str | Path, model_dir: str | Path, *, backend: str = "auto", baseline: bool = True
+    data_dir: str | Path,
+    model_dir: str | Path,
+    *,
+    backend: str = "auto",
+    baseline: bool = True,
+    out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the model (and of the golden-template baseline, under "baseline") on `data_dir/test`."""
+    """Metrics of the model (and of the golden-template baseline, under "baseline") on `data_dir/test`.
+
+    `out_dir`: also write roc.png, confusion.json and annotated/ there (evaluate_report.py).
+    """
     loaded = runs.load_model(model_dir, expect="manufacturing")
     cfg = loaded.cfg
     data = load_split(cfg, data_dir, "test")
     with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
         module, name = load_backend(Path(model_dir), loaded.model, cfg, backend, Path(work))
-        metrics: dict[str, Any] = dict(evaluate(module, data, cfg))
+        scores, logits, thresholds = predict(module, data, cfg)
+    maps, boxes = model_maps_and_boxes(scores, logits, thresholds, cfg)
+    metrics: dict[str, Any] = dict(metrics_from(scores, maps, thresholds[0], boxes, data, cfg))
+    baseline_scores = None
     metrics["backend"] = name
     metrics["n_images"] = len(data)
     metrics["n_defective"] = int(data.labels.sum())
     baseline_path = Path(model_dir) / BASELINE_NAME
     if baseline and baseline_path.is_file():
         template = GoldenTemplate.from_bytes(baseline_path.read_bytes(), str(baseline_path))
-        scores, maps, boxes = baseline_predictions(template, data, cfg)
-        metrics["baseline"] = metrics_from(scores, maps, template.image_threshold, boxes, data, cfg)
+        baseline_scores, b_maps, b_boxes = baseline_predictions(template, data, cfg)
+        metrics["baseline"] = metrics_from(baseline_scores, b_maps, template.image_threshold, b_boxes, data, cfg)
+    if out_dir is not None:
+        from .evaluate_report import write_report
+
+        metrics["confusion"] = write_report(out_dir, data, scores, logits, thresholds, cfg, baseline_scores)
     return metrics
 
 

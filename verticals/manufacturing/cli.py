@@ -109,9 +109,12 @@ def evaluate(
     model: Path = typer.Option(..., "--model", help="Model directory from `train`."),
     backend: str = typer.Option("auto", "--backend", help="auto, ort_fp32, ort_int8 or torch."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the golden-template baseline."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Directory for roc.png, confusion.json (escapes, false rejects) and annotated/ images."
+    ),
 ) -> None:
     """Print JSON metrics: image_auroc, pixel_auroc, aupro, f1_image, box precision/recall, per-kind AUROC, baseline."""
     from .api import evaluate_model
 
-    metrics = evaluate_model(data, model, backend=backend, baseline=not no_baseline)
+    metrics = evaluate_model(data, model, backend=backend, baseline=not no_baseline, out_dir=out)
     typer.echo(json.dumps(metrics, indent=2))

@@ -146,12 +146,17 @@ def detect_case(
     t0 = time.perf_counter()
     out = predict(case.image, runner, cfg)
     t1 = time.perf_counter()
+    anatomy = _anatomy(case, cfg, masses) if getattr(cfg, "lung_mask", False) else None
+    if anatomy is not None and anatomy["mask"].status == "ok":
+        # peaks outside the region are removed before decoding: decode keeps a fixed number of peaks,
+        # and a blanket, breasts or ribs must not use up that budget before the lungs' nodules get in
+        s = cfg.stride
+        out[0][~anatomy["mask"].region[::s, ::s, ::s][: out.shape[1], : out.shape[2], : out.shape[3]]] = -30.0
     centres, scores, diam = postprocess.decode(out, cfg)
     xyz = case.to_world(centres) if len(scores) else np.zeros((0, 3))
     keep = postprocess.distance_nms(xyz, scores, diam, cfg.nms_mm)
-    anatomy = _anatomy(case, cfg, masses) if getattr(cfg, "lung_mask", False) else None
     if anatomy is not None and anatomy["mask"].status == "ok":
-        keep = keep[anatomy["mask"].contains(centres[keep])]
+        keep = keep[anatomy["mask"].contains(centres[keep])]  # a peak's sub-voxel offset can leave the region
     keep = keep[: cfg.max_candidates]
     centres, scores, diam, xyz = centres[keep], scores[keep], diam[keep], xyz[keep]
     spacing = float(np.mean(case.spacing_zyx))
