@@ -34,7 +34,7 @@ def manufacturing_view(heldout: Path, model: Path, out: Path) -> dict[str, Any]:
     import cv2
 
     from common.atomic import write_bytes
-    from verticals.manufacturing.annotate import contact_sheet, thumbnail
+    from verticals.manufacturing.annotate import contact_sheet, legend, thumbnail
     from verticals.manufacturing.api import evaluate_model
 
     metrics = evaluate_model(heldout, model, backend="torch", baseline=False, out_dir=out)
@@ -43,7 +43,9 @@ def manufacturing_view(heldout: Path, model: Path, out: Path) -> dict[str, Any]:
         pair = cv2.imread(str(path))
         annotated = pair[:, (pair.shape[1] + 4) // 2 :]  # right half: the annotated image (left: original)
         tiles.append((path.stem, thumbnail(annotated, 128)))
-    ok, png = cv2.imencode(".png", contact_sheet(tiles, columns=8, size=128))
+    ok, png = cv2.imencode(
+        ".png", contact_sheet(tiles, columns=8, size=128, key=legend(metrics["confusion"]["threshold"]))
+    )
     sheet = write_bytes(out / "contact_sheet.png", png.tobytes())
     return {"figures": [sheet, out / "roc.png"], "confusion": metrics["confusion"]}
 
