@@ -58,7 +58,8 @@ def main() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     for kind, values in timings.items():
-        print(f"{kind}: n={len(values)} median {statistics.median(values):.2f} ms, p99 {_quantile(values, 0.99):.2f} ms")
+        median, p99 = statistics.median(values), _quantile(values, 0.99)
+        print(f"{kind}: n={len(values)} median {median:.2f} ms, p99 {p99:.2f} ms")
 
 
 if __name__ == "__main__":
