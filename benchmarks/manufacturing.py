@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.device import set_threads
     from common.progress import log
-    from data_adapters.synth.heldout_surfaces import HELDOUT_SURFACES
+    from data_adapters.synth.heldout_surfaces import HELDOUT_SURFACES, PHOTO_SURFACES
     from data_adapters.synth.surfaces import CATEGORIES
 
     set_threads(None)
-    every = list(CATEGORIES) + [HELDOUT + s for s in HELDOUT_SURFACES]
+    every = list(CATEGORIES) + [HELDOUT + s for s in HELDOUT_SURFACES + PHOTO_SURFACES]
     categories = every if args.categories == "all" else args.categories.split(",")
     rows = []
     for category in categories:

@@ -36,6 +36,20 @@ def _nbytes(output: Any) -> int:
     return 0
 
 
+def _own_flops(name: str, key: str, rows: list[str], counted: dict[str, dict]) -> int:
+    """FLOPs of a row without those of the rows inside it.
+
+    FlopCounterMode charges an op to a module and to all its parents. A row with children of its own
+    (a TCN's TemporalConv1d owns the conv weights and has a padding child) used to be shown as 0;
+    its count minus its top-most descendant rows' counts is what it does itself.
+    """
+    total = sum(counted.get(key, {}).values())
+    inner = [r for r in rows if r.startswith(name + ".")]
+    top = [r for r in inner if not any(r.startswith(o + ".") for o in inner if o != r)]
+    root = key[: len(key) - len(name)]
+    return int(total - sum(sum(counted.get(root + r, {}).values()) for r in top))
+
+
 def profile_model(model: nn.Module, example: Sequence[torch.Tensor], repeats: int = 3) -> dict[str, Any]:
     """Profile `model` at `example`: {"layers": [...], "total": {...}} (rows sum to the model)."""
     model = model.eval()
@@ -75,16 +89,20 @@ def profile_model(model: nn.Module, example: Sequence[torch.Tensor], repeats: in
     root = type(model).__name__
     timed = sum(timing.values()) or 1.0
     layers = []
+    rows = [name for name, _ in leaves]
     for name, module in leaves:
         key = root if name == root else f"{root}.{name}"
         own_params = sum(p.numel() for p in module.parameters(recurse=False))
-        flops = sum(flops_by_module.get(key, {}).values()) if not list(module.children()) else 0
+        flops = _own_flops(name, key, rows, flops_by_module)
         layers.append(
             {
                 "name": name,
                 "type": type(module).__name__,
                 "params": int(own_params),
                 "flops": int(flops),
+                # 0 from a layer without weights is "not counted", not "free": the counter prices matmuls
+                # and convolutions only (elementwise, padding, dropout and scatter ops are not priced)
+                "flops_counted": bool(flops or own_params),
                 "activation_bytes": int(activation[name]),
                 "latency_share": timing[name] / timed,
             }

@@ -70,6 +70,12 @@ def check(engine: str, scale: str, knobs: dict[str, Any]) -> None:
         raise UserError(f"--fail-mode {value['fail_mode']}: unknown (known: error, hang)")
     if value["clip"] < 0 or value["noise"] < 0 or not 0 < value["delta"] < 1:
         raise UserError("--clip/--noise must be >= 0 and --delta in (0, 1)")
+    if value["secagg"]:
+        from federation.secagg import incompatibility
+
+        why = incompatibility(value["strategy"], value["compression"], value["fail_mode"], value["fail_site"])
+        if why:
+            raise UserError(f"--secagg: {why}")
 
 
 def run(

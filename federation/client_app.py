@@ -8,6 +8,7 @@ simulation, `partition-id` picks DATA_ROOT/site-<k>.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from federation.records import read_model, to_record
+from federation.secagg import optional_secaggplus_mod
 from federation.settings import FederationSettings, site_name
 from federation.sitework import SiteWorker
 
-app = ClientApp()
+app = ClientApp(mods=[optional_secaggplus_mod])  # SecAgg+ only for rounds the hub runs securely
 # one worker per site of the current run: a process that serves several simulated sites (the
 # in-process engine, a Ray worker) keeps each site's model and data between rounds
 _workers: dict[tuple, SiteWorker] = {}
@@ -34,8 +36,20 @@ def site_of(context: Context) -> str:
     return f"node-{context.node_id}"
 
 
+def run_key(settings: FederationSettings) -> str:
+    """A directory name for one run's state at a site: the same for the hub's `--resume` of that run
+    (same out dir, vertical and seed), another for any other run, so no run reads another's state."""
+    ident = f"{settings.out_dir}|{settings.vertical}|{settings.task_module}|{settings.seed}"
+    return "run-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
 def paths_of(context: Context, settings: FederationSettings, site: str) -> tuple[Path, Path]:
-    """(data directory, state directory) of this site."""
+    """(data directory, state directory) of this site.
+
+    A real site (node config `data-dir`) keeps its state under its own `state-dir` (or beside its
+    data), never under the hub's out dir: the hub's paths are the hub machine's. Simulations, where
+    hub and sites share a machine, keep the sites' state in OUT/site_state/SITE.
+    """
     node = context.node_config
     if "data-dir" in node:
         data = Path(str(node["data-dir"]))
@@ -44,11 +58,11 @@ def paths_of(context: Context, settings: FederationSettings, site: str) -> tuple
     else:
         raise ValueError(f"{site}: no data directory (set node config data-dir)")
     if "state-dir" in node:
-        state = Path(str(node["state-dir"]))
-    elif settings.out_dir:
-        state = Path(settings.out_dir) / "site_state" / site
+        state = Path(str(node["state-dir"])) / site / run_key(settings)
+    elif "data-dir" in node or not settings.out_dir:
+        state = data.parent / f".fedsite-state-{site}" / run_key(settings)
     else:
-        state = data.parent / f".fedsite-state-{site}"
+        state = Path(settings.out_dir) / "site_state" / site
     return data, state
 
 

@@ -141,15 +141,21 @@ def medical_section(vertical: str, run_dir: Path, *, seed: int, quick: bool, eng
 
 
 def small_section(vertical: str, run_dir: Path, *, seed: int, quick: bool, engine: str) -> dict:
-    """A small federation of the vertical's tiny model with the cross-site matrix (banks, factories)."""
+    """A small federation of the vertical's tiny model with the cross-site matrix (banks, factories),
+    then what its users look at, on a held-out synthetic site the federation never saw (demo_views.py):
+    the fraud model's PR curve and threshold table, the defect model's contact sheet of annotated parts."""
     from common.registry import get_task
+    from federation.demo_views import VIEWS
 
     task = get_task(vertical)
-    history, _ = _federate(vertical, run_dir, seed=seed, quick=quick, engine=engine)
+    history, recipe = _federate(vertical, run_dir, seed=seed, quick=quick, engine=engine)
+    heldout = task.synthesize(run_dir / "heldout", seed=seed + 101, site=0, n_sites=SITES, scale=recipe.scale)
+    view = VIEWS[vertical](heldout, run_dir / "global_model", run_dir / "evaluation")
     return {
         "vertical": vertical,
         "status": "ok",
         "summary": _summary(history, task.headline_metric),
-        "figures": [run_dir / "curves.png"],
+        "figures": [run_dir / "curves.png", *view.pop("figures")],
         "run_dir": run_dir,
+        **view,
     }

@@ -1,4 +1,6 @@
-"""The demo's report: one Markdown and one HTML page built from the same blocks, figures linked relatively.
+"""The demo's report: one Markdown and one HTML page built from the same blocks.
+
+report.md links its figures relatively; report.html embeds them (data: URIs) so it can be mailed alone.
 
 Both pages say plainly what ran, what each number means, and which verticals were skipped and why,
 so a reader of the report alone can tell what the demo did and did not show.
@@ -67,6 +69,21 @@ def _blocks(result: dict[str, Any], out: Path) -> list[tuple[str, Any]]:
             rows = [[d["seriesuid"][-24:], d["status"], str(d["n_candidates"])] for d in section["detections"]]
             blocks.append(("p", "Detection on the held-out series (overlays below show the top candidates):"))
             blocks.append(("table", (["series (end of UID)", "status", "candidates"], rows)))
+        if "thresholds" in section:
+            blocks.append(("p", f"The federated fraud model on a held-out bank it never saw (AUPRC "
+                                f"{_fmt(section['heldout_auprc'])}): how many alerts a day each threshold "
+                                "costs and what it catches (PR curve below)."))  # fmt: skip
+            columns = ["threshold", "alerts_per_day", "precision", "recall"]
+            rows = [[_fmt(float(r[c])) if c != "alerts_per_day" else f"{float(r[c]):.1f}" for c in columns]
+                    for r in section["thresholds"]]  # fmt: skip
+            blocks.append(("table", (["threshold", "alerts/day", "precision", "recall"], rows)))
+        if "confusion" in section:
+            c = section["confusion"]
+            blocks.append(("p", f"The federated defect model on held-out parts at its threshold "
+                                f"{_fmt(c['threshold'])}: {c['escapes']} escape(s) of {c['n_defective']} defective "
+                                f"parts, {c['false_rejects']} false reject(s) of {c['n_good']} good parts. Contact "
+                                "sheet of the annotated parts (heat map, defect boxes, OK/NG and score) and ROC "
+                                "below."))  # fmt: skip
         for figure in section["figures"]:
             if Path(figure).exists():
                 blocks.append(("img", Path(figure).relative_to(out).as_posix()))
@@ -93,7 +110,15 @@ def _markdown(blocks: list[tuple[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _html(blocks: list[tuple[str, Any]]) -> str:
+def _data_uri(path: Path) -> str:
+    """The image as a data: URI, so report.html is one self-contained file that can be mailed."""
+    import base64
+
+    kind = "png" if path.suffix.lower() == ".png" else "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html(blocks: list[tuple[str, Any]], out: Path) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>fedsite demo</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
@@ -106,7 +131,8 @@ def _html(blocks: list[tuple[str, Any]]) -> str:
         elif kind == "p":
             parts.append(f"<p>{html.escape(payload)}</p>")
         elif kind == "img":
-            parts.append(f"<img src='{html.escape(payload)}' alt='{html.escape(Path(payload).stem)}'>")
+            src = _data_uri(out / payload)
+            parts.append(f"<img src='{src}' alt='{html.escape(payload)}' title='{html.escape(payload)}'>")
         elif kind == "table":
             header, rows = payload
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
@@ -121,7 +147,7 @@ def write_reports(out: Path, result: dict[str, Any]) -> None:
     """DIR/report.md, DIR/report.html and DIR/demo.json (the numbers behind them), atomically."""
     blocks = _blocks(result, out)
     atomic.write_text(out / "report.md", _markdown(blocks))
-    atomic.write_text(out / "report.html", _html(blocks))
+    atomic.write_text(out / "report.html", _html(blocks, out))
     plain = [
         {k: (str(v) if isinstance(v, Path) else v) for k, v in s.items() if k != "figures"} for s in result["sections"]
     ]

@@ -3,7 +3,9 @@
 fedsite does not reimplement Flower's deployment engine; it starts Flower's own processes with
 the safe choices made: TLS always on (certificates from `fedsite certs`), supernode
 authentication always on (only registered site keys may connect), no runtime dependency
-installation (sites are often offline), and all of Flower's state under one FLWR_HOME.
+installation (sites are often offline), the SuperLink bound to 127.0.0.1 behind the Fleet-only
+gate (gate.py: its Control API never faces the network), the hub's registrations and runs in a
+database under its state directory, and each site's state under the site's own directory.
 """
 
 from __future__ import annotations
@@ -58,9 +60,27 @@ def write_connection(home: Path, host: str, port: int, ca: Path) -> Path:
     return write_text(home / "config.toml", tomli_w.dumps(config))
 
 
-def hub_command(certs: Path, host: str, port: int) -> list[str]:
-    """flower-superlink with TLS, supernode authentication and offline app installation."""
+CONTROL_PORT = 9093  # the SuperLink's own port (Control + Fleet + Runtime APIs), on 127.0.0.1 only
+DATABASE = "hub.db"
+APPS = "apps"  # signed FABs and their signatures, served to the SuperLink (appsign.py)
+
+
+def check_hub_certs(certs: Path) -> None:
+    """Refuse a certificates directory that holds the CA private key (it belongs offline)."""
+    from federation.certs import CA_KEY
+
+    if (Path(certs) / CA_KEY).exists():
+        raise UserError(
+            f"{Path(certs) / CA_KEY}: the CA private key must not sit beside the hub's runtime certificates; "
+            "move it offline (see federation/README.md, Deploying at hospitals)"
+        )
+
+
+def hub_command(certs: Path, port: int, database: Path) -> list[str]:
+    """flower-superlink on 127.0.0.1:`port` with TLS, supernode authentication, offline app
+    installation and its state (registered site keys, runs) in `database` (SQLite)."""
     certs = Path(certs)
+    check_hub_certs(certs)
     return [
         _exe("flower-superlink"),
         "--ssl-ca-certfile", str(_need(certs / "ca.crt", "CA certificate")),
@@ -68,17 +88,22 @@ def hub_command(certs: Path, host: str, port: int) -> list[str]:
         "--ssl-keyfile", str(_need(certs / "server.key", "hub key")),
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
-        "--host", host,
+        "--database", str(database),
+        "--host", "127.0.0.1",
         "--port", str(port),
     ]  # fmt: skip
 
 
-def site_command(data: Path, hub: str, ca: Path, key: Path, name: str, port: int, retries: int | None) -> list[str]:
-    """flower-supernode pointing at the hub, signing with the site's key, reading DATA on this machine."""
+def site_command(
+    data: Path, hub: str, ca: Path, key: Path, name: str, port: int, retries: int | None, state: Path
+) -> list[str]:
+    """flower-supernode pointing at the hub, signing with the site's key, reading DATA and keeping
+    its state (optimizer moments, residuals, normalisation) in STATE, both on this machine."""
     data = Path(data)
     if not data.exists():
         raise UserError(f"{data}: site data not found")
-    node_config = f'data-dir="{data.resolve()}" site-name="{name}"'
+    state = Path(state).resolve()
+    node_config = f'data-dir="{data.resolve()}" site-name="{name}" state-dir="{state}"'
     cmd = [
         _exe("flower-supernode"),
         "--root-certificates", str(_need(ca, "CA certificate")),
@@ -102,8 +127,22 @@ def run_config_file(path: Path, values: dict[str, Any]) -> Path:
     return write_text(path, tomli_w.dumps(values))
 
 
-def run_command(config_file: Path) -> list[str]:
-    return [_exe("flwr"), "run", str(app_dir()), CONNECTION, "--stream", "--run-config", str(config_file)]
+def signed_app(home: Path) -> str:
+    """`@publisher/name==version` of this checkout's app, which must have been signed (`hub sign`)."""
+    from federation.appsign import app_identity, latest
+
+    app_id, version = app_identity(app_dir())
+    if latest(home / APPS, app_id, version) is None:
+        raise UserError(
+            f"{home / APPS}: no signed {app_id}=={version}; run `fedsite hub sign --key OPERATOR_KEY` "
+            "(or `hub run --unsigned` for sites that do not check signatures)"
+        )
+    return f"{app_id}=={version}"
+
+
+def run_command(app: str, config_file: Path) -> list[str]:
+    """`flwr run` of `app` (a signed app's `@id==version`, or a directory) with a run-config file."""
+    return [_exe("flwr"), "run", app, CONNECTION, "--stream", "--run-config", str(config_file)]
 
 
 def offline_env(home: Path) -> dict[str, str]:
@@ -119,3 +158,21 @@ def offline_env(home: Path) -> dict[str, str]:
     env["FLWR_HOME"] = str(home)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     return env
+
+
+def wait_listening(host: str, port: int, timeout: float, process: Any = None) -> bool:
+    """True once something accepts TCP connections on host:port; False on timeout or if `process`
+    (a Popen) exits first."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False

@@ -25,14 +25,18 @@ def exchange(grid: Grid, messages: list[Message], timeout: float | None) -> list
     """Push `messages` (one per site) and pull the replies that arrive within `timeout` seconds."""
     end = None if timeout is None else time.monotonic() + timeout
     ids = list(grid.push_messages(messages))
-    pending = {m.metadata.dst_node_id: i for m, i in zip(messages, ids)}
+    pending = {i: m.metadata.dst_node_id for m, i in zip(messages, ids)}
+    by_node = {node: i for i, node in pending.items()}
     replies: list[Message] = []
     wait = _POLL[0]
     while pending:
-        got = list(grid.pull_messages(list(pending.values())))
+        got = list(grid.pull_messages(list(pending)))
         replies.extend(got)
         for reply in got:
-            pending.pop(reply.metadata.src_node_id, None)
+            # the SuperLink's own error replies (a node went offline) come from its node id, not the
+            # site's: match a reply by the message it answers, by its sender where a Grid sets no ids
+            answered = reply.metadata.reply_to_message_id
+            pending.pop(answered if answered in pending else by_node.get(reply.metadata.src_node_id), None)
         if not pending or (end is not None and time.monotonic() >= end):
             break
         time.sleep(wait)

@@ -38,6 +38,11 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point for `flwr run .` / the SuperLink: settings come from the run config."""
     run_config = dict(context.run_config)
     settings = FederationSettings.from_config(run_config)
+    if settings.secagg:
+        from federation.secagg import incompatibility
+
+        if why := incompatibility(settings.strategy, settings.compression, settings.fail_mode, settings.fail_site):
+            raise ValueError(f"--secagg: {why}")
     if not settings.out_dir:
         settings = settings.replace(out_dir=str(Path.cwd() / f"fedsite-run-{context.run_id}"))
     if run_config.get("synthesize-sites") and not settings.data_root:
@@ -113,27 +118,51 @@ class Hub:
         return exchange(self.grid, messages, timeout)
 
     def send(self, kind: str, contents: dict[str, RecordDict], round_: int) -> dict[str, dict[str, Any]]:
-        """Send one message per site; return {site: {"reply": Message | None, "error": str, bytes...}}."""
+        """Send one message per site; return {site: {"reply": Message | None, "error": str, bytes...}}.
+
+        A failure is recorded as what happened (`failure_of`): the site's error with its message, the
+        site offline (the SuperLink answers for a node that stopped its heartbeats, from its own node
+        id, so replies are matched by the message they answer), or timed out after --round-timeout.
+        """
         messages, by_node, results = [], {}, {}
+        timeout = self.settings.round_timeout or None
         for site, content in contents.items():
             message = Message(content, dst_node_id=self.nodes[site], message_type=kind, group_id=str(round_))
             messages.append(message)
             by_node[self.nodes[site]] = site
             results[site] = {
                 "reply": None,
-                "error": "timed out",
+                "error": f"timed out after {timeout:g} s" if timeout else "no reply",
                 "bytes_received": wire_bytes(message),
                 "bytes_sent": 0,
             }
-        for reply in self.exchange(messages, self.settings.round_timeout or None):
-            site = by_node.get(reply.metadata.src_node_id)
+        replies = self.exchange(messages, timeout)
+        by_message = {m.metadata.message_id: by_node[m.metadata.dst_node_id] for m in messages}
+        for reply in replies:
+            site = by_node.get(reply.metadata.src_node_id) or by_message.get(reply.metadata.reply_to_message_id)
             if site is None:
                 continue
             if reply.has_error():
-                results[site]["error"] = reply.error.reason.strip().splitlines()[-1][:300] or "site error"
+                results[site]["error"] = failure_of(reply.error)
             else:
                 results[site].update(reply=reply, error="", bytes_sent=wire_bytes(reply))
         return results
+
+
+def failure_of(error: Any) -> str:
+    """What a Flower error reply means for the run record: '<kind>: <detail>'."""
+    from flwr.common.constant import ErrorCode
+
+    reason = (error.reason or "").strip().splitlines()
+    detail = (reason[-1] if reason else "")[:300]
+    kinds = {
+        ErrorCode.NODE_UNAVAILABLE: "offline",
+        ErrorCode.CLIENT_APP_CRASHED: "crashed",
+        ErrorCode.INVALID_FAB: "refused the app",
+        ErrorCode.MESSAGE_UNAVAILABLE: "lost",
+        ErrorCode.REPLY_MESSAGE_UNAVAILABLE: "lost",
+    }
+    return f"{kinds.get(error.code, 'error')}: {detail or 'no message'}"
 
 
 def _metrics(reply: Message | None, key: str = "metrics") -> dict[str, float]:
@@ -203,9 +232,16 @@ def run_round(run: RunSetup, state: HubState, round_: int, tests: dict | None = 
         site: RecordDict({"global": records.model_record(state.model), "job": hub.job(round=round_)})
         for site in hub.nodes
     }
-    results = hub.send("train", content, round_)
     record: dict[str, Any] = {"round": round_, "sites": {}}
     updates, weights, new_ints = [], [], None
+    if s.secagg:  # no single update reaches the hub, only their weighted mean (secagg.py)
+        from dataclasses import replace
+
+        from federation.secagg import secure_round
+
+        record["sites"], updates, weights = secure_round(hub, round_, vector)
+        run = replace(run, moments=())  # the sites' statistics are hidden too: averaged like the other weights
+    results = {} if s.secagg else hub.send("train", content, round_)
     for site in sorted(results, key=natural):
         res = results[site]
         reply = res["reply"]

@@ -88,6 +88,8 @@ class FederationSettings:
     threads: int = 1  # torch intra-op threads at each site
     fail_site: int = option(-1, "--fail-site", "Fault drill: this site index fails every round.")
     fail_mode: str = option("error", "--fail-mode", "Fault drill: error or hang.")
+    # SecAgg+ (federation/secagg.py): the hub learns only the weighted mean of the sites' updates
+    secagg: bool = option(False, "--secagg/--no-secagg", "SecAgg+: the hub learns only the sites' mean update.")
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

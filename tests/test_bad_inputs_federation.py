@@ -22,10 +22,12 @@ RUN = ["federate", "--vertical", "finance", "--sites", "2", "--rounds", "3", "--
 
 
 def _session_processes(sid: int) -> list[psutil.Process]:
+    """Live processes of the run's session. A zombie has exited already (only its exit status waits for a
+    parent, often an init that does not reap in containers): it holds no memory, port or file."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getsid(proc.pid) == sid:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue

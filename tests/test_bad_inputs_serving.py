@@ -220,3 +220,28 @@ def test_a_state_file_of_another_model_or_garbage_is_refused(tmp_path):
     path.write_bytes(b"PK\x03\x04 not a state")
     with pytest.raises(UserError, match="unreadable service state"):
         serve_state.load(path, 8, "key-a", serve_state.RecentIds(5))
+
+
+def test_explain_returns_the_batch_reasons_with_the_same_scores(trained, tmp_path):
+    """`/score?explain=1` carries each transaction's top 3 reasons: those of `score --explain`."""
+    _, data, model, expected = trained
+    batch = tmp_path / "explained.csv"
+    cmd = ["finance", "score", "--data", str(data), "--model", str(model), "--out", str(batch), "--explain"]
+    assert main(cmd) == 0
+    reasons = {r["txn_id"]: [r[f"reason_{i}"] for i in (1, 2, 3)] for r in csv.DictReader(batch.open())}
+    rows = _rows(data)
+    with _server(model) as (client, _):
+        got = {}
+        for i in range(0, len(rows), 7):
+            explain = i % 2 == 0  # alternate: explaining must not change the state the next request sees
+            reply = client.post("/score", params={"explain": "1"} if explain else None, json=rows[i : i + 7])
+            assert reply.status_code == 200, reply.text
+            for item in reply.json():
+                got[item["txn_id"]] = item["fraud_probability"]
+                if explain:
+                    assert item["reasons"] == reasons[item["txn_id"]], item
+                else:
+                    assert "reasons" not in item
+        single = client.post("/score?explain=1", json={**rows[0], "txn_id": "fresh"}).json()
+    _assert_batch(got, expected)
+    assert len(single["reasons"]) == 3 and all(r.rsplit(" ", 1)[1][0] in "+-" for r in single["reasons"])

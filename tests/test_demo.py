@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -25,7 +26,17 @@ def test_quick_demo_writes_both_reports_with_every_vertical(tmp_path):
     for vertical in landed:
         run = out / vertical
         assert (run / "history.json").exists() and (run / "global_model" / "model.pt").exists()
-        assert f"]({vertical}/curves.png)" in markdown and f"src='{vertical}/curves.png'" in page
+        assert f"]({vertical}/curves.png)" in markdown and f"title='{vertical}/curves.png'" in page
+    # self-contained: every image embedded, no reference to any other file
+    assert re.findall(r"(?:src|href)=['\"](?!data:)", page) == []
+    assert page.count("src='data:image/png;base64,") == markdown.count("![")
+    if "finance" in landed:
+        assert "alerts/day" in page and (out / "finance" / "evaluation" / "pr_curve.png").exists()
+        assert "](finance/evaluation/pr_curve.png)" in markdown
+    if "manufacturing" in landed:
+        sheet = out / "manufacturing" / "evaluation" / "contact_sheet.png"
+        assert "](manufacturing/evaluation/contact_sheet.png)" in markdown and "escape(s)" in page
+        assert len(list((out / "manufacturing" / "evaluation" / "annotated").glob("*.png"))) > 0 and sheet.exists()
     if "medical" in landed:
         assert (out / "medical" / "froc" / "froc.png").exists()
         assert (out / "medical" / "detections" / "candidates.csv").exists()

@@ -118,3 +118,22 @@ def test_score_explain_reasons_follow_the_row(trained, tmp_path):
     assert all(before) and all(after)
     assert before != after
     assert any(r.startswith("amount ") for r in after)  # a 500x amount is among its top reasons
+
+
+def test_one_spelling_sites_and_data_folder(tmp_path, capsys):
+    """--sites as in every vertical (old --n-sites still accepted, with a warning); --data may be the folder."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (
+        main(["finance", "synth", "--out", str(a), "--accounts", "40", "--days", "4", "--site", "1", "--sites", "3"])
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["finance", "synth", "--out", str(b), "--accounts", "40", "--days", "4", "--site", "1", "--n-sites", "3"])
+        == 0
+    )
+    assert "deprecated" in capsys.readouterr().err
+    assert (a / "transactions.csv").read_bytes() == (b / "transactions.csv").read_bytes()
+    from verticals.finance.cli import _csv
+
+    assert _csv(a) == a / "transactions.csv" and _csv(a / "transactions.csv") == a / "transactions.csv"

@@ -195,6 +195,10 @@ def test_inspect_folder_with_video_and_bad_files_exits_3(trained, tmp_path):
         "zero.png",
     ]
     assert [r["status"] for r in rows].count("rejected") == 2
+    threshold = json.loads((out / "summary.json").read_text())["image_threshold"]
+    for row in (r for r in rows if r["status"] == "ok"):  # the shown score: 0.5 at the threshold
+        assert (float(row["anomaly_score"]) > 0.5) == (row["is_defective"] == "1")
+        assert (float(row["raw_score"]) > threshold) == (row["is_defective"] == "1")
     for row in rows:
         if row["status"] == "ok":
             assert (out / "annotated" / (row["image"].rsplit(".", 1)[0] + ".png")).is_file() or (
@@ -281,3 +285,15 @@ def test_int8_calibration_covers_defective_parts(tmp_path):
     assert images.shape[0] == 8  # four good parts, then the same four with a synthetic anomaly
     assert torch.equal(images[0], torch.from_numpy(train.images[0]).permute(2, 0, 1).float() / 255)
     assert all((images[i] - images[i + 4]).abs().amax() > 1.5 / 255 for i in range(4))
+
+
+def test_display_score_puts_the_threshold_in_the_middle():
+    from verticals.manufacturing.postprocess import display_score
+
+    t = 0.9928  # the threshold that put "OK 0.99" beside "NG 1.00"
+    assert display_score(t, t) == pytest.approx(0.5)
+    raw = [0.5, 0.98, 0.99, 0.9927, 0.9929, 0.9995, 0.99999]
+    shown = [display_score(r, t) for r in raw]
+    assert shown == sorted(shown)  # monotone: rankings unchanged
+    assert all((s > 0.5) == (r > t) for r, s in zip(raw, shown))  # decisions unchanged
+    assert shown[2] < 0.45 and shown[5] > 0.9  # OK 0.99 and NG 0.9995 now read far apart

@@ -45,3 +45,24 @@ def test_profile_directory_times_every_runtime(reference_registered, tmp_path):
     assert set(table["latency_ms"]) == {"torch", "ort_fp32", "ort_int8"}
     assert all(v > 0 for v in table["latency_ms"].values())
     assert table["layers"] and table["vertical"] == "reference"
+
+
+def test_tcn_layers_with_children_get_their_own_flops():
+    """A TemporalConv1d owns its weights and has a padding child: it used to show 0 FLOPs."""
+    from common.registry import get_task
+    from verticals.finance.config import FinanceConfig
+
+    task = get_task("finance")
+    cfg = FinanceConfig()
+    model = task.build_model(cfg)
+    seq, nbr, txn = task.example_input(cfg)
+    rows = {row["name"]: row for row in profile_model(model, (seq, nbr, txn))["layers"]}
+    conv = rows["tcn.network.0.conv1"]
+    assert conv["type"] == "TemporalConv1d" and conv["flops_counted"]
+    module = model.tcn.network[0].conv1
+    weight = dict(module.named_parameters())
+    w = next(v for k, v in weight.items() if v.dim() == 3)
+    sequences, steps = 2 * seq.shape[0], seq.shape[2]  # both sides of each transaction, "same" causal length
+    assert conv["flops"] == 2 * w.shape[0] * w.shape[1] * w.shape[2] * steps * sequences
+    assert all(r["flops"] > 0 for r in rows.values() if r["params"] and r["type"] in ("TemporalConv1d", "Linear"))
+    assert not rows["tcn.network.0.activation1"]["flops_counted"]  # a ReLU: shown as n/a, not 0

@@ -110,8 +110,12 @@ def profile(
     from rich.console import Console
     from rich.table import Table
 
-    shapes = " ".join(str(tuple(s)) for s in table["example_input_shapes"])
-    view = Table(title=f"{table['vertical']} model at input {shapes}")
+    shapes = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in table["example_inputs"])
+    view = Table(
+        title=f"{table['vertical']} model, example input (batch first): {shapes}",
+        caption="FLOPs n/a: layers without weights (activations, padding, dropout, scatter); "
+        "the counter prices matmul and convolution ops only.",
+    )
     for column in ("layer", "type", "params", "FLOPs", "activations", "latency share"):
         view.add_column(column, justify="left" if column in ("layer", "type") else "right")
     for row in table["layers"]:
@@ -119,7 +123,7 @@ def profile(
             row["name"],
             row["type"],
             f"{row['params']:,}",
-            _human(row["flops"]),
+            _human(row["flops"]) if row["flops_counted"] else "n/a",
             _human(row["activation_bytes"], "B"),
             f"{row['latency_share']:.1%}",
         )

@@ -107,6 +107,15 @@ def compress_directory(
     return report
 
 
+def input_labels(model: Any, example: Any) -> list[dict[str, Any]]:
+    """[{"name": forward's parameter name, "shape": [...]}] so a profile says what each input is."""
+    import inspect
+
+    params = [p for p in inspect.signature(model.forward).parameters.values() if p.kind != p.VAR_KEYWORD]
+    names = [p.name for p in params] + [f"input_{i}" for i in range(len(params), len(example))]
+    return [{"name": n, "shape": list(t.shape)} for n, t in zip(names, example)]
+
+
 def profile_directory(model_dir: Path, *, ort: bool = True) -> dict[str, Any]:
     """Per-layer profile plus whole-model latency in torch, ORT fp32 and ORT int8 at the example input."""
     from common.compress.latency import ort_latency_ms, torch_latency_ms
@@ -133,4 +142,5 @@ def profile_directory(model_dir: Path, *, ort: bool = True) -> dict[str, Any]:
     table["latency_ms"] = latency
     table["vertical"] = loaded.task.name
     table["example_input_shapes"] = [list(t.shape) for t in example]
+    table["example_inputs"] = input_labels(loaded.model, example)
     return table

@@ -25,6 +25,8 @@ from common.atomic import atomic_path
 from data_adapters.synth.inspection import SCALES, Scale, _write_png
 
 HELDOUT_SURFACES = ("brushed", "machined", "wood", "leather", "painted", "cast")
+# real photographs shipped inside scikit-image (CC0, from cc0textures.com / DeviantArt), as good parts
+PHOTO_SURFACES = ("photo-brick", "photo-grass", "photo-gravel")
 HELDOUT_KINDS = ("crack", "hole", "stain", "scratch", "thin_line")
 
 
@@ -104,6 +106,21 @@ def _cast(rng: np.random.Generator, s: int) -> tuple[np.ndarray, None]:
     return np.stack([g, g, g * 1.02], -1), None
 
 
+def _photo(name: str) -> Callable[[np.random.Generator, int], tuple[np.ndarray, None]]:
+    """Good parts as random crops (side 1.5x the output, resized) of one real photograph."""
+
+    def render(rng: np.random.Generator, s: int) -> tuple[np.ndarray, None]:
+        import skimage.data
+
+        src = getattr(skimage.data, name)().astype(np.float32) / 255.0
+        side = min(min(src.shape[:2]) - 1, int(1.5 * s))
+        y, x = (int(v) for v in rng.integers(0, np.array(src.shape[:2]) - side + 1))
+        crop = cv2.resize(src[y : y + side, x : x + side], (s, s), interpolation=cv2.INTER_AREA)
+        return np.repeat(crop[..., None], 3, -1) if crop.ndim == 2 else crop[..., :3], None
+
+    return render
+
+
 _SURFACE: dict[str, Callable[[np.random.Generator, int], tuple[np.ndarray, float | None]]] = {
     "brushed": _brushed,
     "machined": _machined,
@@ -111,7 +128,7 @@ _SURFACE: dict[str, Callable[[np.random.Generator, int], tuple[np.ndarray, float
     "leather": _leather,
     "painted": _painted,
     "cast": _cast,
-}
+} | {name: _photo(name.split("-", 1)[1]) for name in PHOTO_SURFACES}
 
 
 def heldout_part(surface: str, rng: np.random.Generator, size: int) -> tuple[np.ndarray, float | None]:
@@ -229,7 +246,8 @@ def heldout_defect(
 def write_heldout(out: str | Path, surface: str, *, seed: int, scale: str | Scale = "full") -> Path:
     """Write one held-out surface's dataset (MVTec AD layout) under `out`; return `out`."""
     if surface not in _SURFACE:
-        raise ValueError(f"unknown held-out surface '{surface}' (known: {', '.join(HELDOUT_SURFACES)})")
+        known = ", ".join(HELDOUT_SURFACES + PHOTO_SURFACES)
+        raise ValueError(f"unknown held-out surface '{surface}' (known: {known})")
     spec = SCALES[scale] if isinstance(scale, str) else scale
     root = Path(out)
     rng = np.random.default_rng([seed, 101])

@@ -33,6 +33,12 @@ def _not_input(out: Path, *inputs: Path) -> None:
             raise UserError(f"{out}: output would overwrite the input {item}")
 
 
+def _csv(data: Path) -> Path:
+    """--data may name the CSV or the folder `synth --out` wrote (DIR/transactions.csv), as --data
+    names a dataset folder in the other verticals."""
+    return data / "transactions.csv" if data.is_dir() and (data / "transactions.csv").is_file() else data
+
+
 def _config(
     config: Path | None, sets: list[str], columns: str | None = None, fmt: str | None = None, preset: str = "default"
 ):
@@ -65,7 +71,8 @@ def synth(
     days: int | None = typer.Option(None, "--days", min=3, help="Days of activity [default: 30; 20 with --quick]."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     site: int = typer.Option(0, "--site", min=0, help="Site (bank) index: changes the customer mix."),
-    n_sites: int = typer.Option(1, "--n-sites", min=1, help="Number of sites the mix is spread over."),
+    sites: int = typer.Option(1, "--sites", min=1, help="Number of sites the mix is spread over."),
+    n_sites: int | None = typer.Option(None, "--n-sites", min=1, hidden=True, help="Deprecated spelling of --sites."),
     fraud_rate: float = typer.Option(0.02, "--fraud-rate", min=0.001, max=0.5, help="Share of fraudulent rows."),
     quick: bool = typer.Option(False, "--quick", help="Small data (what --quick training is sized for)."),
 ) -> None:
@@ -76,13 +83,18 @@ def synth(
     default_accounts, default_days = SCALES["small" if quick else "full"]
     accounts, days = accounts or default_accounts, days or default_days
 
-    path = write(out, accounts, days, seed=seed, site=site, n_sites=n_sites, fraud_rate=fraud_rate)
+    if n_sites is not None:
+        from common.progress import log
+
+        log("warning: --n-sites is deprecated; say --sites (the same spelling as every other command)")
+        sites = n_sites
+    path = write(out, accounts, days, seed=seed, site=site, n_sites=sites, fraud_rate=fraud_rate)
     typer.echo(str(path))
 
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="Labelled transactions CSV (all rows are used)."),
+    data: Path = typer.Option(..., "--data", help="Labelled transactions: the CSV, or the folder `synth --out` wrote."),
     out: Path = typer.Option(..., "--out", help="Model directory to write."),
     config: Path | None = _CONFIG,
     sets: list[str] = _SET,
@@ -103,6 +115,7 @@ def train(
     from common.runs import read_metadata
     from verticals.finance.api import train_model
 
+    data = _csv(data)
     _not_input(out, data)
     cfg = _config(config, sets, columns, fmt, preset="small" if quick else "default")
     metrics = train_model(data, out, cfg, seed=seed, holdout=holdout)
@@ -114,7 +127,9 @@ def train(
 
 @app.command()
 def score(
-    data: Path = typer.Option(..., "--data", help="Transactions CSV to score."),
+    data: Path = typer.Option(
+        ..., "--data", help="Transactions to score: the CSV, or the folder holding transactions.csv."
+    ),
     model: Path = typer.Option(..., "--model", help="Model directory."),
     out: Path = typer.Option(..., "--out", help="Scores CSV to write (rejected.csv goes beside it)."),
     columns: str | None = typer.Option(None, "--columns", help="Column mapping (default: the model's)."),
@@ -126,6 +141,7 @@ def score(
     """Write txn_id,fraud_probability for every valid row (input order); bad rows go to rejected.csv."""
     from verticals.finance.api import score_csv
 
+    data = _csv(data)
     _not_input(out, data)
     _not_input(out.parent / "rejected.csv", data)
     report = score_csv(data, model, out, columns=columns, fmt=fmt, explain=explain)
@@ -137,7 +153,7 @@ def score(
 @app.command()
 def update(
     model: Path = typer.Option(..., "--model", help="Model directory to start from (left unchanged)."),
-    data: Path = typer.Option(..., "--data", help="Newly labelled transactions CSV."),
+    data: Path = typer.Option(..., "--data", help="Newly labelled transactions: the CSV, or its folder."),
     out: Path = typer.Option(..., "--out", help="New model directory."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     force: bool = typer.Option(
@@ -148,13 +164,14 @@ def update(
     from common.strict_json import to_json
     from verticals.finance.api import update_model
 
+    data = _csv(data)
     _not_input(out, model, data)
     typer.echo(to_json(update_model(model, data, out, seed=seed, force=force)))
 
 
 @app.command()
 def evaluate(
-    data: Path = typer.Option(..., "--data", help="Labelled transactions CSV."),
+    data: Path = typer.Option(..., "--data", help="Labelled transactions: the CSV, or its folder."),
     scores: Path = typer.Option(..., "--scores", help="Scores CSV from `finance score`."),
     columns: str | None = _COLUMNS,
     fmt: str | None = _FORMAT,
@@ -166,7 +183,7 @@ def evaluate(
     from data_adapters.importers import mapping_for
     from verticals.finance.evaluate import evaluate_scores
 
-    mapping = mapping_for(fmt or "contract", columns or "")
+    mapping, data = mapping_for(fmt or "contract", columns or ""), _csv(data)
     typer.echo(json.dumps(evaluate_scores(data, scores, mapping, out_dir=out), indent=2))
 
 

@@ -15,6 +15,7 @@ the last `remember` ids (default 1,000,000), so memory stays bounded. State (iss
 FILE` keeps the account state across restarts (serve_state.py: restored on start, saved every
 `snapshot_every` seconds and on shutdown); `--warm-start CSV` replays history before the first
 request; `--token-file` asks for `Authorization: Bearer <token>` on /score (/health, /metrics open).
+`POST /score?explain=1` adds each transaction's top 3 reasons (explain.py), same scores and state.
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves the endpoint annotations (Request)
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from data_adapters.transactions import REQUIRED, check_row, extra_column
+from verticals.finance.explain import format_reason, load_baseline
 from verticals.finance.infer import StreamingScorer, load_scorer
 from verticals.finance.serve_state import RecentIds
 
@@ -49,6 +51,7 @@ class ScoringService:
     def __init__(self, scorer: StreamingScorer, model_dir: str = "", remember: int = REMEMBER_IDS) -> None:
         self.scorer = scorer
         self.model_dir = model_dir
+        self.baseline = load_baseline(model_dir) if model_dir else None  # for ?explain=1
         self.seen = RecentIds(remember)
         self.counts = {"ok": 0, "rejected": 0}
         self.scored = 0
@@ -87,8 +90,12 @@ class ScoringService:
             amounts.append(checked[1])
         return rows, stamps, amounts
 
-    def score(self, body: Any) -> dict[str, Any] | list[dict[str, Any]]:
-        """Score one transaction (object) or several (list, taken in timestamp order, ties in list order)."""
+    def score(self, body: Any, explain: bool = False) -> dict[str, Any] | list[dict[str, Any]]:
+        """Score one transaction (object) or several (list, taken in timestamp order, ties in list order).
+
+        `explain`: each result also carries `reasons`, its top 3 feature groups with how much each moved
+        the score (explain.py, occlusion; same probabilities and state advance as without it).
+        """
         start = time.perf_counter()
         try:
             rows, stamps, amounts = self._parse(body)
@@ -103,14 +110,19 @@ class ScoringService:
 
         channel = np.array([c.lower() for c in col("channel")], dtype=object)
         extras = {name: extra_column(list(col(name))) for name in self.scorer.spec.used}
-        probs = self.scorer.score(
-            ts[order], col("src_account"), col("dst_account"), np.asarray(amounts)[order], channel, extras
-        )
+        args = (ts[order], col("src_account"), col("dst_account"), np.asarray(amounts)[order], channel, extras)
+        why: list[list[tuple[str, float]]] = []
+        if explain:
+            probs, why = self.scorer.score_explained(*args, baseline=self.baseline)
+        else:
+            probs = self.scorer.score(*args)
         out: list[dict[str, Any]] = [{}] * len(rows)
         for rank, i in enumerate(order):
             txn = rows[i]["txn_id"].strip()
             self.seen.add(txn)
             out[i] = {"txn_id": txn, "fraud_probability": float(probs[rank])}
+            if explain:
+                out[i]["reasons"] = [format_reason(name, change) for name, change in why[rank]]
         self.scored += len(rows)
         self.counts["ok"] += 1
         self.latencies.append(time.perf_counter() - start)
@@ -230,7 +242,8 @@ def create_app(service: ScoringService, token: str | None = None):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return refuse(422, f"body is not valid JSON ({exc})")
         try:
-            return JSONResponse(service.score(body))
+            explain = request.query_params.get("explain", "").lower() in ("1", "true", "yes")
+            return JSONResponse(service.score(body, explain=explain))
         except RequestError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
 

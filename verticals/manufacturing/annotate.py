@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .postprocess import Verdict
+from .postprocess import Verdict, display_score
 
 OK_COLOUR = (60, 180, 60)  # BGR
 NG_COLOUR = (40, 40, 230)
@@ -31,7 +31,7 @@ def annotate(image_rgb: np.ndarray, verdict: Verdict, image_threshold: float) ->
         if len(defect.contour):
             cv2.drawContours(out, [defect.contour], -1, (255, 255, 255), thick)
         cv2.rectangle(out, (defect.x, defect.y), (defect.x + defect.w - 1, defect.y + defect.h - 1), NG_COLOUR, thick)
-    label = f"{'NG' if verdict.is_defective else 'OK'} {verdict.anomaly_score:.2f}"
+    label = f"{'NG' if verdict.is_defective else 'OK'} {display_score(verdict.anomaly_score, image_threshold):.2f}"
     if verdict.is_defective:
         label += f" ({len(verdict.defects)})"
     colour = NG_COLOUR if verdict.is_defective else OK_COLOUR
@@ -55,10 +55,24 @@ def thumbnail(annotated_bgr: np.ndarray, size: int = 160) -> np.ndarray:
     return tile
 
 
-def contact_sheet(tiles: list[tuple[str, np.ndarray]], columns: int = 8, size: int = 160) -> np.ndarray:
-    """A grid of (name, thumbnail) tiles with their names underneath."""
+def legend(image_threshold: float) -> str:
+    """The contact sheet's key to the scores on its tiles (postprocess.display_score)."""
+    return f"score 0.50 = decision threshold (raw {image_threshold:.4f}); NG above, OK below"
+
+
+def contact_sheet(
+    tiles: list[tuple[str, np.ndarray]], columns: int = 8, size: int = 160, key: str | None = None
+) -> np.ndarray:
+    """A grid of (name, thumbnail) tiles with their names underneath, and `key` in a strip below."""
     if not tiles:
         return np.full((size, size, 3), 32, np.uint8)
+    if key is not None:
+        grid = contact_sheet(tiles, columns, size)
+        strip = np.full((22, max(grid.shape[1], 8 * len(key)), 3), 16, np.uint8)
+        cv2.putText(strip, key, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (230, 230, 230), 1, cv2.LINE_AA)
+        if strip.shape[1] > grid.shape[1]:
+            grid = np.hstack([grid, np.full((grid.shape[0], strip.shape[1] - grid.shape[1], 3), 16, np.uint8)])
+        return np.vstack([grid, strip])
     columns = min(columns, len(tiles))
     rows = (len(tiles) + columns - 1) // columns
     caption = 18

@@ -14,7 +14,7 @@ from common import atomic, runs
 from common.config import replace
 from common.device import seed_everything, set_threads
 from common.errors import UserError
-from common.progress import log
+from common.progress import log, stage
 from data_adapters.images import dataset_split
 from data_adapters.synth.inspection import write_dataset
 from data_adapters.synth.surfaces import CATEGORIES, Lighting
@@ -63,11 +63,12 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
     metrics = TASK.fit(model, data, cfg)
     cfg = replace(cfg, blur_sigma=metrics.get("blur_sigma", cfg.blur_sigma))  # chosen on validation
     log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
-    baseline = fit_baseline(data, cfg)
+    with stage("manufacturing: fitting the golden-template baseline"):
+        baseline = fit_baseline(data, cfg)
     model = model.cpu().eval()
     calibration = [batch for (batch,) in TASK.calibration_batches(data, cfg)]
     files = {BASELINE_NAME: baseline.to_bytes()}
-    with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work:
+    with tempfile.TemporaryDirectory(prefix="fedsite-mfg-") as work, stage("manufacturing: ONNX export, INT8, timing"):
         deployment = prepare_deployment(model, cfg, calibration, Path(work))
         for name in (FP32_NAME, INT8_NAME):
             if (Path(work) / name).is_file():

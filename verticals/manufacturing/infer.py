@@ -26,14 +26,15 @@ from common.errors import UserError
 from common.progress import log, track
 from data_adapters.images import InputItem, iter_inputs
 
-from .annotate import annotate, contact_sheet, thumbnail
+from .annotate import annotate, contact_sheet, legend, thumbnail
 from .config import InspectConfig
 from .data import resize_rgb, to_tensor
 from .deploy import load_backend
-from .postprocess import Verdict, decide
+from .postprocess import Verdict, decide, display_score
 from .roi import locate_part, shift_verdict
 
-RESULT_HEADER = ["image", "anomaly_score", "is_defective", "num_defects", "status", "reason"]
+# anomaly_score: postprocess.display_score (0.5 at the threshold); raw_score: the model's own score
+RESULT_HEADER = ["image", "anomaly_score", "is_defective", "num_defects", "status", "reason", "raw_score"]
 DEFECT_HEADER = ["image", "x", "y", "w", "h", "area_px", "score"]
 
 
@@ -125,7 +126,7 @@ def inspect(
                 verdicts = dict(zip((id(i) for i in good), inspector([i.image for i in good])))
                 for item in chunk:
                     if not item.ok:
-                        results.append([item.name, "", "", "", "rejected", item.reason])
+                        results.append([item.name, "", "", "", "rejected", item.reason, ""])
                         rejected.append({"image": item.name, "reason": item.reason or "unreadable"})
                         continue
                     verdict = verdicts[id(item)]
@@ -134,11 +135,12 @@ def inspect(
                     results.append(
                         [
                             item.name,
-                            f"{verdict.anomaly_score:.6f}",
+                            f"{display_score(verdict.anomaly_score, inspector.thresholds[0]):.6f}",
                             int(verdict.is_defective),
                             len(verdict.defects),
                             "ok",
                             "",
+                            f"{verdict.anomaly_score:.6f}",
                         ]
                     )
                     for d in verdict.defects:
@@ -152,7 +154,8 @@ def inspect(
             atomic.write_csv(tmp / "results.csv", RESULT_HEADER, results)
             atomic.write_csv(tmp / "defects.csv", DEFECT_HEADER, defect_rows)
             tiles.sort(key=lambda t: (not t[0], -t[1]))  # NG first, most anomalous first
-            sheet = contact_sheet([(name, tile) for _, _, name, tile in tiles[:sheet_limit]])
+            key = legend(inspector.thresholds[0])
+            sheet = contact_sheet([(name, tile) for _, _, name, tile in tiles[:sheet_limit]], key=key)
             _write_png(tmp / "contact_sheet.png", sheet)
             summary = {
                 "backend": inspector.backend,

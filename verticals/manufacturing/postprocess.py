@@ -9,6 +9,7 @@ resolution and the geometry is scaled to the input image's own pixels at the end
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -113,6 +114,21 @@ def decide(
             fallback = (heat >= 0.5 * float(heat.max())).astype(np.uint8)
             defects = components(fallback, heat, 1, scale)[:1]
     return Verdict(float(score), is_defective, defects, heat)
+
+
+def display_score(score: float, image_threshold: float) -> float:
+    """The score people read: 0.5 exactly at the decision threshold, monotone, in (0, 1).
+
+    Raw image scores bunch near 1 (a threshold of 0.9928 put "OK 0.99" beside "NG 1.00"). Shifting
+    the logit by the threshold's, sigmoid(logit(s) - logit(t)), spreads them around the middle (raw
+    0.990 -> 0.42, 0.9995 -> 0.93 at t = 0.9928) without a fitted parameter: it needs only the
+    threshold stored in the model, and keeps every ranking and decision (s > t  <=>  display > 0.5).
+    """
+    eps = 1e-7
+    s = min(max(float(score), eps), 1 - eps)
+    t = min(max(float(image_threshold), eps), 1 - eps)
+    shifted = math.log(s / (1 - s)) - math.log(t / (1 - t))
+    return 1.0 / (1.0 + math.exp(-shifted)) if shifted > -700 else 0.0
 
 
 def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
