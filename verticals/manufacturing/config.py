@@ -29,6 +29,8 @@ class InspectConfig:
     memory_pool: int = 2  # memory grid = working resolution / memory_pool (1: finer, for thin defects)
     memory_weights: str = "0,0.5,1,2"  # candidate weights of the memory logits, chosen on validation
     score_pool: int = 9  # image score = max of the map averaged over score_pool^2 (as a fraction of 256)
+    score_pooling: str = "box"  # "line": also the max mean along 1-px lines at 16 angles (thin defects)
+    score_line: int = 25  # length of those lines, in pixels of a 256 px image
     # optional part localisation before the model (roi.py): crop every image to the part it shows
     roi: bool = False
     roi_margin: float = 0.05  # padding around the part's bounding box, as a fraction of its size

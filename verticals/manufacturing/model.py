@@ -14,6 +14,8 @@ Outputs: (map_logits (B,1,H,W), image_score (B,), thresholds (B,2) = [image, pix
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,6 +102,25 @@ def patch_features(xn: torch.Tensor, patch: int, pool: int = 2) -> torch.Tensor:
     return torch.cat([padded[..., i : i + h, j : j + w] for i in range(patch) for j in range(patch)], 1)
 
 
+def line_kernels(length: int, angles: int = 16) -> torch.Tensor:
+    """(angles, 1, L, L) averaging kernels along 1-px lines through the centre, at k * 180 / angles degrees.
+
+    A thin scratch only covers a sliver of a square window, so a box mean dilutes it below the
+    threshold; the mean along the line's own direction keeps its full height while still averaging
+    `length` pixels, so single noisy pixels are damped about as much as by a box.
+    """
+    length = length + (1 - length % 2)
+    half = (length - 1) / 2
+    t = torch.linspace(-half, half, 4 * length)
+    kernels = torch.zeros(angles, 1, length, length)
+    for k in range(angles):
+        theta = math.pi * k / angles
+        rows = torch.round(half - t * math.sin(theta)).long()
+        cols = torch.round(half + t * math.cos(theta)).long()
+        kernels[k, 0, rows, cols] = 1.0
+    return kernels / kernels.sum(dim=(2, 3), keepdim=True)
+
+
 class DefectNet(nn.Module):
     """The inspector: normalise -> reconstruct -> segment -> (map logits, image score, thresholds)."""
 
@@ -112,6 +133,8 @@ class DefectNet(nn.Module):
         model_stride: int = 2,
         image_size: int = 256,
         score_pool: int = 9,
+        score_pooling: str = "box",
+        score_line: int = 25,
         memory_size: int = 0,
         memory_patch: int = 5,
         memory_pool: int = 2,
@@ -123,6 +146,12 @@ class DefectNet(nn.Module):
         self.stride = model_stride
         pool = max(3, round(score_pool * image_size / 256 / model_stride))
         self.pool = pool + (1 - pool % 2)  # odd, so the pooled map stays centred
+        if score_pooling not in ("box", "line"):
+            raise ValueError(f"score_pooling must be box or line, not {score_pooling!r}")
+        self.score_pooling = score_pooling
+        if score_pooling == "line":  # not persistent: derived from the config, old checkpoints still load
+            line = max(3, round(score_line * image_size / 256 / model_stride))
+            self.register_buffer("line_kernels", line_kernels(line), persistent=False)
         self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
         self.register_buffer("std", torch.full((1, 3, 1, 1), 0.25))
         self.register_buffer("image_threshold", torch.tensor(0.5))
@@ -180,10 +209,22 @@ class DefectNet(nn.Module):
         return small
 
     def image_score(self, logits: torch.Tensor) -> torch.Tensor:
-        """Max of the locally averaged defect probability (DRAEM): one confident blob, not one pixel."""
+        """Max of the locally averaged defect probability (DRAEM): one confident blob, not one pixel.
+
+        `box`: mean over a pool x pool square. `line`: the larger of that and the best mean along a
+        short line at 8 angles (line_kernels), so a 1-2 px scratch counts with its own height.
+        """
         prob = torch.sigmoid(logits)
         pooled = F.avg_pool2d(prob, self.pool, stride=1, padding=self.pool // 2, count_include_pad=False)
-        return pooled.amax(dim=(1, 2, 3))
+        score = pooled.amax(dim=(1, 2, 3))
+        if self.score_pooling == "line":
+            k = self.line_kernels
+            pad = k.shape[-1] // 2
+            # divide by the kernel's mass inside the image: a line touching the border is not diluted by padding
+            mass = F.conv2d(torch.ones_like(prob[:1]), k, padding=pad)
+            lines = F.conv2d(prob, k, padding=pad) / mass
+            score = torch.maximum(score, lines.amax(dim=(1, 2, 3)))
+        return score
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         small = self.fused(x)

@@ -79,6 +79,8 @@ def model_from_config(cfg: InspectConfig) -> DefectNet:
         model_stride=cfg.model_stride,
         image_size=cfg.image_size,
         score_pool=cfg.score_pool,
+        score_pooling=cfg.score_pooling,
+        score_line=cfg.score_line,
         memory_size=cfg.memory_size,
         memory_patch=cfg.memory_patch,
         memory_pool=cfg.memory_pool,

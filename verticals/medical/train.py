@@ -23,20 +23,23 @@ from verticals.medical.preprocess import Case
 
 
 def sample_patch(
-    case: Case, cfg, rng: np.random.Generator, positive: bool
+    case: Case, cfg, rng: np.random.Generator, positive: bool, size: tuple[int, int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A (P,P,P) patch, its nodule centres (patch voxels) and diameters; zero-padded at borders."""
-    p = cfg.patch
+    """A patch of `size` voxels (default (P,P,P)), its nodule centres (patch voxels) and diameters;
+    zero-padded at borders."""
+    p = np.array(size if size is not None else (cfg.patch,) * 3)
     shape = np.array(case.image.shape)
     if positive and len(case.diameters):
         centre = case.nodules_vox[rng.integers(len(case.diameters))]
-        start = np.round(centre - rng.uniform(0.2 * p, 0.8 * p, 3)).astype(int)
+        start = np.round(centre - rng.uniform(0.2 * p, 0.8 * p)).astype(int)
     elif rng.random() < 0.5 and len(lung := _lung_points(case)):
         # half the negatives centre on lung tissue, where the vessels that mimic nodules are
-        start = np.round(lung[rng.integers(len(lung))] - rng.uniform(0.3 * p, 0.7 * p, 3)).astype(int)
+        start = np.round(lung[rng.integers(len(lung))] - rng.uniform(0.3 * p, 0.7 * p)).astype(int)
     else:
-        start = np.array([rng.integers(-p // 4, max(int(s) - 3 * p // 4, -p // 4 + 1)) for s in shape])
-    patch = np.zeros((p, p, p), np.float32)
+        start = np.array(
+            [rng.integers(-q // 4, max(int(s) - 3 * q // 4, -q // 4 + 1)) for s, q in zip(shape, p.tolist())]
+        )
+    patch = np.zeros(tuple(p), np.float32)
     lo, hi = np.maximum(start, 0), np.minimum(start + p, shape)
     if np.all(hi > lo):
         patch[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))] = case.image[
@@ -56,9 +59,10 @@ def _lung_points(case: Case) -> np.ndarray:
     return cached
 
 
-def augment(patch, centres, rng: np.random.Generator):
-    """Random flips on each axis and an in-plane transpose (centres move with the voxels), then the
-    acquisition randomised (see `acquisition`)."""
+def augment(patch, centres, rng: np.random.Generator, cfg=None):
+    """Random flips on each axis and an in-plane transpose (centres move with the voxels), then (with
+    `cfg`) the tissues' HU levels and the parenchyma's texture, then the acquisition randomised (see
+    `randomise_tissue`, `randomise_texture`, `acquisition`)."""
     p = patch.shape[0]
     centres = centres.copy()
     for axis in range(3):
@@ -68,7 +72,80 @@ def augment(patch, centres, rng: np.random.Generator):
     if rng.random() < 0.5:
         patch = patch.transpose(0, 2, 1)
         centres = centres[:, [0, 2, 1]]
-    return acquisition(np.ascontiguousarray(patch), rng), centres
+    patch = np.ascontiguousarray(patch)
+    if cfg is not None:
+        patch = randomise_tissue(patch, rng, cfg.aug_tissue_hu, cfg.hu_min, cfg.hu_max)
+        patch = randomise_texture(patch, rng, cfg.aug_texture_hu, cfg.hu_min, cfg.hu_max)
+    return acquisition(patch, rng), centres
+
+
+def sample_scaled_patch(
+    case: Case, cfg, rng: np.random.Generator, positive: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`sample_patch` seen through a random per-axis zoom in `cfg.aug_scale`, resampled to (P,P,P).
+
+    Why: ct_phantom.py draws round nodules of 4-30 mm and vessels of one calibre law; a zoom of
+    0.75-1.35 shows the detector nodules of 3-40 mm, ellipsoids (the axes zoom independently by up to
+    +-12 % around the common factor) and other vessel calibres. Centres follow the voxels; the
+    diameter target scales by the geometric mean of the three zooms.
+    """
+    from scipy import ndimage
+
+    p = cfg.patch
+    lo, hi = getattr(cfg, "aug_scale", (1.0, 1.0))
+    if lo == hi == 1.0:
+        return sample_patch(case, cfg, rng, positive)
+    zoom = rng.uniform(lo, hi) * rng.uniform(0.88, 1.12, 3)
+    size = tuple(int(max(round((p - 1) / z) + 1, 4)) for z in zoom)
+    patch, centres, diam = sample_patch(case, cfg, rng, positive, size)
+    factors = np.array([(p - 1) / (q - 1) for q in size])  # ndimage.zoom maps voxel 0 and q-1 onto 0 and p-1
+    patch = ndimage.zoom(patch, p / np.array(size), order=1, mode="nearest", grid_mode=False)
+    return patch.astype(np.float32), centres * factors, diam * float(np.prod(factors) ** (1 / 3))
+
+
+# HU knots of the tissue map: air, aerated lung, dense lung, ground glass, soft tissue, bone
+_TISSUE_KNOTS = np.array([-1000.0, -900.0, -800.0, -650.0, -450.0, -100.0, 50.0, 400.0])
+
+
+def randomise_tissue(
+    patch: np.ndarray, rng: np.random.Generator, std_hu: float, hu_min: float, hu_max: float
+) -> np.ndarray:
+    """Move each tissue's HU level independently: a monotone piecewise-linear map of HU (80 % of patches).
+
+    Why: the phantoms paint lung at -860 HU and solid nodules at -20..60 HU, so a detector can key on
+    those exact levels and their exact contrast; real lungs are -900..-750 HU by inspiration and age,
+    nodules -100..+100 HU, ground glass anywhere in -750..-300. The map keeps the order of tissues
+    (monotone), moves every interior knot by N(0, std_hu) and leaves air and the window ends fixed.
+    """
+    if std_hu <= 0 or rng.random() >= 0.8:
+        return patch
+    out_knots = _TISSUE_KNOTS + np.concatenate([[0.0], rng.normal(0, std_hu, len(_TISSUE_KNOTS) - 2), [0.0]])
+    out_knots = np.maximum.accumulate(np.maximum(out_knots, _TISSUE_KNOTS[0]))  # monotone, above air
+    span = hu_max - hu_min
+    x = (_TISSUE_KNOTS - hu_min) / span
+    y = (out_knots - hu_min) / span
+    return np.clip(np.interp(patch, x, y), 0.0, 1.0).astype(np.float32)
+
+
+def randomise_texture(
+    patch: np.ndarray, rng: np.random.Generator, max_hu: float, hu_min: float, hu_max: float
+) -> np.ndarray:
+    """Add a smooth random texture (correlation 1.4-4 mm on the 2 mm grid) to aerated lung (70 % of patches).
+
+    Why: ct_phantom.py's parenchyma is flat -860 HU plus white noise; real parenchyma has small
+    vessels, lobular structure and mottling a detector must learn to ignore. Only voxels below -500 HU
+    get it (fading in between -500 and -650 HU), so nodules, vessels and the wall keep their shape.
+    """
+    from scipy import ndimage
+
+    if max_hu <= 0 or rng.random() >= 0.7:
+        return patch
+    field = ndimage.gaussian_filter(rng.normal(0, 1, patch.shape).astype(np.float32), rng.uniform(0.7, 2.0))
+    field /= max(float(field.std()), 1e-6)
+    hu = patch * np.float32(hu_max - hu_min) + np.float32(hu_min)
+    weight = np.clip((-500.0 - hu) / 150.0, 0.0, 1.0)
+    amplitude = rng.uniform(0.2, 1.0) * max_hu / (hu_max - hu_min)
+    return np.clip(patch + field * weight * np.float32(amplitude), 0.0, 1.0).astype(np.float32)
 
 
 def _linear_weights(pos: np.ndarray, n: int) -> np.ndarray:
@@ -179,8 +256,8 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, context: FitCont
             for _ in range(cfg.batch_size):
                 positive = bool(has_pos) and rng.random() < cfg.positive_fraction
                 case = has_pos[rng.integers(len(has_pos))] if positive else cases[rng.integers(len(cases))]
-                patch, centres, diam = sample_patch(case, cfg, rng, positive)
-                patch, centres = augment(patch, centres, rng)
+                patch, centres, diam = sample_scaled_patch(case, cfg, rng, positive)
+                patch, centres = augment(patch, centres, rng, cfg)
                 t = make_targets(centres, diam, cfg, float(np.mean(case.spacing_zyx)))
                 xs.append(patch[None])
                 heats.append(t["heat"])
