@@ -79,11 +79,23 @@ def test_compress_writes_a_model_directory_and_the_contract_report(model_dir, tm
 def test_compress_without_data_synthesizes_and_says_so(model_dir, tmp_path):
     src, _ = model_dir
     out = tmp_path / "off"
-    assert main(["compress", str(src), "--out", str(out), "--int8", "off", "--data-scale", "tiny"]) == 0
+    assert main(["compress", str(src), "--out", str(out), "--int8", "off", "--scale", "tiny"]) == 0
     report = json.loads((out / "compression.json").read_text())
     assert report["data"]["synthesized"] is True and report["data"]["source"] == "synthesized"
     assert report["chosen"] == "ort_fp32" and report["size_bytes"]["int8"] is None
     assert report["latency_ms"]["ort_int8"] is None and not (out / "model_int8.onnx").exists()
+
+
+def test_old_data_scale_spelling_still_works_hidden_and_warned(model_dir, tmp_path, capsys):
+    """`--scale` as in synth/federate; the old `--data-scale` is a hidden alias with a warning."""
+    src, _ = model_dir
+    out = tmp_path / "old"
+    assert main(["compress", str(src), "--out", str(out), "--int8", "off", "--data-scale", "tiny"]) == 0
+    assert json.loads((out / "compression.json").read_text())["data"]["scale"] == "tiny"
+    assert "--data-scale is deprecated; say --scale" in capsys.readouterr().err
+    assert main(["compress", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--scale" in shown and "--data-scale" not in shown
 
 
 @pytest.mark.parametrize(

@@ -40,3 +40,26 @@ def test_a_stage_says_when_it_starts_and_how_long_it_took(capsys):
         time.sleep(0.01)
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "exporting ..." and re.fullmatch(r"exporting: done in \d+\.\ds", lines[1])
+
+
+def test_training_stages_report_progress_with_eta(tmp_path, capsys):
+    """medical train's epochs, finance's featurising and tree-head fit: none of them is silent."""
+    from common.cli import main
+
+    progress.set_quiet(False)
+    data = tmp_path / "ct"
+    assert main(["medical", "synth", "--out", str(data), "--scans", "3", "--scale", "tiny"]) == 0
+    sets = ["spacing_mm=5", "channels=8,16,24,32", "patch=32", "window=32", "epochs=4", "steps_per_epoch=1"]
+    args = ["medical", "train", "--data", str(data), "--annotations", str(data / "annotations.csv")]
+    assert main([*args, "--out", str(tmp_path / "m"), *(x for s in sets for x in ("--set", s))]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"medical: training epochs: 1/4 \(25 %\), [\d.]+s, ETA \d+s", err), err[-2000:]
+    assert "medical: training epochs: 4/4 (100 %)" in err and "medical: epoch 4/4 loss" in err
+    bank = tmp_path / "bank"
+    assert main(["finance", "synth", "--out", str(bank), "--accounts", "60", "--days", "4"]) == 0
+    tiny = ["history=8", "tcn_channels=8", "tcn_levels=2", "gnn_hidden=16", "head_hidden=32", "epochs=1"]
+    args = ["finance", "train", "--data", str(bank / "transactions.csv"), "--out", str(tmp_path / "f")]
+    assert main([*args, *(x for s in tiny for x in ("--set", s))]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"finance: featurising \d+ transactions: 1/1 \(100 %\)", err), err[-2000:]
+    assert re.search(r"finance: fitting the boosted-tree head on \d+ rows: done in \d+\.\ds", err), err[-2000:]

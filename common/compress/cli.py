@@ -45,7 +45,10 @@ def compress(
     calibration: Calibration = typer.Option(Calibration.minmax, "--calibration", help="Static INT8 calibration."),
     sparsity: float = typer.Option(0.0, "--sparsity", help="Unstructured magnitude pruning (reported as sparsity)."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", help="Epochs of fine-tuning per pruning round."),
-    data_scale: DataScale = typer.Option(DataScale.small, "--data-scale", help="Size of synthesized data."),
+    scale: DataScale = typer.Option(
+        DataScale.small, "--scale", help="Size of the data synthesized when --data is not given (as in synth)."
+    ),
+    data_scale: DataScale = typer.Option(None, "--data-scale", hidden=True, help="Deprecated spelling of --scale."),
     as_json: bool = typer.Option(False, "--json", help="Print compression.json to stdout."),
     force: bool = typer.Option(
         False, "--force", help="Go on when the metric is 0 or undefined on the data (no accuracy guard then)."
@@ -67,7 +70,12 @@ def compress(
         finetune_epochs=finetune_epochs,
         force=force,
     )
-    report = compress_directory(model_dir, out, options, data=data, seed=seed, scale=data_scale.value)
+    if data_scale is not None:
+        from common.progress import log
+
+        log("warning: --data-scale is deprecated; say --scale (the same spelling as synth and federate)")
+        scale = data_scale
+    report = compress_directory(model_dir, out, options, data=data, seed=seed, scale=scale.value)
     if as_json:
         print(to_json(report))
     else:

@@ -43,7 +43,7 @@ from common.compress.quantize import (
 from common.compress.sensitivity import MixedPrecisionResult, candidate_nodes, mixed_precision, relative_drop
 from common.export import export_onnx, onnx_size_bytes, parity
 from common.guard import require_judgeable
-from common.progress import log
+from common.progress import log, stage
 
 
 @dataclass(frozen=True)
@@ -192,13 +192,15 @@ def compress_model(
     latency["ort_int8"] = None
     if options.int8 != "off":
         data = (train_data, eval_data)
-        candidates = _int8_candidates(task, model, cfg, data, fp32, workdir, options, metric["ort_fp32"])
+        with stage("compress: INT8 calibration and sensitivity search"):
+            candidates = _int8_candidates(task, model, cfg, data, fp32, workdir, options, metric["ort_fp32"])
         for cand in candidates:
             compact_onnx(cand["path"])  # sensitivity is done: node names are no longer needed
             cand["size_bytes"] = onnx_size_bytes(cand["path"])
         # fp32 and every candidate timed in turn, so a load change during the search moves them alike
         calls = [ort_caller(p, example) for p in (fp32, *(c["path"] for c in candidates))]
-        paired = paired_median_ms(calls, repeats=100)  # 20 rounds at sub-ms latencies: 1.3x off the benchmark
+        with stage(f"compress: timing ORT fp32 against {len(candidates)} INT8 candidate(s)"):
+            paired = paired_median_ms(calls, repeats=100)  # 20 rounds at sub-ms: 1.3x off the benchmark
         latency["ort_fp32"] = paired[0]
         for cand, ms in zip(candidates, paired[1:]):
             cand["latency_ms"] = ms

@@ -61,9 +61,12 @@ def featurise_all(
 
     `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
     """
+    from common.progress import track
+
     state = state or AccountState(cfg.history)
     parts = []
-    for i in range(0, len(txns), cfg.chunk_rows):
+    starts = range(0, len(txns), cfg.chunk_rows)
+    for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
         batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s])
         if extra is not None and extra.shape[1]:

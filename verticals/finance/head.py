@@ -105,10 +105,13 @@ def fit_head(
     training rows are better than its scores on new rows, and a head fitted on them would trust
     the network more than it deserves.
     """
+    from common.progress import stage
+
     x = head_inputs(features, tree, network)
     n_state = x.shape[1] - tree.shape[1] - (network is not None)
     categorical = np.r_[np.zeros(n_state, bool), spec.tree_categorical, np.zeros(int(network is not None), bool)]
-    return TreeHead(boosted_trees(categorical, seed, max_iter).fit(x, label), network is not None)
+    with stage(f"finance: fitting the boosted-tree head on {len(label)} rows"):
+        return TreeHead(boosted_trees(categorical, seed, max_iter).fit(x, label), network is not None)
 
 
 def boosted_trees(categorical: np.ndarray, seed: int = 0, max_iter: int = 400) -> HistGradientBoostingClassifier:

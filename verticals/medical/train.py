@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.progress import log
+from common.progress import log, track
 from common.task import FitContext, added_loss, fit_optimizer, fit_schedule
 from verticals.medical import postprocess
 from verticals.medical.data import MedicalData
@@ -249,7 +249,7 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, context: FitCont
     )
     has_pos = [c for c in cases if len(c.diameters)]
     last = float("nan")
-    for epoch in range(n_epochs):
+    for epoch in track(range(n_epochs), "medical: training epochs", total=n_epochs):
         losses = []
         for _ in range(cfg.steps_per_epoch):
             xs, heats, regs, masks = [], [], [], []
@@ -274,7 +274,8 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, context: FitCont
             sched.step()
             losses.append(float(loss.detach()))
         last = float(np.mean(losses))
-        log(f"medical: epoch {epoch + 1}/{n_epochs} loss {last:.4f}")
+        if (epoch + 1) * 10 // n_epochs != epoch * 10 // n_epochs:  # the loss at each ~10 % of training
+            log(f"medical: epoch {epoch + 1}/{n_epochs} loss {last:.4f}")
     model.eval()
     return {"loss": last, "steps": float(n_epochs * cfg.steps_per_epoch)}
 
