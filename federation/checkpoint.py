@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,28 @@ NAME = "checkpoint.npz"
 OPT_PREFIX = "opt:"  # the server optimizer's state (FedAdam's, FedAvgM's moments)
 
 
+_WRITING = threading.Lock()
+_FROZEN = threading.Event()
+
+
+def freeze() -> None:
+    """No checkpoint is written after this returns (one being written is finished first).
+
+    An interrupted run reports its last checkpoint and then stops its workers; a round that completes in
+    those seconds must not replace the checkpoint the user was just told about.
+    """
+    with _WRITING:
+        _FROZEN.set()
+
+
 def save(out_dir: Path, round_: int, model: GlobalModel, opt_state: dict, history: dict) -> None:
     """Write DIR/checkpoints/checkpoint.npz atomically (the previous one stays until this one is complete)."""
+    with _WRITING:
+        if not _FROZEN.is_set():
+            _write(out_dir, round_, model, opt_state, history)
+
+
+def _write(out_dir: Path, round_: int, model: GlobalModel, opt_state: dict, history: dict) -> None:
     arrays = records.pack({"vector": model.vector}, model.ints)
     arrays.update({f"{OPT_PREFIX}{k}": v for k, v in opt_state.items()})
     arrays["meta"] = np.frombuffer(json.dumps({"round": round_, "history": history}).encode(), dtype=np.uint8)

@@ -66,6 +66,9 @@ def exit_on_interrupt(out: Path) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         name = signal.Signals(signum).name
         try:
+            from federation import checkpoint
+
+            checkpoint.freeze()  # the checkpoint named below stays the last one
             print(f"fedsite: interrupted ({name}): {_resume_hint(Path(out))}", file=sys.stderr, flush=True)
             # the site threads see their workers die and would log tracebacks: that line is the last one
             devnull = os.open(os.devnull, os.O_WRONLY)
