@@ -1,0 +1,101 @@
+"""What the grain stage (verticals/manufacturing/grain.py) adds to trained models, per defect kind, without retraining.
+
+The grain stage is fitted after the network (calibration on held-out good parts, weight chosen on the
+training-time validation set), so its effect can be measured on the SAME trained model: each model is
+rebuilt with the stage, calibrated and weighted exactly as `train` does (memory.fit_grain_affine,
+memory.choose_weights), and scored on its test split through torch fp32. Rows per model:
+
+- `as trained`: the model's own fusion (segmenter + memory at its chosen weight; grain off);
+- `+grain L`: grain stage of line length L (px of a 256 px image), both weights re-chosen on validation;
+- `grain alone`: the grain stage's evidence as the only map (a classical reference).
+
+    python benchmarks/grain_stage.py DATA_DIR:MODEL_DIR [...] [--lines 25] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _metrics(model, fused, test, blur: float) -> dict[str, float]:
+    """Image AUROC (the model's own pooling) and pixel AUROC (map as `decide` smooths it), overall and per kind."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from sklearn.metrics import roc_auc_score
+
+    from verticals.manufacturing.postprocess import smooth
+
+    scores = model.image_score(fused).numpy()
+    up = F.interpolate(fused, size=test.masks.shape[-2:], mode="bilinear", align_corners=False)
+    maps = np.stack([smooth(p, blur) for p in torch.sigmoid(up[:, 0]).numpy()])
+    kinds = np.asarray(test.kinds)
+    row = {"image": float(roc_auc_score(test.labels, scores))}
+    row["pixel"] = float(roc_auc_score(test.masks.ravel(), maps.ravel()))
+    for kind in sorted(set(test.kinds) - {"good"}):
+        keep = (kinds == "good") | (kinds == kind)
+        row[kind] = float(roc_auc_score(test.labels[keep], scores[keep]))
+        row[f"px_{kind}"] = float(roc_auc_score(test.masks[keep].ravel(), maps[keep].ravel()))
+    return row
+
+
+def rows_for(data_dir: Path, model_dir: Path, lines: list[int]) -> dict[str, dict[str, float]]:
+    """Per-kind metrics of one trained model with and without the grain stage."""
+    from dataclasses import replace
+
+    import torch
+
+    from common import runs
+    from verticals.manufacturing.data import load_split, split_holdout
+    from verticals.manufacturing.memory import choose_weights, fit_grain_affine, fusion_parts, validation_set
+    from verticals.manufacturing.task import model_from_config
+
+    loaded = runs.load_model(model_dir, expect="manufacturing")
+    cfg = loaded.cfg
+    test = load_split(cfg, data_dir, "test")
+    train, holdout = split_holdout(load_split(cfg, data_dir, "train"), cfg.holdout)
+    validation = validation_set(holdout, cfg.seed, oriented=cfg.oriented_anomalies)
+    out: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        base = loaded.model.eval()
+        seg, mem, _ = fusion_parts(base, test.images)
+        w_mem = float(base.memory_affine[2]) if base.memory_size > 0 else 0.0
+        out["as trained"] = _metrics(base, seg + w_mem * mem, test, cfg.blur_sigma) | {"w_mem": w_mem}
+        for length in lines:
+            grain_cfg = replace(cfg, grain=True, grain_line=length)
+            model = model_from_config(grain_cfg)
+            model.load_state_dict(base.state_dict(), strict=False)
+            model.eval()
+            fit_grain_affine(model, train, holdout)
+            (wm, wg), _ = choose_weights(model, validation, grain_cfg)
+            seg, mem, grain = fusion_parts(model, test.images)
+            out[f"+grain {length}"] = _metrics(model, seg + wm * mem + wg * grain, test, cfg.blur_sigma) | {
+                "w_mem": wm,
+                "w_grain": wg,
+            }
+            out[f"grain alone {length}"] = _metrics(model, grain - 4.0, test, cfg.blur_sigma)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs", nargs="+", help="DATA_DIR:MODEL_DIR")
+    parser.add_argument("--lines", default="25", help="grain line lengths in pixels of a 256 px image")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    lines = [int(v) for v in args.lines.split(",") if v.strip()]
+    results = {}
+    for pair in args.pairs:
+        data_dir, model_dir = pair.split(":")
+        results[model_dir] = rows_for(Path(data_dir), Path(model_dir), lines)
+        for name, row in results[model_dir].items():
+            print(f"{Path(model_dir).name:18s} {name:15s} " + " ".join(f"{k}={v:.3f}" for k, v in row.items()))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
