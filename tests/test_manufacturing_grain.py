@@ -1,4 +1,4 @@
-"""Grain stage (verticals/manufacturing/grain.py): finds a faint line across a grain, fits, exports, loads old models."""
+"""Grain stage (grain.py): finds a faint line across a grain, fits, exports, loads old models."""
 
 from __future__ import annotations
 
