@@ -9,7 +9,12 @@ memory.choose_weights), and scored on its test split through torch fp32. Rows pe
 - `+grain L`: grain stage of line length L (px of a 256 px image), both weights re-chosen on validation;
 - `grain alone`: the grain stage's evidence as the only map (a classical reference).
 
-    python benchmarks/grain_stage.py DATA_DIR:MODEL_DIR [...] [--lines 25] [--json OUT.json]
+    python benchmarks/grain_stage.py DATA_DIR:MODEL_DIR [...] [--lines 25] [--json OUT.json] [--save DIR]
+
+`--save DIR` writes each model refitted with the grain stage (first line length; thresholds
+re-calibrated on the held-out good parts as `train` does; ONNX, INT8 choice and timing by the same
+code) to DIR/<model name>, so `fedsite manufacturing evaluate|inspect` and benchmarks/thin_examples.py
+run it end to end.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ def _metrics(model, fused, test, blur: float) -> dict[str, float]:
     return row
 
 
-def rows_for(data_dir: Path, model_dir: Path, lines: list[int]) -> dict[str, dict[str, float]]:
+def rows_for(
+    data_dir: Path, model_dir: Path, lines: list[int], save: Path | None = None
+) -> dict[str, dict[str, float]]:
     """Per-kind metrics of one trained model with and without the grain stage."""
     from dataclasses import replace
 
@@ -76,7 +83,32 @@ def rows_for(data_dir: Path, model_dir: Path, lines: list[int]) -> dict[str, dic
                 "w_grain": wg,
             }
             out[f"grain alone {length}"] = _metrics(model, grain - 4.0, test, cfg.blur_sigma)
+            if save is not None and length == lines[0]:
+                _save(model, grain_cfg, (wm, wg), train, holdout, data_dir, save / model_dir.name, loaded.metadata)
     return out
+
+
+def _save(model, cfg, weights, train, holdout, data_dir: Path, out: Path, meta: dict) -> None:
+    """Write the refitted model as a model directory (api.write_model_dir), thresholds re-calibrated."""
+    import numpy as np
+
+    from verticals.manufacturing.api import write_model_dir
+    from verticals.manufacturing.data import InspectionData
+    from verticals.manufacturing.train import calibrate
+
+    if model.memory_size > 0:
+        model.memory_affine[2] = weights[0]
+    model.grain_affine[2] = weights[1]
+    metrics = dict(meta.get("metrics", {})) | {"memory_weight": weights[0], "grain_weight": weights[1]}
+    metrics |= calibrate(model, holdout, cfg)
+    both = InspectionData(
+        np.concatenate([train.images, holdout.images]),
+        np.concatenate([train.labels, holdout.labels]),
+        np.concatenate([train.masks, holdout.masks]),
+        np.concatenate([train.has_mask, holdout.has_mask]),
+        train.kinds + holdout.kinds,
+    )
+    write_model_dir(out, model, cfg, metrics, both, data_dir, seed=cfg.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pairs", nargs="+", help="DATA_DIR:MODEL_DIR")
     parser.add_argument("--lines", default="25", help="grain line lengths in pixels of a 256 px image")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--save", type=Path, default=None, help="write the refitted models under this folder")
     args = parser.parse_args(argv)
     lines = [int(v) for v in args.lines.split(",") if v.strip()]
     results = {}
     for pair in args.pairs:
         data_dir, model_dir = pair.split(":")
-        results[model_dir] = rows_for(Path(data_dir), Path(model_dir), lines)
+        results[model_dir] = rows_for(Path(data_dir), Path(model_dir), lines, args.save)
         for name, row in results[model_dir].items():
             print(f"{Path(model_dir).name:18s} {name:15s} " + " ".join(f"{k}={v:.3f}" for k, v in row.items()))
     if args.json is not None:
