@@ -7,6 +7,7 @@ memory.choose_weights), and scored on its test split through torch fp32. Rows pe
 
 - `as trained`: the model's own fusion (segmenter + memory at its chosen weight; grain off);
 - `+grain L`: grain stage of line length L (px of a 256 px image), both weights re-chosen on validation;
+- `+grain L wW`: the same with the grain weight forced to W (measurement only: what it would add);
 - `grain alone`: the grain stage's evidence as the only map (a classical reference).
 
     python benchmarks/grain_stage.py DATA_DIR:MODEL_DIR [...] [--lines 25] [--json OUT.json] [--save DIR]
@@ -82,6 +83,9 @@ def rows_for(
                 "w_mem": wm,
                 "w_grain": wg,
             }
+            for forced in (1.0, 2.0):  # what the stage would add had validation picked it (not a choice)
+                fixed = _metrics(model, seg + wm * mem + forced * grain, test, cfg.blur_sigma)
+                out[f"+grain {length} w{forced:g}"] = fixed | {"w_mem": wm, "w_grain": forced}
             out[f"grain alone {length}"] = _metrics(model, grain - 4.0, test, cfg.blur_sigma)
             if save is not None and length == lines[0]:
                 _save(model, grain_cfg, (wm, wg), train, holdout, data_dir, save / model_dir.name, loaded.metadata)

@@ -10,7 +10,7 @@ training parts, i.e. measured against the parts' OWN grain: along the grain the 
 already give large responses, so only an unusually strong line stands out there, while across the
 grain the fibres average out and even a faint line breaks the pattern. (Per-image RMS, which would
 follow a rotated part, scored 0.02-0.05 lower image AUROC on validation strokes of the first
-generator's wood and metal: benchmarks/grain_stage.py, README.) The per-pixel maximum over
+generator's wood and metal: benchmarks/grain_variants.py, README.) The per-pixel maximum over
 directions is calibrated on held-out good parts like the patch memory (max(0, (z - q99) / std))
 and added, with a weight chosen on validation data, to the segmenter's logits.
 
