@@ -5,7 +5,8 @@ training-time validation set), so its effect can be measured on the SAME trained
 rebuilt with the stage, calibrated and weighted exactly as `train` does (memory.fit_grain_affine,
 memory.choose_weights), and scored on its test split through torch fp32. Rows per model:
 
-- `as trained`: the model's own fusion (segmenter + memory at its chosen weight; grain off);
+- `as trained`: the model directory's own fusion (segmenter + memory + grain at the weights it chose);
+- `no grain`: the same network without the grain stage, memory weight chosen alone on validation;
 - `+grain L`: grain stage of line length L (px of a 256 px image), both weights re-chosen on validation;
 - `+grain L wW`: the same with the grain weight forced to W (measurement only: what it would add);
 - `grain alone`: the grain stage's evidence as the only map (a classical reference).
@@ -68,9 +69,19 @@ def rows_for(
     out: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         base = loaded.model.eval()
-        seg, mem, _ = fusion_parts(base, test.images)
+        seg, mem, grain = fusion_parts(base, test.images)
         w_mem = float(base.memory_affine[2]) if base.memory_size > 0 else 0.0
-        out["as trained"] = _metrics(base, seg + w_mem * mem, test, cfg.blur_sigma) | {"w_mem": w_mem}
+        w_grain = float(base.grain_affine[2]) if base.grain else 0.0
+        out["as trained"] = _metrics(base, seg + w_mem * mem + w_grain * grain, test, cfg.blur_sigma) | {
+            "w_mem": w_mem,
+            "w_grain": w_grain,
+        }
+        plain_cfg = replace(cfg, grain=False)  # the same network without the stage, memory weight chosen alone
+        plain = model_from_config(plain_cfg)
+        plain.load_state_dict(base.state_dict(), strict=False)
+        plain.eval()
+        (wm, _), _ = choose_weights(plain, validation, plain_cfg)
+        out["no grain"] = _metrics(plain, seg + wm * mem, test, cfg.blur_sigma) | {"w_mem": wm}
         for length in lines:
             grain_cfg = replace(cfg, grain=True, grain_line=length)
             model = model_from_config(grain_cfg)
