@@ -17,7 +17,7 @@ import csv
 import datetime as _dt
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,20 +342,28 @@ def _clean_block(
         label=np.array([_LABELS.get(v, -1) for v in label_text], dtype=np.int8),
         typology=np.array(text("typology"), dtype=object),
         extra_columns=extra,
-        extras={name: extra_column(text(name)) for name in extra},
+        extras={name: extra_column(columns[where[name]]) for name in extra},
     )
 
 
-def extra_column(values: list[str]) -> np.ndarray:
+def extra_column(values: Sequence[str]) -> np.ndarray:
     """A feature column kept compact: float64 (NaN where empty) when every value is a number, else
-    an object array whose equal strings share one object (8 bytes a cell, not a string each)."""
-    text = np.array(values, dtype=str)
-    numbers = np.where(text == "", "nan", text)
+    an object array whose equal strings share one object (8 bytes a cell, not a string each).
+
+    Why map(float) and a dict: a bank's month is 100 columns x 1M cells; a fixed-width unicode
+    array per column (then astype / np.unique) read at under 4,000 rows/s, C-level map passes at
+    several times that. Cells are stripped of surrounding spaces either way.
+    """
     try:
-        return numbers.astype(np.float64)
+        return np.array(list(map(float, values)), dtype=np.float64)  # every cell a number: one C pass
     except ValueError:
-        uniques, inverse = np.unique(text, return_inverse=True)
-        return uniques.astype(object)[inverse.reshape(-1)]
+        pass
+    text = list(map(str.strip, values))
+    try:
+        return np.array([float(v) if v else math.nan for v in text], dtype=np.float64)  # numbers and blanks
+    except ValueError:
+        shared: dict[str, str] = {}
+        return np.array(list(map(shared.setdefault, text, text)), dtype=object)
 
 
 def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactions:

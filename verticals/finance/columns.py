@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -129,17 +130,16 @@ def infer_spec(
                 if len(present) < n:
                     spec.missing_flags.append(name)
             continue
-        text = as_text(values)
-        uniques, counts = np.unique(text.astype(str), return_counts=True)
-        if len(uniques) <= 1:
+        counted = Counter(map(str, as_text(values)))  # a C-level count: np.unique sorted 1M strings per column
+        if len(counted) <= 1:
             spec.ignored[name] = "constant"
             continue
-        if name not in categorical and n > 50 and len(uniques) > ID_SHARE * n:
-            spec.ignored[name] = f"identifier or free text ({len(uniques)} distinct values in {n} rows)"
+        if name not in categorical and n > 50 and len(counted) > ID_SHARE * n:
+            spec.ignored[name] = f"identifier or free text ({len(counted)} distinct values in {n} rows)"
             continue
-        order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
-        vocab = [str(u) for u in uniques[order]]
-        kept = counts[order]
+        ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:MAX_CATEGORIES]  # ties: by value
+        vocab = [value for value, _ in ranked]
+        kept = np.array([count for _, count in ranked])
         other = n - kept.sum()
         spec.categorical[name] = vocab
         spec.log_share[name] = [float(np.log((c + 1) / (n + 1))) for c in [*kept, other]]

@@ -17,14 +17,14 @@ from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
 from verticals.finance.columns import ColumnSpec, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
-from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
+from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
 
 
 @dataclass
 class FinanceData:
     """Featurised transactions in time order (what fit/evaluate/baselines consume)."""
 
-    features: FeatureBatch
+    features: FeatureBatch | StoredFeatures
     label: np.ndarray
     typology: np.ndarray
     txn_id: np.ndarray
@@ -50,32 +50,44 @@ class FinanceData:
         )
 
     def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.features
-        return torch.from_numpy(f.seq[index]), torch.from_numpy(f.nbr[index]), torch.from_numpy(f.txn[index])
+        f = self.features.rows(index)
+        return torch.from_numpy(f.seq), torch.from_numpy(f.nbr), torch.from_numpy(f.txn)
 
 
 def featurise_all(
     txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None, extra: np.ndarray | None = None
-) -> FeatureBatch:
+) -> FeatureBatch | StoredFeatures:
     """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
 
     `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
+    Without a `state` the result is StoredFeatures over a store sized for the whole file (about
+    1 KB a row instead of 6 KB gathered: what lets a bank's month fit in memory); with one, a
+    gathered FeatureBatch (the caller's state may compact its store).
     """
     from common.progress import track
 
-    state = state or AccountState(cfg.history)
+    lazy = state is None
+    state = state or AccountState(cfg.history, store_rows=2 * len(txns) + 2)
     parts = []
     starts = range(0, len(txns), cfg.chunk_rows)
     for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
-        batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s])
-        if extra is not None and extra.shape[1]:
-            batch.txn = np.concatenate([batch.txn, extra[s]], 1)
-        parts.append(batch)
-    batch = FeatureBatch.concat(parts, cfg.history)
-    if not parts and extra is not None:
-        batch.txn = np.zeros((0, batch.txn.shape[1] + extra.shape[1]), np.float32)
-    return batch
+        parts.append(
+            featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], gather=not lazy)
+        )
+    k = 0 if extra is None else extra.shape[1]
+    if not parts:
+        batch = FeatureBatch.concat([], cfg.history)
+        batch.txn = np.zeros((0, batch.txn.shape[1] + k), np.float32)
+        return batch
+    txn = np.concatenate([p.txn for p in parts])
+    if k:
+        txn = np.concatenate([txn, extra], 1)
+    if not lazy:
+        return FeatureBatch(np.concatenate([p.seq for p in parts]), np.concatenate([p.nbr for p in parts]), txn)
+    eid, age = np.concatenate([p.eid for p in parts]), np.concatenate([p.age for p in parts])
+    parts.clear()
+    return StoredFeatures(state.store_seq[: state.store_used], state.store_nbr[: state.store_used], eid, age, txn)
 
 
 def column_spec(cfg: FinanceConfig) -> ColumnSpec:

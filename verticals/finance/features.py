@@ -101,6 +101,10 @@ class FeatureBatch:
     def take(self, index: np.ndarray) -> FeatureBatch:
         return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
 
+    def rows(self, index: slice | np.ndarray) -> FeatureBatch:
+        """The model inputs of some rows (a view for a slice): what a training step or a predict batch reads."""
+        return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
+
     @staticmethod
     def concat(parts: list[FeatureBatch], history: int) -> FeatureBatch:
         if not parts:
@@ -110,6 +114,44 @@ class FeatureBatch:
                 np.zeros((0, F_TXN), np.float32),
             )
         return FeatureBatch(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("seq", "nbr", "txn")))
+
+
+@dataclass
+class StoredFeatures:
+    """A FeatureBatch of many rows kept as event-store ids: about 1 KB a row instead of 6 KB.
+
+    Why: a window row (B, 2, H, F_SEQ + F_NBR) repeats each event up to 2H times (once in every
+    later window of both its accounts); a bank's month of 1M transactions gathered in full is 6 GB.
+    Here every event's row is stored once (`store_seq`, `store_nbr`, shared by all rows), a window
+    is H store ids per side plus the age of each edge, and `rows(index)` gathers the exact arrays
+    `featurise` would have returned, batch by batch. `seq` / `nbr` gather everything (small data).
+    """
+
+    store_seq: np.ndarray  # (S, F_SEQ)
+    store_nbr: np.ndarray  # (S, F_NBR); the age column is per window, in `age`
+    eid: np.ndarray  # (B, 2, H) int32 store ids, 0 = no event
+    age: np.ndarray  # (B, 2, H) float32: log1p(age of each edge in hours), 0 where no event
+    txn: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.txn)
+
+    def take(self, index: np.ndarray) -> StoredFeatures:
+        return StoredFeatures(self.store_seq, self.store_nbr, self.eid[index], self.age[index], self.txn[index])
+
+    def rows(self, index: slice | np.ndarray) -> FeatureBatch:
+        eid = self.eid[index]
+        nbr = self.store_nbr[eid]
+        nbr[..., F_EDGE] = self.age[index]
+        return FeatureBatch(self.store_seq[eid], nbr, self.txn[index])
+
+    @property
+    def seq(self) -> np.ndarray:
+        return self.store_seq[self.eid]
+
+    @property
+    def nbr(self) -> np.ndarray:
+        return self.rows(slice(None)).nbr
 
 
 class AccountState:
@@ -201,9 +243,20 @@ def _group_cumsum(values: np.ndarray, first: np.ndarray, group: np.ndarray) -> n
 
 
 def featurise(
-    state: AccountState, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
-) -> FeatureBatch:
-    """Features of a chunk of transactions given in processing order; advances `state` past them."""
+    state: AccountState,
+    ts: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    amount: np.ndarray,
+    channel: np.ndarray,
+    *,
+    gather: bool = True,
+) -> FeatureBatch | StoredFeatures:
+    """Features of a chunk of transactions given in processing order; advances `state` past them.
+
+    `gather=False` returns StoredFeatures whose store is `state`'s (valid while the store is neither
+    compacted nor grown: data.featurise_all sizes it for the whole file).
+    """
     n, h = len(ts), state.history
     a_src, a_dst = state.accounts.lookup(src), state.accounts.lookup(dst)
     state.ensure(len(state.accounts))
@@ -316,13 +369,16 @@ def featurise(
     c_eid = combined("eid", new_ids)
     w_eid = c_eid[win][inverse]
     age = _finite(np.log1p(age_dt / 3600.0).astype(np.float32) * w_valid)
-    nbr = state.store_nbr[w_eid]
-    nbr[..., F_EDGE] = age[inverse]
-    batch = FeatureBatch(
-        seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ),
-        nbr=nbr.reshape(n, 2, h, F_NBR),
-        txn=np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1),
-    )
+    txn = np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1)
+    if gather:
+        nbr = state.store_nbr[w_eid]
+        nbr[..., F_EDGE] = age[inverse]
+        batch = FeatureBatch(
+            seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ), nbr=nbr.reshape(n, 2, h, F_NBR), txn=txn
+        )
+    else:
+        eid, age_w = w_eid.astype(np.int32).reshape(n, 2, h), age[inverse].reshape(n, 2, h)
+        batch = StoredFeatures(state.store_seq, state.store_nbr, eid, age_w, txn)
     # advance the state: each account keeps the last H rows of its combined group
     keep = (starts + counts)[:, None] + np.arange(h)
     for name, source in (("t", c_t), ("cp", c_cp), ("dir", c_dir), ("amt", c_amt), ("valid", c_valid), ("eid", c_eid)):
