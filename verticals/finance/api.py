@@ -60,7 +60,8 @@ def train_model(
         txns, rejects = read_for(cfg, data, require_label=True)
         rows_read[0] = txns.rows_read
     with stages("featurising", len(txns)):
-        dataset = dataset_from(txns.take(time_order(txns)), cfg, None, rejects)
+        txns = txns.take(time_order(txns))  # the file-order copy is freed here, not held beside the features
+        dataset = dataset_from(txns, cfg, None, rejects)
     del txns
     held = None
     if holdout > 0 and len(dataset):
