@@ -66,8 +66,7 @@ def train_model(
     held = None
     if holdout > 0 and len(dataset):
         cut = dataset.ts.min() + (1.0 - holdout) * (dataset.ts.max() - dataset.ts.min())
-        held = dataset.take(np.flatnonzero(dataset.ts >= cut))
-        dataset = dataset.take(np.flatnonzero(dataset.ts < cut))
+        held, dataset = dataset.where(dataset.ts >= cut), dataset.where(dataset.ts < cut)
     if dataset.label.sum() == 0:
         from common.errors import UserError
 
@@ -153,26 +152,19 @@ def fit_with_head(
     stages = stages or Stages()
     lo, hi = float(data.ts.min()), float(data.ts.max())
     cut = lo + (1.0 - cfg.head_validation) * (hi - lo)
-    early, late = np.flatnonzero(data.ts < cut), np.flatnonzero(data.ts >= cut)
+    early, late = data.where(data.ts < cut), data.where(data.ts >= cut)  # time-ordered: views, not copies
     with stages("network fit") as seen:
-        fit_metrics = fit(model, data.take(early), cfg)
+        fit_metrics = fit(model, early, cfg)
         seen[0] = int(fit_metrics["rows_seen"])
     weight, table = cfg.network_weight, {}
     if weight < 0:
         with stages("tree head fit", len(early)):
             first = fit_head(
-                data.features.take(early),
-                data.tree[early],
-                data.label[early],
-                data.spec,
-                None,
-                seed=seed,
-                max_rows=cfg.head_max_rows,
+                early.features, early.tree, early.label, data.spec, None, seed=seed, max_rows=cfg.head_max_rows
             )
         with stages("calibration", len(late)):
-            held = data.take(late)
             weight, table = choose_weight(
-                held.label, first.predict(held.features, held.tree, None), predict(model, held.features)
+                late.label, first.predict(late.features, late.tree, None), predict(model, late.features)
             )
         log(f"network weight {weight} (validation AUPRC by weight: {table})")
     with stages("tree head fit", len(data)):

@@ -62,7 +62,7 @@ class FinanceConfig:
     features_ignore: tuple[str, ...] = ()
     head: Literal["gbdt", "none"] = "gbdt"
     network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
-    head_max_rows: int = 200_000  # above it the head fits all fraud rows + a weighted sample of the rest; 0: all
+    head_max_rows: int = 150_000  # above it the head fits all fraud rows + a weighted sample of the rest; 0: all
     train_metrics_rows: int = 200_000  # train_* metrics on a random sample of this many rows when larger; 0: all
     head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
     federation_columns: Literal["shared", "refuse"] = "shared"  # banks with different extra columns

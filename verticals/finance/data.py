@@ -37,7 +37,8 @@ class FinanceData:
     def __len__(self) -> int:
         return len(self.label)
 
-    def take(self, index: np.ndarray) -> FinanceData:
+    def take(self, index: np.ndarray | slice) -> FinanceData:
+        """These rows; a slice gives views (no copy of a million rows' features)."""
         return FinanceData(
             self.features.take(index),
             self.label[index],
@@ -48,6 +49,13 @@ class FinanceData:
             None if self.tree is None else self.tree[index],
             spec=self.spec,
         )
+
+    def where(self, mask: np.ndarray) -> FinanceData:
+        """The rows where `mask` holds: views when they are one run of rows (a period of time-ordered data)."""
+        index = np.flatnonzero(mask)
+        if len(index) and index[-1] - index[0] + 1 == len(index):
+            return self.take(slice(int(index[0]), int(index[-1]) + 1))
+        return self.take(index)
 
     def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.features.rows(index)

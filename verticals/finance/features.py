@@ -136,7 +136,7 @@ class StoredFeatures:
     def __len__(self) -> int:
         return len(self.txn)
 
-    def take(self, index: np.ndarray) -> StoredFeatures:
+    def take(self, index: np.ndarray | slice) -> StoredFeatures:
         return StoredFeatures(self.store_seq, self.store_nbr, self.eid[index], self.age[index], self.txn[index])
 
     def rows(self, index: slice | np.ndarray) -> FeatureBatch:

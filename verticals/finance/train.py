@@ -21,7 +21,7 @@ from common.task import FitContext, added_loss, fit_optimizer, fit_schedule
 from verticals.finance.config import FinanceConfig
 from verticals.finance.data import FinanceData
 
-STATS_ROWS = 50_000  # rows the normalisation statistics are fitted on (all of them below this)
+STATS_ROWS = 20_000  # rows the normalisation statistics are fitted on (all of them below this)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
@@ -53,7 +53,7 @@ def fit(
     y = torch.from_numpy(data.label).float()
     if float(model.stats_ready) == 0.0 and len(y):
         sample = np.arange(len(y))
-        if len(y) > STATS_ROWS:  # a random sample: the mean and spread of 50k rows' 1.6M events are plenty
+        if len(y) > STATS_ROWS:  # a random sample: the mean and spread of 20k rows' 640k events are plenty
             sample = np.sort(np.random.default_rng(0).choice(len(y), STATS_ROWS, replace=False))
         model.set_stats(*data.tensors(sample))
     model.to(device).train()
