@@ -18,6 +18,7 @@ import datetime as _dt
 import itertools
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,13 +345,13 @@ def _clean_block(
         txn_id=np.array(txn, dtype=object),
         line=np.array(lines, dtype=np.int64),
         ts=ts,
-        src=np.array(src, dtype=object),
-        dst=np.array(dst, dtype=object),
+        src=np.array(list(map(sys.intern, src)), dtype=object),  # one string per account, not per row
+        dst=np.array(list(map(sys.intern, dst)), dtype=object),
         amount=amount,
-        currency=np.array(currency, dtype=object),
-        channel=np.array([c.lower() for c in text("channel")], dtype=object),
+        currency=np.array(list(map(sys.intern, currency)), dtype=object),
+        channel=np.array([sys.intern(c.lower()) for c in text("channel")], dtype=object),
         label=np.array([_LABELS.get(v, -1) for v in label_text], dtype=np.int8),
-        typology=np.array(text("typology"), dtype=object),
+        typology=np.array(list(map(sys.intern, text("typology"))), dtype=object),
         extra_columns=extra,
         extras={name: extra_column(columns[where[name]]) for name in extra},
     )

@@ -61,7 +61,7 @@ def train_model(
         rows_read[0] = txns.rows_read
     with stages("featurising", len(txns)):
         txns = txns.take(time_order(txns))  # the file-order copy is freed here, not held beside the features
-        dataset = dataset_from(txns, cfg, None, rejects)
+        dataset = dataset_from(txns, cfg, None, rejects, consume=True)
     del txns
     held = None
     if holdout > 0 and len(dataset):

@@ -125,22 +125,34 @@ def load_dataset(
 
 
 def dataset_from(
-    txns: Transactions, cfg: FinanceConfig, spec: ColumnSpec | None = None, rejects: list | None = None
+    txns: Transactions,
+    cfg: FinanceConfig,
+    spec: ColumnSpec | None = None,
+    rejects: list | None = None,
+    *,
+    consume: bool = False,
 ) -> FinanceData:
-    """FinanceData of time-ordered `txns` (see load_dataset for `spec`)."""
+    """FinanceData of time-ordered `txns` (see load_dataset for `spec`).
+
+    `consume`: `txns.extras` is emptied once encoded (training a bank's month: the raw columns,
+    identifiers included, would otherwise sit beside their encodings while featurising).
+    """
     if spec is None:
         spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
             txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
         )  # fmt: skip
     n = len(txns)
+    extra, tree = nn_matrix(spec, txns.extras, n), tree_matrix(spec, txns.extras, n)
+    if consume:
+        txns.extras.clear()
     data = FinanceData(
-        featurise_all(txns, cfg, extra=nn_matrix(spec, txns.extras, n)),
+        featurise_all(txns, cfg, extra=extra),
         txns.label.astype(np.int64),
         np.where(txns.typology == "", "none", txns.typology),
         txns.txn_id,
         txns.ts,
         raw_features(txns.ts, txns.amount, txns.channel),
-        tree_matrix(spec, txns.extras, n),
+        tree,
         spec=spec,
     )
     data.rejects = rejects or []
