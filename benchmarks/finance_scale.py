@@ -3,11 +3,12 @@
 Why its own module: the quality benchmarks (`finance.py`, `finance_peer.py`) run on ~13k-140k rows;
 this one asks whether the default `finance train` fits a bank's month in 15 minutes and 4 GB on 2
 cores, and where the time goes. It writes a synthetic export of about N rows (the generator's
-transactions plus benchmark (b)'s 34 bank columns plus 66 more: numbers with missing values,
-categories of 3 to 2,000 values, identifiers and free text, so 100 extra columns), runs the real
-CLI (`fedsite finance train`, then `fedsite finance score` on the first `--score-rows` rows) as
-child processes, and reports per-stage seconds and rows/s (from the model's `metadata.json`),
-peak resident memory of each child (os.wait4's rusage) and the load average beside each.
+transactions plus benchmark (b)'s 32 bank columns plus 66 more: numbers with missing values,
+categories of 3 to 2,000 values, identifiers and free text: 98 extra columns beside the 9
+contract ones, 107 in all), runs the real CLI (`fedsite finance train`, then `fedsite finance
+score` on the first `--score-rows` rows) as child processes, and reports per-stage seconds, CPU
+seconds and rows/s (from the model's `metadata.json`), peak resident memory of each child
+(os.wait4's rusage) and the load average beside each.
 
     python benchmarks/finance.py --scale --out /tmp/fin-scale --rows 100000
     python benchmarks/finance.py --scale --out /tmp/fin-scale-1m --rows 1000000 --score-rows 200000
@@ -30,7 +31,7 @@ import numpy as np
 
 ROWS_PER_ACCOUNT_MONTH = 47  # the generator's density: 3,000 accounts x 30 days -> ~142k rows
 DAYS = 30
-N_NUMERIC, N_CATEGORICAL, N_TEXT = 40, 20, 6  # beside bank_columns' 34: 100 extra columns in all
+N_NUMERIC, N_CATEGORICAL, N_TEXT = 40, 20, 6  # beside bank_columns' 32: 98 extra columns
 STAGES = ("reading", "featurising", "network fit", "tree head fit", "calibration", "evaluating", "export")
 
 
@@ -81,7 +82,7 @@ def _as_text(values: np.ndarray) -> np.ndarray:
 
 
 def write_scale_export(out: Path, rows: int, seed: int = 0, chunk: int = 100_000) -> Path:
-    """OUT/export_ROWS_sSEED.csv: about `rows` generator transactions with 100 extra columns (written once)."""
+    """OUT/export_ROWS_sSEED.csv: about `rows` generator transactions with 98 extra columns (written once)."""
     from itertools import islice
 
     from data_adapters.synth.bank_columns import COLUMNS, bank_columns
@@ -194,15 +195,15 @@ def table(result: dict) -> str:
         f"{result['rows']:,} rows x {result['extra_columns']} extra columns ({result['features_used']} used), "
         f"{result['date']}, overrides {result['sets'] or 'none'}",
         "",
-        "| stage | seconds | rows (network: rows x epochs) | rows/s | peak GB so far |",
+        "| stage | seconds (CPU) | rows (network: rows x epochs) | rows/s | peak GB so far |",
         "|---|---|---|---|---|",
     ]
     for name in STAGES:
         s = result["stages"].get(name)
         if s:
-            lines.append(
-                f"| {name} | {s['seconds']:.1f} | {s['rows']:,} | {s['rows_per_s']:,.0f} | {s['peak_gb']:.2f} |"
-            )
+            cpu = f" ({s['cpu_seconds']:.1f})" if "cpu_seconds" in s else ""
+            rate = f"{s['rows_per_s']:,.0f}"
+            lines.append(f"| {name} | {s['seconds']:.1f}{cpu} | {s['rows']:,} | {rate} | {s['peak_gb']:.2f} |")
     lines.append(
         f"| **`finance train` wall (incl. start-up)** | **{train['seconds']:.0f}** (CPU {train['cpu_seconds']:.0f}) "
         f"| {result['rows']:,} | {result['rows'] / train['seconds']:,.0f} | **{train['peak_gb']:.2f}** |"

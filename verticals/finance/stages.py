@@ -23,7 +23,7 @@ def peak_rss_gb() -> float:
 
 
 class Stages:
-    """Accumulates {stage: {"seconds", "rows", "rows_per_s", "peak_gb"}} (a repeated stage adds up)."""
+    """Accumulates {stage: {"seconds", "cpu_seconds", "rows", "rows_per_s", "peak_gb"}} (a repeated stage adds up)."""
 
     def __init__(self) -> None:
         self.table: dict[str, dict[str, float]] = {}
@@ -31,12 +31,13 @@ class Stages:
     @contextmanager
     def __call__(self, name: str, rows: int = 0) -> Iterator[list[int]]:
         """Time the block; the yielded [rows] may be set inside it when the count is known only then."""
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         count = [rows]
         yield count
         seconds, rows = time.perf_counter() - start, count[0]
-        entry = self.table.setdefault(name, {"seconds": 0.0, "rows": 0})
+        entry = self.table.setdefault(name, {"seconds": 0.0, "cpu_seconds": 0.0, "rows": 0})
         entry["seconds"] += seconds
+        entry["cpu_seconds"] += time.process_time() - cpu  # on a shared machine, wall time is mostly waiting
         entry["rows"] += int(rows)
         entry["rows_per_s"] = entry["rows"] / max(entry["seconds"], 1e-9)
         entry["peak_gb"] = round(peak_rss_gb(), 3)
