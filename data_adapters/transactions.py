@@ -69,6 +69,14 @@ class Transactions:
     def has_labels(self) -> bool:
         return len(self) > 0 and bool((self.label >= 0).all())
 
+    def reorder(self, index: np.ndarray) -> None:
+        """Put the rows in `index` order in place, one column at a time (a bank's month: `take` would
+        hold every column twice at once, ~1 GB more at the peak)."""
+        for name in _COLUMNS:
+            setattr(self, name, getattr(self, name)[index])
+        for name in list(self.extras):
+            self.extras[name] = self.extras[name][index]
+
     def take(self, index: np.ndarray) -> Transactions:
         """A row subset (boolean mask or integer index), same columns."""
         cols = {name: getattr(self, name)[index] for name in _COLUMNS}

@@ -60,7 +60,7 @@ def train_model(
         txns, rejects = read_for(cfg, data, require_label=True)
         rows_read[0] = txns.rows_read
     with stages("featurising", len(txns)):
-        txns = txns.take(time_order(txns))  # the file-order copy is freed here, not held beside the features
+        txns.reorder(time_order(txns))  # in place: the file-order copy is never held beside the sorted one
         dataset = dataset_from(txns, cfg, None, rejects, consume=True)
     del txns
     held = None
