@@ -404,7 +404,9 @@ def _peer_main(args) -> int:
     results, tables = {}, []
     for name, path in datasets.items():
         say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        results[name] = run(path, cfg, seeds, log=say, network=not args.skip_network)
+        results[name] = run(
+            path, cfg, seeds, log=say, network=not args.skip_network, column_ablations=not args.skip_column_ablations
+        )
         tables.append(table(name, results[name]))
         print(tables[-1] + "\n", flush=True)
     (args.out / "peer.json").write_text(json.dumps(results, indent=2, default=float))
@@ -431,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", default="", help="--peer: the column mapping of --data")
     parser.add_argument("--seeds", default="0", help="--peer: comma-separated training seeds")
     parser.add_argument("--skip-network", action="store_true", help="--peer: fedsite = its tree head alone")
+    parser.add_argument("--skip-column-ablations", action="store_true", help="--peer: no rows without the columns")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
