@@ -396,7 +396,10 @@ def _peer_main(args) -> int:
     from verticals.finance.config import FinanceConfig
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cfg = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    from common.config import resolve
+
+    base = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    cfg = resolve(FinanceConfig, None, args.set, section="finance", base=base)
     if args.data:
         datasets = {args.data.stem: args.data}
     else:
@@ -433,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", default="", help="--peer: the column mapping of --data")
     parser.add_argument("--seeds", default="0", help="--peer: comma-separated training seeds")
     parser.add_argument("--skip-network", action="store_true", help="--peer: fedsite = its tree head alone")
+    parser.add_argument("--set", action="append", default=[], help="--peer: a FinanceConfig key=value (repeatable)")
     parser.add_argument("--skip-column-ablations", action="store_true", help="--peer: no rows without the columns")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -70,7 +70,7 @@ def run(data_csv: Path, cfg, seeds: list[int], log=print, network: bool = True, 
     from data_adapters.transactions import time_order
     from verticals.finance.aggregates import aggregates
     from verticals.finance.api import fit_with_head
-    from verticals.finance.columns import infer_spec
+    from verticals.finance.columns import fit_events, infer_spec, nn_matrix
     from verticals.finance.data import dataset_from, read_for
     from verticals.finance.evaluate import fraud_metrics
     from verticals.finance.head import blend, boosted_trees, fit_head
@@ -82,7 +82,9 @@ def run(data_csv: Path, cfg, seeds: list[int], log=print, network: bool = True, 
     txns, _ = read_for(cfg, data_csv, require_label=True)
     txns = txns.take(time_order(txns))
     early = txns.ts < txns.ts.min() + 0.7 * (txns.ts.max() - txns.ts.min())
-    spec = infer_spec({k: v[early] for k, v in txns.extras.items()})  # typed on the training period only
+    early_extras = {k: v[early] for k, v in txns.extras.items()}
+    spec = infer_spec(early_extras)  # typed (and the event projection fitted) on the training period only
+    spec = fit_events(spec, nn_matrix(spec, early_extras, int(early.sum())), cfg.event_columns, cfg.seed)
     cfg = config.replace(cfg, feature_spec=spec.to_json())
     data = dataset_from(txns, cfg, spec)
     agg = aggregates(txns.ts, txns.src, txns.dst, txns.amount)
