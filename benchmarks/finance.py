@@ -407,8 +407,19 @@ def _peer_main(args) -> int:
     results, tables = {}, []
     for name, path in datasets.items():
         say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+
+        def partial(result: dict, name: str = name) -> None:  # every finished seed leaves its table
+            (args.out / f"peer-{name}-partial.md").write_text(table(name, result) + "\n")
+            (args.out / f"peer-{name}-partial.json").write_text(json.dumps(result, indent=2, default=float))
+
         results[name] = run(
-            path, cfg, seeds, log=say, network=not args.skip_network, column_ablations=not args.skip_column_ablations
+            path,
+            cfg,
+            seeds,
+            log=say,
+            network=not args.skip_network,
+            column_ablations=not args.skip_column_ablations,
+            after_seed=partial,
         )
         tables.append(table(name, results[name]))
         print(tables[-1] + "\n", flush=True)

@@ -55,13 +55,23 @@ def bootstrap(y: np.ndarray, scores: dict[str, list[np.ndarray]], n: int = 300, 
     return {k: (point[k], float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items()}
 
 
-def run(data_csv: Path, cfg, seeds: list[int], log=print, network: bool = True, column_ablations: bool = True) -> dict:
+def run(
+    data_csv: Path,
+    cfg,
+    seeds: list[int],
+    log=print,
+    network: bool = True,
+    column_ablations: bool = True,
+    after_seed=None,
+) -> dict:
     """Train every row of ROWS for each seed on the earlier 70 % and score the later 30 %.
 
     `network=False` (a busy machine, a large export): fedsite is its tree head alone, and the
     network and the head without the extra columns are not trained. `column_ablations=False`: the
     two rows without the extra columns are not trained (on real card data they are known to be
-    near the base rate, and at 200k rows they cost a third of the run).
+    near the base rate, and at 200k rows they cost a third of the run). `after_seed(result)`, if
+    given, receives the summary over the seeds done so far after each seed (a long run on a shared
+    machine leaves a complete table for every finished seed).
     """
     import resource
 
@@ -108,6 +118,27 @@ def run(data_csv: Path, cfg, seeds: list[int], log=print, network: bool = True, 
     scores: dict[str, list[np.ndarray]] = {k: [] for k, _ in ROWS if k not in skipped}
     seconds: dict[str, float] = {}
     weights = []
+
+    def summary() -> dict:
+        """The result over the seeds done so far."""
+        return {
+            "rows": len(data),
+            "train_rows": len(train),
+            "test_rows": len(test),
+            "test_fraud_rate": float(y.mean()),
+            "extra_columns": len(data.spec.used),
+            "seeds": seeds[: len(weights)],
+            "network_weights": weights,
+            "auprc": bootstrap(y, scores),
+            "auprc_per_seed": {k: [_auprc(y, s) for s in v] for k, v in scores.items()},
+            "recall_at_1pct_fpr": {
+                k: float(np.mean([fraud_metrics(y, s)["recall_at_1pct_fpr"] for s in v])) for k, v in scores.items()
+            },
+            "train_seconds": seconds,
+            "loadavg_1min": os.getloadavg()[0],
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        }
+
     for seed in seeds:
         seed_everything(seed)
         t = time.perf_counter()
@@ -139,21 +170,9 @@ def run(data_csv: Path, cfg, seeds: list[int], log=print, network: bool = True, 
         log(f"seed {seed}: " + ", ".join(f"{k} {_auprc(y, v[-1]):.3f}" for k, v in scores.items())
             + f" (network weight {weights[-1]}, fedsite fit {seconds['fedsite']:.0f}s, peak memory {peak:.1f} GB,"
             f" load {os.getloadavg()[0]:.1f})")  # fmt: skip
-    recall = {k: float(np.mean([fraud_metrics(y, s)["recall_at_1pct_fpr"] for s in v])) for k, v in scores.items()}
-    return {
-        "rows": len(data),
-        "train_rows": len(train),
-        "test_rows": len(test),
-        "test_fraud_rate": float(y.mean()),
-        "extra_columns": len(data.spec.used),
-        "seeds": seeds,
-        "network_weights": weights,
-        "auprc": bootstrap(y, scores),
-        "recall_at_1pct_fpr": recall,
-        "train_seconds": seconds,
-        "loadavg_1min": os.getloadavg()[0],
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }
+        if after_seed is not None:
+            after_seed(summary())
+    return summary()
 
 
 def table(name: str, result: dict) -> str:
