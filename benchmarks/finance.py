@@ -150,12 +150,6 @@ def _throughput(args, data_csv: Path, out: Path) -> dict:
     return rates
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int) -> dict:
     """Open-loop load at `rate` req/s over `workers` keep-alive connections, from ONE thread.
 
@@ -228,18 +222,6 @@ def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int
     }
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
-
-
 def _serving(args, data_csv: Path, out: Path) -> dict:
     """Latency of `fedsite finance serve` under an open-loop load generator in its own process.
 
@@ -250,23 +232,14 @@ def _serving(args, data_csv: Path, out: Path) -> dict:
     """
     import csv
 
+    from common.loopback import get
+    from verticals.finance.serve_process import serving
+
     rows = list(csv.DictReader(data_csv.open()))
     rows = rows[int(0.7 * len(rows)) :]  # the test period, in time order
-    port = _free_port()
     env = {**os.environ, "FEDSITE_THREADS": "1"}
-    cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(out / "model"), "--port", str(port)]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                if _get(port, "/health")[0] == 200:
-                    break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the server exited with code {server.returncode}") from None
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not answer /health within 60 s")
+    with serving(out / "model", env=env) as served:
+        port = served.port
         bodies = out / "serve_requests.jsonl"
         bodies.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         gen = [sys.executable, str(Path(__file__).resolve()), "--loadgen", str(bodies), "--port", str(port)]
@@ -279,14 +252,11 @@ def _serving(args, data_csv: Path, out: Path) -> dict:
         result = json.loads(done.stdout)
         result["loadavg_1min"] = max(load_before, os.getloadavg()[0])
         # the server's own view: time from request parsed to response built (its /metrics summary)
-        for line in _get(port, "/metrics")[1].splitlines():
+        for line in get(port, "/metrics")[1].splitlines():
             if line.startswith("fedsite_finance_request_seconds{"):
                 q = line.split('quantile="')[1].split('"')[0]
                 result[f"server_p{float(q) * 100:g}_ms"] = float(line.split()[-1]) * 1000
         return result
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _loadgen_main(args) -> int:
