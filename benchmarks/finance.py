@@ -368,7 +368,10 @@ def _peer_main(args) -> int:
     from verticals.finance.config import FinanceConfig
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cfg = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    from common.config import resolve
+
+    base = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    cfg = resolve(FinanceConfig, None, args.set, section="finance", base=base)
     if args.data:
         datasets = {args.data.stem: args.data}
     else:
@@ -376,7 +379,20 @@ def _peer_main(args) -> int:
     results, tables = {}, []
     for name, path in datasets.items():
         say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        results[name] = run(path, cfg, seeds, log=say, network=not args.skip_network)
+
+        def partial(result: dict, name: str = name) -> None:  # every finished seed leaves its table
+            (args.out / f"peer-{name}-partial.md").write_text(table(name, result) + "\n")
+            (args.out / f"peer-{name}-partial.json").write_text(json.dumps(result, indent=2, default=float))
+
+        results[name] = run(
+            path,
+            cfg,
+            seeds,
+            log=say,
+            network=not args.skip_network,
+            column_ablations=not args.skip_column_ablations,
+            after_seed=partial,
+        )
         tables.append(table(name, results[name]))
         print(tables[-1] + "\n", flush=True)
     (args.out / "peer.json").write_text(json.dumps(results, indent=2, default=float))
@@ -407,8 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="--scale: transactions in the synthetic export")
     parser.add_argument("--score-rows", type=int, default=200_000, help="--scale: rows `finance score` reads")
     parser.add_argument("--score-repeats", type=int, default=1, help="--scale: `score` runs (the median)")
-    parser.add_argument("--set", action="append", default=[], help="--scale: a config override k=v for train")
     parser.add_argument("--tag", default="", help="--scale: suffix of the model directory and result file")
+    parser.add_argument(
+        "--set", action="append", default=[], help="--peer / --scale: a FinanceConfig key=value (repeatable)"
+    )
+    parser.add_argument("--skip-column-ablations", action="store_true", help="--peer: no rows without the columns")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)

@@ -66,6 +66,7 @@ class FinanceConfig:
     train_metrics_rows: int = 200_000  # train_* metrics on a random sample of this many rows when larger; 0: all
     head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
     federation_columns: Literal["shared", "refuse"] = "shared"  # banks with different extra columns
+    event_columns: int = 0  # bank-column components each history event / neighbour edge carries (columns.py)
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 

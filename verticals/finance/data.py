@@ -15,7 +15,7 @@ import torch
 
 from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
-from verticals.finance.columns import ColumnSpec, infer_spec, nn_matrix, tree_matrix
+from verticals.finance.columns import ColumnSpec, event_matrix, fit_events, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
 
@@ -63,11 +63,16 @@ class FinanceData:
 
 
 def featurise_all(
-    txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None, extra: np.ndarray | None = None
+    txns: Transactions,
+    cfg: FinanceConfig,
+    state: AccountState | None = None,
+    extra: np.ndarray | None = None,
+    events: np.ndarray | None = None,
 ) -> FeatureBatch | StoredFeatures:
     """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
 
     `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
+    `events` (n, e): the same columns as each event of a history carries them (columns.event_matrix).
     Without a `state` the result is StoredFeatures over a store sized for the whole file (about
     1 KB a row instead of 6 KB gathered: what lets a bank's month fit in memory); with one, a
     gathered FeatureBatch (the caller's state may compact its store).
@@ -75,17 +80,20 @@ def featurise_all(
     from common.progress import track
 
     lazy = state is None
-    state = state or AccountState(cfg.history, store_rows=2 * len(txns) + 2)
+    event_dim = 0 if events is None else events.shape[1]
+    state = state or AccountState(cfg.history, store_rows=2 * len(txns) + 2, event_dim=event_dim)
     parts = []
     starts = range(0, len(txns), cfg.chunk_rows)
     for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
-        parts.append(
-            featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], gather=not lazy)
+        ev = None if events is None else events[s]
+        part = featurise(
+            state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], ev, gather=not lazy
         )
+        parts.append(part)
     k = 0 if extra is None else extra.shape[1]
     if not parts:
-        batch = FeatureBatch.concat([], cfg.history)
+        batch = FeatureBatch.concat([], cfg.history, state.event_dim)
         batch.txn = np.zeros((0, batch.txn.shape[1] + k), np.float32)
         return batch
     txn = np.concatenate([p.txn for p in parts])
@@ -137,16 +145,19 @@ def dataset_from(
     `consume`: `txns.extras` is emptied once encoded (training a bank's month: the raw columns,
     identifiers included, would otherwise sit beside their encodings while featurising).
     """
-    if spec is None:
-        spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
-            txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
-        )  # fmt: skip
     n = len(txns)
-    extra, tree = nn_matrix(spec, txns.extras, n), tree_matrix(spec, txns.extras, n)
+    fitting = spec is None and not cfg.feature_spec
+    if spec is None and cfg.feature_spec:
+        spec = column_spec(cfg)
+    elif spec is None:
+        spec = infer_spec(txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore)
+    nn, tree = nn_matrix(spec, txns.extras, n), tree_matrix(spec, txns.extras, n)
+    if fitting:
+        spec = fit_events(spec, nn, cfg.event_columns, cfg.seed)
     if consume:
         txns.extras.clear()
     data = FinanceData(
-        featurise_all(txns, cfg, extra=extra),
+        featurise_all(txns, cfg, extra=nn, events=event_matrix(spec, nn)),
         txns.label.astype(np.int64),
         np.where(txns.typology == "", "none", txns.typology),
         txns.txn_id,
