@@ -347,7 +347,11 @@ def test_secure_aggregation_across_real_processes_ends_where_fedavg_does(deploym
         a, b = ours["model"].vector, theirs["model"].vector
         rounding += 2 * float(np.spacing(np.abs(b).max()))  # the float32 sum with the global model
         gap = float(np.abs(a - b).max())
-        print(f"round {record['round']}: max |SecAgg+ - FedAvg| = {gap:.3g} per weight, bound {bound + rounding:.3g}")
+        cost = {name: (f"{r['seconds']:.1f} s, sites sent {sum(e['bytes_sent'] for e in r['sites'].values())} B, "
+                       f"received {sum(e['bytes_received'] for e in r['sites'].values())} B")
+                for name, r in (("FedAvg", plain_record), ("SecAgg+", record))}  # fmt: skip
+        print(f"round {record['round']}: max |SecAgg+ - FedAvg| = {gap:.3g} per weight, bound {bound + rounding:.3g}; "
+              f"{'; '.join(f'{k} {v}' for k, v in cost.items())}")  # fmt: skip
         assert 0 < gap <= bound + rounding, (record["round"], gap, bound + rounding)
 
 
