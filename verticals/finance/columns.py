@@ -9,9 +9,16 @@ ignored, with a note) and can be overridden (`features_numeric`, `features_categ
 JSON in the config (`feature_spec`), so `score`, `serve`, `update` and federation apply exactly the
 same ones. Missing values are a value of their own; a category never seen in training is "other".
 
-Two encodings of the same spec:
+Three encodings of the same spec:
 - `nn_matrix` for the network: signed log1p of numbers (0 where missing, plus a missing flag),
   one-hot of small vocabularies, the training frequency of a value for large ones;
+- `event_matrix`: the same columns compressed to a few components (a PCA of the standardised
+  `nn_matrix`, fitted on the training rows by `fit_events`), carried by every event of an
+  account's history (the TCN's sequences) and by every neighbour edge (the GNN's edge features).
+  Why compressed: each event is stored once per account side and read in up to 2 x history
+  windows, so 130 columns per event would multiply the features' memory by eight; why a PCA:
+  it is label-free, needs no knowledge of the bank's columns, and keeps the directions in which
+  the rows differ most (card type, device, the blocks of correlated counters);
 - `tree_matrix` for the boosted-tree head: raw numbers (NaN where missing), category codes (for
   HistGradientBoosting's native categorical splits) and the value's training frequency.
 """
@@ -40,6 +47,14 @@ class ColumnSpec:
     categorical: dict[str, list[str]] = field(default_factory=dict)  # vocabulary, most frequent first
     log_share: dict[str, list[float]] = field(default_factory=dict)  # per vocabulary entry, then "other"
     ignored: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
+    event_mean: list[float] = field(default_factory=list)  # per nn_matrix column (fit_events)
+    event_scale: list[float] = field(default_factory=list)
+    event_components: list[list[float]] = field(default_factory=list)  # (k, nn_dim): rows of the projection
+
+    @property
+    def event_dim(self) -> int:
+        """Width of the columns each event of a history carries (0: events carry none)."""
+        return len(self.event_components)
 
     @property
     def used(self) -> list[str]:
@@ -170,6 +185,38 @@ def nn_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int) -> np.nda
         else:
             cols.append(np.asarray(spec.log_share[name])[codes])
     return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
+
+
+EVENT_FIT_ROWS = 50_000  # rows the projection is fitted on (a seeded sample beyond that)
+
+
+def fit_events(spec: ColumnSpec, nn: np.ndarray, k: int, seed: int = 0) -> ColumnSpec:
+    """`spec` with an event projection: the top `k` principal components of standardised `nn` rows.
+
+    `nn`: nn_matrix of the training rows. Components are signed so their largest entry is positive
+    (the same rows give the same projection on any machine). k = 0 or no extra column: no projection.
+    """
+    k = min(k, nn.shape[1], len(nn))
+    if k <= 0:
+        return spec
+    rows = nn
+    if len(nn) > EVENT_FIT_ROWS:
+        rows = nn[np.sort(np.random.default_rng(seed).choice(len(nn), EVENT_FIT_ROWS, replace=False))]
+    x = rows.astype(np.float64)
+    mean, scale = x.mean(0), np.maximum(x.std(0), 1e-3)
+    _, _, vt = np.linalg.svd((x - mean) / scale, full_matrices=False)
+    comps = vt[:k] * np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(1)])[:, None]
+    spec.event_mean, spec.event_scale = mean.tolist(), scale.tolist()
+    spec.event_components = comps.tolist()
+    return spec
+
+
+def event_matrix(spec: ColumnSpec, nn: np.ndarray) -> np.ndarray | None:
+    """(n, spec.event_dim) float32 from nn_matrix rows, or None when events carry no columns."""
+    if not spec.event_dim:
+        return None
+    z = (nn - np.asarray(spec.event_mean, np.float32)) / np.asarray(spec.event_scale, np.float32)
+    return np.clip(z @ np.asarray(spec.event_components, np.float32).T, -50.0, 50.0).astype(np.float32)
 
 
 def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int) -> np.ndarray:

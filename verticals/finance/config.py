@@ -58,6 +58,7 @@ class FinanceConfig:
     network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
     head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
     federation_columns: Literal["shared", "refuse"] = "shared"  # banks with different extra columns
+    event_columns: int = 0  # bank-column components each history event / neighbour edge carries (columns.py)
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 

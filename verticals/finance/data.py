@@ -15,7 +15,7 @@ import torch
 
 from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
-from verticals.finance.columns import ColumnSpec, infer_spec, nn_matrix, tree_matrix
+from verticals.finance.columns import ColumnSpec, event_matrix, fit_events, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
 
@@ -55,24 +55,31 @@ class FinanceData:
 
 
 def featurise_all(
-    txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None, extra: np.ndarray | None = None
+    txns: Transactions,
+    cfg: FinanceConfig,
+    state: AccountState | None = None,
+    extra: np.ndarray | None = None,
+    events: np.ndarray | None = None,
 ) -> FeatureBatch:
     """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
 
     `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
+    `events` (n, e): the same columns as each event of a history carries them (columns.event_matrix).
     """
     from common.progress import track
 
-    state = state or AccountState(cfg.history)
+    event_dim = 0 if events is None else events.shape[1]
+    state = state or AccountState(cfg.history, event_dim=event_dim)
     parts = []
     starts = range(0, len(txns), cfg.chunk_rows)
     for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
-        batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s])
+        ev = None if events is None else events[s]
+        batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], ev)
         if extra is not None and extra.shape[1]:
             batch.txn = np.concatenate([batch.txn, extra[s]], 1)
         parts.append(batch)
-    batch = FeatureBatch.concat(parts, cfg.history)
+    batch = FeatureBatch.concat(parts, cfg.history, event_dim)
     if not parts and extra is not None:
         batch.txn = np.zeros((0, batch.txn.shape[1] + extra.shape[1]), np.float32)
     return batch
@@ -108,13 +115,15 @@ def dataset_from(
     txns: Transactions, cfg: FinanceConfig, spec: ColumnSpec | None = None, rejects: list | None = None
 ) -> FinanceData:
     """FinanceData of time-ordered `txns` (see load_dataset for `spec`)."""
-    if spec is None:
-        spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
-            txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
-        )  # fmt: skip
     n = len(txns)
+    if spec is None and cfg.feature_spec:
+        spec = column_spec(cfg)
+    elif spec is None:
+        spec = infer_spec(txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore)
+        spec = fit_events(spec, nn_matrix(spec, txns.extras, n), cfg.event_columns, cfg.seed)
+    nn = nn_matrix(spec, txns.extras, n)
     data = FinanceData(
-        featurise_all(txns, cfg, extra=nn_matrix(spec, txns.extras, n)),
+        featurise_all(txns, cfg, extra=nn, events=event_matrix(spec, nn)),
         txns.label.astype(np.int64),
         np.where(txns.typology == "", "none", txns.typology),
         txns.txn_id,
