@@ -72,14 +72,14 @@ def test_the_hub_receives_only_masked_vectors(tmp_path, reference_registered):
     settings = settings.replace(data_root=str(tmp_path / "data"), source_suffix=suffix)
     grid = InProcessGrid(app, 3)
     seen = []
-    original = grid.send_and_receive
+    original = grid.pull_messages
 
-    def spy(messages, *, timeout=None):
-        replies = list(original(messages, timeout=timeout))
+    def spy(message_ids):  # every reply reaches the hub through pull_messages
+        replies = list(original(message_ids))
         seen.extend(replies)
         return replies
 
-    grid.send_and_receive = spy
+    grid.pull_messages = spy
     model = task.build_model(task.config_cls())
     from federation import codec
 
