@@ -14,8 +14,11 @@ How (on the model's isotropic grid, so it costs well under a second on a 512x512
    the blanket;
 4. vessels, airways walls and nodules inside the lung are filled per slice by a closing with a disk
    of `close_mm` and hole filling of each lung separately (the mediastinum between the lungs stays out);
-5. a margin of `margin_mm` around it admits juxtapleural nodules, whose centre lies outside the
-   aerated lung.
+5. a margin of `margin_mm` around it, measured within each axial slice, admits juxtapleural
+   nodules, whose centre lies outside the aerated lung. In-slice, not in 3D: at the apex the lung
+   narrows upwards, and a 3D margin admitted the shoulder's muscle and bone above a lower slice's
+   lung (on a real 5 mm scan, four of the top five candidates were there, 9-10 mm from the lung in
+   3D and 13-81 mm in their own slice).
 A mask whose volume is implausible (a few millilitres, or most of the field of view) is not used:
 the candidates are then only kept inside the body, and the report says why.
 """
@@ -122,8 +125,16 @@ def lung_mask(
     if reasons:
         reasons.append("candidates kept in the body")
         return LungMask(body, np.zeros_like(lungs), body, "fallback", volume, reasons)
-    region = ndimage.distance_transform_edt(~lungs, sampling=sp) <= margin_mm if margin_mm > 0 else lungs
+    region = within_in_slice(lungs, margin_mm, sp[1:]) if margin_mm > 0 else lungs
     return LungMask(region & body, lungs, body, "ok", volume, [])
+
+
+def within_in_slice(mask: np.ndarray, margin_mm: float, spacing_yx) -> np.ndarray:
+    """Voxels within `margin_mm` of `mask` in their own axial slice (slices without mask stay empty)."""
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        out[k] = ndimage.distance_transform_edt(~mask[k], sampling=spacing_yx) <= margin_mm
+    return out
 
 
 def _largest_components_single(mask: np.ndarray) -> np.ndarray:
