@@ -8,6 +8,8 @@ torch on the same rows; serving latency under a fixed-rate load generator on 127
     python benchmarks/finance.py --out /tmp/finbench            # >= 3000 accounts, >= 100k rows
     python benchmarks/finance.py --accounts 400 --days 20 --epochs 1 --serve-seconds 3   # smoke run
 
+    python benchmarks/finance.py --scale --out /tmp/fin-scale --rows 1000000   # issue 15 item 4 (finance_scale.py)
+
 Prints markdown tables and writes OUT/results.json.
 """
 
@@ -417,7 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", default="", help="--peer: the column mapping of --data")
     parser.add_argument("--seeds", default="0", help="--peer: comma-separated training seeds")
     parser.add_argument("--skip-network", action="store_true", help="--peer: fedsite = its tree head alone")
-    parser.add_argument("--set", action="append", default=[], help="--peer: a FinanceConfig key=value (repeatable)")
+    parser.add_argument("--scale", action="store_true", help="issue 15 item 4: train/score at scale, per stage")
+    parser.add_argument("--rows", type=int, default=100_000, help="--scale: transactions in the synthetic export")
+    parser.add_argument("--score-rows", type=int, default=200_000, help="--scale: rows `finance score` reads")
+    parser.add_argument("--score-repeats", type=int, default=1, help="--scale: `score` runs (the median)")
+    parser.add_argument("--tag", default="", help="--scale: suffix of the model directory and result file")
+    parser.add_argument(
+        "--set", action="append", default=[], help="--peer / --scale: a FinanceConfig key=value (repeatable)"
+    )
     parser.add_argument("--skip-column-ablations", action="store_true", help="--peer: no rows without the columns")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -432,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.peer:
         return _peer_main(args)
+    if args.scale:
+        from benchmarks.finance_scale import main as scale_main
+
+        return scale_main(args)
     data_csv = args.out / "data" / "transactions.csv"
     if args.speed_only:  # re-measure speed on the data and model of an earlier run in --out
         previous = json.loads((args.out / "results.json").read_text())

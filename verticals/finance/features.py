@@ -107,6 +107,10 @@ class FeatureBatch:
     def take(self, index: np.ndarray) -> FeatureBatch:
         return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
 
+    def rows(self, index: slice | np.ndarray) -> FeatureBatch:
+        """The model inputs of some rows (a view for a slice): what a training step or a predict batch reads."""
+        return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
+
     @staticmethod
     def concat(parts: list[FeatureBatch], history: int, event_dim: int = 0) -> FeatureBatch:
         if not parts:
@@ -116,6 +120,44 @@ class FeatureBatch:
                 np.zeros((0, F_TXN), np.float32),
             )
         return FeatureBatch(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("seq", "nbr", "txn")))
+
+
+@dataclass
+class StoredFeatures:
+    """A FeatureBatch of many rows kept as event-store ids: about 1 KB a row instead of 6 KB.
+
+    Why: a window row (B, 2, H, F_SEQ + F_NBR) repeats each event up to 2H times (once in every
+    later window of both its accounts); a bank's month of 1M transactions gathered in full is 6 GB.
+    Here every event's row is stored once (`store_seq`, `store_nbr`, shared by all rows), a window
+    is H store ids per side plus the age of each edge, and `rows(index)` gathers the exact arrays
+    `featurise` would have returned, batch by batch. `seq` / `nbr` gather everything (small data).
+    """
+
+    store_seq: np.ndarray  # (S, F_SEQ)
+    store_nbr: np.ndarray  # (S, F_NBR); the age column is per window, in `age`
+    eid: np.ndarray  # (B, 2, H) int32 store ids, 0 = no event
+    age: np.ndarray  # (B, 2, H) float32: log1p(age of each edge in hours), 0 where no event
+    txn: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.txn)
+
+    def take(self, index: np.ndarray | slice) -> StoredFeatures:
+        return StoredFeatures(self.store_seq, self.store_nbr, self.eid[index], self.age[index], self.txn[index])
+
+    def rows(self, index: slice | np.ndarray) -> FeatureBatch:
+        eid = self.eid[index]
+        nbr = self.store_nbr[eid]
+        nbr[..., F_EDGE] = self.age[index]
+        return FeatureBatch(self.store_seq[eid], nbr, self.txn[index])
+
+    @property
+    def seq(self) -> np.ndarray:
+        return self.store_seq[self.eid]
+
+    @property
+    def nbr(self) -> np.ndarray:
+        return self.rows(slice(None)).nbr
 
 
 class AccountState:
@@ -222,11 +264,15 @@ def featurise(
     amount: np.ndarray,
     channel: np.ndarray,
     events: np.ndarray | None = None,
-) -> FeatureBatch:
+    *,
+    gather: bool = True,
+) -> FeatureBatch | StoredFeatures:
     """Features of a chunk of transactions given in processing order; advances `state` past them.
 
     `events` (n, state.event_dim): each transaction's bank columns as columns.event_matrix encodes
     them; both of its events (payer's and payee's) carry them in `seq` and `nbr` rows.
+    `gather=False` returns StoredFeatures whose store is `state`'s (valid while the store is neither
+    compacted nor grown: data.featurise_all sizes it for the whole file).
     """
     n, h = len(ts), state.history
     if state.event_dim and (events is None or events.shape != (n, state.event_dim)):
@@ -344,14 +390,17 @@ def featurise(
     c_eid = combined("eid", new_ids)
     w_eid = c_eid[win][inverse]
     age = _finite(np.log1p(age_dt / 3600.0).astype(np.float32) * w_valid)
-    nbr = state.store_nbr[w_eid]
-    nbr[..., F_EDGE] = age[inverse]
     k = state.event_dim
-    batch = FeatureBatch(
-        seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ + k),
-        nbr=nbr.reshape(n, 2, h, F_NBR + k),
-        txn=np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1),
-    )
+    txn = np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1)
+    if gather:
+        nbr = state.store_nbr[w_eid]
+        nbr[..., F_EDGE] = age[inverse]
+        batch = FeatureBatch(
+            seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ + k), nbr=nbr.reshape(n, 2, h, F_NBR + k), txn=txn
+        )
+    else:
+        eid, age_w = w_eid.astype(np.int32).reshape(n, 2, h), age[inverse].reshape(n, 2, h)
+        batch = StoredFeatures(state.store_seq, state.store_nbr, eid, age_w, txn)
     # advance the state: each account keeps the last H rows of its combined group
     keep = (starts + counts)[:, None] + np.arange(h)
     for name, source in (("t", c_t), ("cp", c_cp), ("dir", c_dir), ("amt", c_amt), ("valid", c_valid), ("eid", c_eid)):

@@ -18,22 +18,20 @@ from torch import nn
 
 from verticals.finance.columns import ColumnSpec, event_matrix, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
-from verticals.finance.features import AccountState, FeatureBatch, featurise
+from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise
 
 ORT_MAX_BATCH = 4096  # the exported model's dynamic batch axis is bounded (common.export)
 ORT_BATCH = 1024  # ONNX Runtime calls of 1,024 rows: 12 % less CPU per row than 4,096 (activations stay in cache)
 
 
-def predict(model: nn.Module, features: FeatureBatch, batch: int = ORT_MAX_BATCH) -> np.ndarray:
+def predict(model: nn.Module, features: FeatureBatch | StoredFeatures, batch: int = ORT_MAX_BATCH) -> np.ndarray:
     """Fraud probabilities from a torch module (or a module wrapping ONNX Runtime)."""
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(features), batch):
-            s = slice(i, i + batch)
-            logits = model(
-                torch.from_numpy(features.seq[s]), torch.from_numpy(features.nbr[s]), torch.from_numpy(features.txn[s])
-            )
+            part = features.rows(slice(i, i + batch))
+            logits = model(torch.from_numpy(part.seq), torch.from_numpy(part.nbr), torch.from_numpy(part.txn))
             out.append(torch.sigmoid(logits).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
