@@ -17,7 +17,7 @@ from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
 from verticals.finance.columns import ColumnSpec, event_matrix, fit_events, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
-from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
+from verticals.finance.features import F_TXN, AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
 
 
 @dataclass
@@ -82,16 +82,26 @@ def featurise_all(
     lazy = state is None
     event_dim = 0 if events is None else events.shape[1]
     state = state or AccountState(cfg.history, store_rows=2 * len(txns) + 2, event_dim=event_dim)
+    n, k = len(txns), 0 if extra is None else extra.shape[1]
+    if lazy:  # written in place chunk by chunk: no list of parts, no concatenated copies at the end
+        txn = np.empty((n, F_TXN + k), np.float32)
+        if k:
+            txn[:, F_TXN:] = extra
+        eid, age = np.empty((n, 2, cfg.history), np.int32), np.empty((n, 2, cfg.history), np.float32)
     parts = []
-    starts = range(0, len(txns), cfg.chunk_rows)
-    for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
+    starts = range(0, n, cfg.chunk_rows)
+    for i in track(starts, f"finance: featurising {n} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
         ev = None if events is None else events[s]
         part = featurise(
             state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], ev, gather=not lazy
         )
-        parts.append(part)
-    k = 0 if extra is None else extra.shape[1]
+        if lazy:
+            txn[s, :F_TXN], eid[s], age[s] = part.txn, part.eid, part.age
+        else:
+            parts.append(part)
+    if lazy:
+        return StoredFeatures(state.store_seq[: state.store_used], state.store_nbr[: state.store_used], eid, age, txn)
     if not parts:
         batch = FeatureBatch.concat([], cfg.history, state.event_dim)
         batch.txn = np.zeros((0, batch.txn.shape[1] + k), np.float32)
@@ -99,11 +109,7 @@ def featurise_all(
     txn = np.concatenate([p.txn for p in parts])
     if k:
         txn = np.concatenate([txn, extra], 1)
-    if not lazy:
-        return FeatureBatch(np.concatenate([p.seq for p in parts]), np.concatenate([p.nbr for p in parts]), txn)
-    eid, age = np.concatenate([p.eid for p in parts]), np.concatenate([p.age for p in parts])
-    parts.clear()
-    return StoredFeatures(state.store_seq[: state.store_used], state.store_nbr[: state.store_used], eid, age, txn)
+    return FeatureBatch(np.concatenate([p.seq for p in parts]), np.concatenate([p.nbr for p in parts]), txn)
 
 
 def column_spec(cfg: FinanceConfig) -> ColumnSpec:
