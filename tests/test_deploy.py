@@ -19,6 +19,7 @@ import pytest
 import tomli_w
 
 from common.cli import main
+from common.loopback import free_port
 from federation import checkpoint
 
 TESTS = Path(__file__).resolve().parent
@@ -33,12 +34,6 @@ def own_address() -> str:
         address = sock.getsockname()[0]
     assert not address.startswith("127."), "this test needs a non-loopback address on this machine"
     return address
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
