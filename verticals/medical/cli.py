@@ -118,6 +118,9 @@ def synth(
     site: int = typer.Option(0, "--site", min=0, help="Site index: changes scanner and nodule prevalence."),
     n_sites: int = typer.Option(1, "--sites", min=1, help="Number of sites the index refers to."),
     quick: bool = typer.Option(False, "--quick", help=QUICK_SYNTH_HELP),
+    variety: bool = typer.Option(
+        False, "--variety", help="Ribs, hilar vessels, fissures, 1-5 mm slices, kernels (the shipped detector's data)."
+    ),
 ) -> None:
     """Write synthetic chest-CT DICOM series with nodules, and annotations.csv (LUNA16 format)."""
     from verticals.medical.api import synth_dataset
@@ -127,7 +130,7 @@ def synth(
 
     if scale not in ("tiny", "small", "full"):
         raise UserError(f"--scale {scale!r}: expected tiny, small or full")
-    path = synth_dataset(out, scans, seed=seed, site=site, n_sites=n_sites, scale=scale)
+    path = synth_dataset(out, scans, seed=seed, site=site, n_sites=n_sites, scale=scale, variety=variety)
     print(f"wrote {scans} series and {path / 'annotations.csv'}")
 
 

@@ -153,10 +153,12 @@ def detect_case(
         s = cfg.stride
         out[0][~anatomy["mask"].region[::s, ::s, ::s][: out.shape[1], : out.shape[2], : out.shape[3]]] = -30.0
     centres, scores, diam = postprocess.decode(out, cfg)
+    if anatomy is not None and anatomy["mask"].status == "ok":
+        # before NMS: a peak whose refined centre left the region, or sits in a rib, must not suppress a nodule
+        inside = anatomy["mask"].contains(centres)
+        centres, scores, diam = centres[inside], scores[inside], diam[inside]
     xyz = case.to_world(centres) if len(scores) else np.zeros((0, 3))
     keep = postprocess.distance_nms(xyz, scores, diam, cfg.nms_mm)
-    if anatomy is not None and anatomy["mask"].status == "ok":
-        keep = keep[anatomy["mask"].contains(centres[keep])]  # a peak's sub-voxel offset can leave the region
     keep = keep[: cfg.max_candidates]
     centres, scores, diam, xyz = centres[keep], scores[keep], diam[keep], xyz[keep]
     spacing = float(np.mean(case.spacing_zyx))

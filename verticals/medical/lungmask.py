@@ -15,7 +15,11 @@ How (on the model's isotropic grid, so it costs well under a second on a 512x512
 4. vessels, airways walls and nodules inside the lung are filled per slice by a closing with a disk
    of `close_mm` and hole filling of each lung separately (the mediastinum between the lungs stays out);
 5. a margin of `margin_mm` around it admits juxtapleural nodules, whose centre lies outside the
-   aerated lung.
+   aerated lung;
+6. bone outside the filled lungs (> `BONE_HU`, grown by one voxel) is no place for a candidate's
+   centre: ribs lie within the margin, and on held-out phantoms of another generator they were the
+   top false positives (README). A calcified nodule inside the lung is inside the filled lungs and
+   stays admissible.
 A mask whose volume is implausible (a few millilitres, or most of the field of view) is not used:
 the candidates are then only kept inside the body, and the report says why.
 """
@@ -28,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 LOW_HU = -400.0
+BONE_HU = 200.0
 MIN_LUNG_ML = 150.0  # less than this is not a pair of lungs in a chest scan (even a short z-range)
 MAX_FIELD_FRACTION = 0.6  # a "lung" filling most of the scanned volume is the air around the patient
 
@@ -42,19 +47,21 @@ class LungMask:
     status: str  # "ok" or "fallback"
     volume_ml: float
     reasons: list[str] = field(default_factory=list)
+    bone: np.ndarray | None = None  # bool (z,y,x): bone outside the filled lungs, never a candidate's centre
 
     def record(self) -> dict:
         """What report.json says about the mask."""
         return {"status": self.status, "lung_volume_ml": round(self.volume_ml, 1), "reasons": list(self.reasons)}
 
     def contains(self, zyx: np.ndarray) -> np.ndarray:
-        """Whether each (N,3) model-grid point lies in the region (points outside the grid do not)."""
+        """Whether each (N,3) model-grid point lies in the region and not in bone (points outside the grid do not)."""
         if len(zyx) == 0:
             return np.zeros(0, bool)
         idx = np.round(np.asarray(zyx, float)).astype(int)
         inside = np.all((idx >= 0) & (idx < np.array(self.region.shape)), axis=1)
         out = np.zeros(len(idx), bool)
-        out[inside] = self.region[tuple(idx[inside].T)]
+        at = tuple(idx[inside].T)
+        out[inside] = self.region[at] & (~self.bone[at] if self.bone is not None else True)
         return out
 
 
@@ -123,7 +130,8 @@ def lung_mask(
         reasons.append("candidates kept in the body")
         return LungMask(body, np.zeros_like(lungs), body, "fallback", volume, reasons)
     region = ndimage.distance_transform_edt(~lungs, sampling=sp) <= margin_mm if margin_mm > 0 else lungs
-    return LungMask(region & body, lungs, body, "ok", volume, [])
+    bone = ndimage.binary_dilation(hu > BONE_HU) & ~lungs
+    return LungMask(region & body, lungs, body, "ok", volume, [], bone)
 
 
 def _largest_components_single(mask: np.ndarray) -> np.ndarray:
