@@ -193,7 +193,9 @@ def _anatomy(case: Case, cfg, masses: bool) -> dict:
     from verticals.medical.masses import find_masses
 
     hu = case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min)
-    mask = lung_mask(hu, case.spacing_zyx, margin_mm=cfg.lung_margin_mm)
+    mask = lung_mask(
+        hu, case.spacing_zyx, margin_mm=cfg.lung_margin_mm, exclude_bone=getattr(cfg, "lung_exclude_bone", True)
+    )
     found = find_masses(hu, case.spacing_zyx, mask, min_diameter_mm=cfg.mass_min_mm) if masses else []
     for m in found:
         m["xyz"] = case.to_world(m["zyx"][None])[0]

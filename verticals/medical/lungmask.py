@@ -108,7 +108,13 @@ def fill_per_slice(lungs: np.ndarray, radius_vox: float) -> np.ndarray:
 
 
 def lung_mask(
-    hu: np.ndarray, spacing_zyx, *, margin_mm: float = 10.0, close_mm: float = 8.0, low_hu: float = LOW_HU
+    hu: np.ndarray,
+    spacing_zyx,
+    *,
+    margin_mm: float = 10.0,
+    close_mm: float = 8.0,
+    low_hu: float = LOW_HU,
+    exclude_bone: bool = True,
 ) -> LungMask:
     """The lung mask of a volume in HU (z,y,x) with voxel size `spacing_zyx` (mm)."""
     sp = np.asarray(spacing_zyx, float)
@@ -130,7 +136,7 @@ def lung_mask(
         reasons.append("candidates kept in the body")
         return LungMask(body, np.zeros_like(lungs), body, "fallback", volume, reasons)
     region = ndimage.distance_transform_edt(~lungs, sampling=sp) <= margin_mm if margin_mm > 0 else lungs
-    bone = ndimage.binary_dilation(hu > BONE_HU) & ~lungs
+    bone = ndimage.binary_dilation(hu > BONE_HU) & ~lungs if exclude_bone else None
     return LungMask(region & body, lungs, body, "ok", volume, [], bone)
 
 
