@@ -16,10 +16,11 @@ How (on the model's isotropic grid, so it costs well under a second on a 512x512
    of `close_mm` and hole filling of each lung separately (the mediastinum between the lungs stays out);
 5. a margin of `margin_mm` around it admits juxtapleural nodules, whose centre lies outside the
    aerated lung;
-6. bone outside the filled lungs (> `BONE_HU`, grown by one voxel) is no place for a candidate's
-   centre: ribs lie within the margin, and on held-out phantoms of another generator they were the
-   top false positives (README). A calcified nodule inside the lung is inside the filled lungs and
-   stays admissible.
+6. bone (> `BONE_HU`, grown by one voxel) is no place for a candidate's centre unless it lies more
+   than `DEEP_MM` inside the filled lungs: ribs lie within the margin (or inside the filled lungs,
+   when the closing bridges the indentation a rib makes), and on held-out phantoms of another
+   generator they were the top false positives (README). A calcified nodule deep in the lung stays
+   admissible; one on the pleura does not.
 A mask whose volume is implausible (a few millilitres, or most of the field of view) is not used:
 the candidates are then only kept inside the body, and the report says why.
 """
@@ -33,6 +34,7 @@ from scipy import ndimage
 
 LOW_HU = -400.0
 BONE_HU = 200.0
+DEEP_MM = 6.0  # bone this far inside the filled lungs is a calcified nodule, not a rib
 MIN_LUNG_ML = 150.0  # less than this is not a pair of lungs in a chest scan (even a short z-range)
 MAX_FIELD_FRACTION = 0.6  # a "lung" filling most of the scanned volume is the air around the patient
 
@@ -47,7 +49,7 @@ class LungMask:
     status: str  # "ok" or "fallback"
     volume_ml: float
     reasons: list[str] = field(default_factory=list)
-    bone: np.ndarray | None = None  # bool (z,y,x): bone outside the filled lungs, never a candidate's centre
+    bone: np.ndarray | None = None  # bool (z,y,x): bone not deep in the lungs, never a candidate's centre
 
     def record(self) -> dict:
         """What report.json says about the mask."""
@@ -136,7 +138,10 @@ def lung_mask(
         reasons.append("candidates kept in the body")
         return LungMask(body, np.zeros_like(lungs), body, "fallback", volume, reasons)
     region = ndimage.distance_transform_edt(~lungs, sampling=sp) <= margin_mm if margin_mm > 0 else lungs
-    bone = ndimage.binary_dilation(hu > BONE_HU) & ~lungs if exclude_bone else None
+    bone = None
+    if exclude_bone:  # the closing fills a rib's indentation into the lungs: only bone deep inside them stays
+        deep = ndimage.distance_transform_edt(lungs, sampling=sp) > DEEP_MM
+        bone = ndimage.binary_dilation(hu > BONE_HU) & ~deep
     return LungMask(region & body, lungs, body, "ok", volume, [], bone)
 
 
