@@ -8,6 +8,11 @@ probability and rank. For the false positives ranked above the first missed or l
 prints where they sit: inside the filled lungs or only in the margin, their core HU and size.
 
     python benchmarks/medical_diagnose.py MODEL_DIR DATA_DIR [ANNOTATIONS_CSV] [--top 5]
+
+With --variants "lung_mask=0;min_probability=0;lung_mask=0,min_probability=0" it instead scores the
+same network outputs under each config variant (LUNA16 CPM, candidates per scan; masses of a
+masses.csv beside the data excluded as benchmarks/medical.py does): what the mask, the floor or the
+margin cost, without retraining.
 """
 
 from __future__ import annotations
@@ -112,6 +117,42 @@ def diagnose_case(case, runner, cfg, fp, rows: list[dict], top: int) -> dict:
     return {"seriesuid": case.seriesuid, "mask": mask.record(), "nodules": nodules, "fps": fps}
 
 
+def _override(cfg, items: str):
+    """`cfg` with "key=value,key=value" applied (booleans as 0/1)."""
+    for item in filter(None, items.split(",")):
+        key, value = item.split("=", 1)
+        current = getattr(cfg, key)
+        typed = value not in ("0", "false") if isinstance(current, bool) else type(current)(float(value))
+        cfg = replace(cfg, **{key: typed})
+    return cfg
+
+
+def score_variants(cases, runner, cfg, fp, annotations: Path, variants: list[str]) -> None:
+    """Print CPM and candidates per scan of each config variant, the network run once per case."""
+    from verticals.medical import infer
+    from verticals.medical.evaluate import read_annotations, score, summarise
+
+    truth = read_annotations(annotations)
+    masses_csv = annotations.parent / "masses.csv"
+    masses = read_annotations(masses_csv) if masses_csv.exists() and masses_csv.stat().st_size > 60 else {}
+    outputs = {case.seriesuid: infer.predict(case.image, runner, cfg) for case in cases}
+    for variant in variants:
+        vcfg = _override(cfg, variant)
+        cands = {}
+        for case in cases:
+            found = infer.detect_case(case, runner, vcfg, fp, masses=False, output=outputs[case.seriesuid])
+            xyz, prob = found["xyz"], found["probability"]
+            for centre, diameter in masses.get(case.seriesuid, []):
+                keep = np.linalg.norm(xyz - centre, axis=1) >= diameter / 2
+                xyz, prob = xyz[keep], prob[keep]
+            cands[case.seriesuid] = (xyz, prob)
+        _, per_scan = score(cands, truth, scans=[c.seriesuid for c in cases])
+        result = summarise(per_scan, n_bootstrap=0)
+        froc = ", ".join(f"{v:.3f}" for v in result["froc"].values())
+        print(f"{variant or 'as saved':40s} CPM {result['cpm']:.3f}  FROC {froc}  candidates/scan "
+              f"{[len(v[1]) for v in cands.values()]}", flush=True)  # fmt: skip
+
+
 def _fmt(p: float | None) -> str:
     return "-" if p is None else f"{p:.3f}"
 
@@ -122,23 +163,24 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("annotations", nargs="?")
     parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("--set", action="append", default=[], help="config override key=value (e.g. lung_margin_mm=15)")
+    parser.add_argument("--set", default="", help="config overrides key=value,key=value (e.g. lung_margin_mm=15)")
+    parser.add_argument("--variants", help='score config variants instead: "k=v,k=v;k=v;..." ("" = as saved)')
     args = parser.parse_args()
     from common import runs
     from verticals.medical.infer import fp_params, onnx_runner, torch_runner
     from verticals.medical.preprocess import load_cases
 
     loaded = runs.load_model(args.model, expect="medical")
-    cfg = loaded.cfg
-    for item in args.set:
-        key, value = item.split("=", 1)
-        cfg = replace(cfg, **{key: type(getattr(cfg, key))(float(value) if "." in value else int(value))})
+    cfg = _override(loaded.cfg, args.set)
     annotations = Path(args.annotations or Path(args.data) / "annotations.csv")
     cases, _, _ = load_cases(args.data, annotations, cfg)
     extra = _extra_columns(annotations)
     onnx = Path(args.model) / "model.onnx"
     runner = onnx_runner(onnx) if onnx.exists() else torch_runner(loaded.model)
     fp = fp_params(loaded.model)
+    if args.variants is not None:
+        score_variants(cases, runner, cfg, fp, annotations, args.variants.split(";"))
+        return
     for case in cases:
         res = diagnose_case(case, runner, cfg, fp, extra.get(case.seriesuid, []), args.top)
         print(f"== {case.seriesuid[-12:]} mask {res['mask']['status']} {res['mask']['lung_volume_ml']} ml")

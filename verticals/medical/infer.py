@@ -134,7 +134,14 @@ def fp_params(model) -> tuple[np.ndarray, float, bool, np.ndarray]:
 
 
 def detect_case(
-    case: Case, runner: Runner, cfg, fp: tuple | None = None, *, report_all: bool = False, masses: bool = True
+    case: Case,
+    runner: Runner,
+    cfg,
+    fp: tuple | None = None,
+    *,
+    report_all: bool = False,
+    masses: bool = True,
+    output: np.ndarray | None = None,
 ) -> dict:
     """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings,
     "lung_mask" (its record, or None when off), "anatomy" (the LungMask), "masses"}.
@@ -142,9 +149,11 @@ def detect_case(
     Candidates whose centre lies outside the lung mask (lungmask.py) are dropped before the FP stage;
     probabilities are the FP stage's, Platt-calibrated; those below `cfg.min_probability` are not
     reported unless `report_all` (training fits the FP stage and the calibration on every candidate).
+    `output`: the network's output on this case from an earlier `predict` (scoring post-processing
+    variants without running the network again).
     """
     t0 = time.perf_counter()
-    out = predict(case.image, runner, cfg)
+    out = predict(case.image, runner, cfg) if output is None else output.copy()
     t1 = time.perf_counter()
     anatomy = _anatomy(case, cfg, masses) if getattr(cfg, "lung_mask", False) else None
     if anatomy is not None and anatomy["mask"].status == "ok":
