@@ -8,6 +8,8 @@ torch on the same rows; serving latency under a fixed-rate load generator on 127
     python benchmarks/finance.py --out /tmp/finbench            # >= 3000 accounts, >= 100k rows
     python benchmarks/finance.py --accounts 400 --days 20 --epochs 1 --serve-seconds 3   # smoke run
 
+    python benchmarks/finance.py --scale --out /tmp/fin-scale --rows 1000000   # issue 15 item 4 (finance_scale.py)
+
 Prints markdown tables and writes OUT/results.json.
 """
 
@@ -150,12 +152,6 @@ def _throughput(args, data_csv: Path, out: Path) -> dict:
     return rates
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int) -> dict:
     """Open-loop load at `rate` req/s over `workers` keep-alive connections, from ONE thread.
 
@@ -228,18 +224,6 @@ def _load(port: int, rows: list[dict], rate: float, seconds: float, workers: int
     }
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
-
-
 def _serving(args, data_csv: Path, out: Path) -> dict:
     """Latency of `fedsite finance serve` under an open-loop load generator in its own process.
 
@@ -250,23 +234,14 @@ def _serving(args, data_csv: Path, out: Path) -> dict:
     """
     import csv
 
+    from common.loopback import get
+    from verticals.finance.serve_process import serving
+
     rows = list(csv.DictReader(data_csv.open()))
     rows = rows[int(0.7 * len(rows)) :]  # the test period, in time order
-    port = _free_port()
     env = {**os.environ, "FEDSITE_THREADS": "1"}
-    cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(out / "model"), "--port", str(port)]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                if _get(port, "/health")[0] == 200:
-                    break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the server exited with code {server.returncode}") from None
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not answer /health within 60 s")
+    with serving(out / "model", env=env) as served:
+        port = served.port
         bodies = out / "serve_requests.jsonl"
         bodies.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         gen = [sys.executable, str(Path(__file__).resolve()), "--loadgen", str(bodies), "--port", str(port)]
@@ -279,14 +254,11 @@ def _serving(args, data_csv: Path, out: Path) -> dict:
         result = json.loads(done.stdout)
         result["loadavg_1min"] = max(load_before, os.getloadavg()[0])
         # the server's own view: time from request parsed to response built (its /metrics summary)
-        for line in _get(port, "/metrics")[1].splitlines():
+        for line in get(port, "/metrics")[1].splitlines():
             if line.startswith("fedsite_finance_request_seconds{"):
                 q = line.split('quantile="')[1].split('"')[0]
                 result[f"server_p{float(q) * 100:g}_ms"] = float(line.split()[-1]) * 1000
         return result
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _loadgen_main(args) -> int:
@@ -396,7 +368,10 @@ def _peer_main(args) -> int:
     from verticals.finance.config import FinanceConfig
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    cfg = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    from common.config import resolve
+
+    base = FinanceConfig(epochs=args.epochs, columns=args.columns)
+    cfg = resolve(FinanceConfig, None, args.set, section="finance", base=base)
     if args.data:
         datasets = {args.data.stem: args.data}
     else:
@@ -404,7 +379,20 @@ def _peer_main(args) -> int:
     results, tables = {}, []
     for name, path in datasets.items():
         say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-        results[name] = run(path, cfg, seeds, log=say, network=not args.skip_network)
+
+        def partial(result: dict, name: str = name) -> None:  # every finished seed leaves its table
+            (args.out / f"peer-{name}-partial.md").write_text(table(name, result) + "\n")
+            (args.out / f"peer-{name}-partial.json").write_text(json.dumps(result, indent=2, default=float))
+
+        results[name] = run(
+            path,
+            cfg,
+            seeds,
+            log=say,
+            network=not args.skip_network,
+            column_ablations=not args.skip_column_ablations,
+            after_seed=partial,
+        )
         tables.append(table(name, results[name]))
         print(tables[-1] + "\n", flush=True)
     (args.out / "peer.json").write_text(json.dumps(results, indent=2, default=float))
@@ -431,6 +419,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--columns", default="", help="--peer: the column mapping of --data")
     parser.add_argument("--seeds", default="0", help="--peer: comma-separated training seeds")
     parser.add_argument("--skip-network", action="store_true", help="--peer: fedsite = its tree head alone")
+    parser.add_argument("--scale", action="store_true", help="issue 15 item 4: train/score at scale, per stage")
+    parser.add_argument("--rows", type=int, default=100_000, help="--scale: transactions in the synthetic export")
+    parser.add_argument("--score-rows", type=int, default=200_000, help="--scale: rows `finance score` reads")
+    parser.add_argument("--score-repeats", type=int, default=1, help="--scale: `score` runs (the median)")
+    parser.add_argument("--tag", default="", help="--scale: suffix of the model directory and result file")
+    parser.add_argument(
+        "--set", action="append", default=[], help="--peer / --scale: a FinanceConfig key=value (repeatable)"
+    )
+    parser.add_argument("--skip-column-ablations", action="store_true", help="--peer: no rows without the columns")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # internal: the load generator process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
@@ -444,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.peer:
         return _peer_main(args)
+    if args.scale:
+        from benchmarks.finance_scale import main as scale_main
+
+        return scale_main(args)
     data_csv = args.out / "data" / "transactions.csv"
     if args.speed_only:  # re-measure speed on the data and model of an earlier run in --out
         previous = json.loads((args.out / "results.json").read_text())

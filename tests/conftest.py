@@ -30,3 +30,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_finance(tmp_path_factory):
+    """(transactions.csv, model dir): one tiny finance model for the tests that only read it."""
+    from finance_tiny import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("finance-tiny"))

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -16,58 +13,27 @@ import pytest
 from common.atomic import write_csv
 from common.cli import main
 from common.csv_cells import plain, spreadsheet_cell
-
-TINY = ["--set", "history=8", "--set", "tcn_channels=8", "--set", "tcn_levels=2", "--set", "gnn_hidden=16"]
-TINY += ["--set", "head_hidden=32", "--set", "epochs=1", "--set", "threads=1"]
+from verticals.finance.serve_process import serving
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_finance):
     root = tmp_path_factory.mktemp("serve")
-    assert main(["finance", "synth", "--out", str(root / "data"), "--accounts", "80", "--days", "5"]) == 0
-    full = root / "data" / "transactions.csv"
-    assert main(["finance", "train", "--data", str(full), "--out", str(root / "model"), *TINY]) == 0
+    full, model = tiny_finance
     lines = full.read_text().splitlines(keepends=True)[:241]  # the synthetic file is in time order
     data = root / "stream.csv"
     data.write_text("".join(lines))
     batch = root / "batch" / "scores.csv"
-    assert main(["finance", "score", "--data", str(data), "--model", str(root / "model"), "--out", str(batch)]) == 0
+    assert main(["finance", "score", "--data", str(data), "--model", str(model), "--out", str(batch)]) == 0
     expected = {r["txn_id"]: float(r["fraud_probability"]) for r in csv.DictReader(batch.open())}
-    return root, data, root / "model", expected
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return root, data, model, expected
 
 
 @contextlib.contextmanager
 def _server(model, *args: str):
-    port = _free_port()
-    cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(model), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
-            for _ in range(600):
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if proc.poll() is not None:
-                        pytest.fail(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-                    time.sleep(0.1)
-            yield client, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # what Ctrl-C or `systemctl stop` (SIGTERM) does: graceful
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    # a generous bound: the first request pays for lazy loading, seconds on a loaded 2-core machine
+    with serving(model, *args) as served, httpx.Client(base_url=served.url, timeout=120) as client:
+        yield client, served.process
 
 
 def _rows(data):

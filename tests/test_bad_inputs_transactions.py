@@ -19,18 +19,12 @@ from data_adapters import transaction_checks
 from data_adapters.transactions import read_transactions, time_order
 from verticals.finance.features import AccountState, featurise
 
-TINY = ["--set", "history=8", "--set", "tcn_channels=8", "--set", "tcn_levels=2", "--set", "gnn_hidden=16"]
-TINY += ["--set", "head_hidden=32", "--set", "epochs=1", "--set", "threads=1"]
 HEADER = "txn_id,timestamp,src_account,dst_account,amount,currency,channel\n"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fin-bad")
-    assert main(["finance", "synth", "--out", str(root / "data"), "--accounts", "80", "--days", "5"]) == 0
-    data = root / "data" / "transactions.csv"
-    assert main(["finance", "train", "--data", str(data), "--out", str(root / "model"), *TINY]) == 0
-    return data, root / "model"
+def trained(tiny_finance):
+    return tiny_finance
 
 
 def _score(data, model, out) -> tuple[int, dict[str, str], list[dict[str, str]]]:

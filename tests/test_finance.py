@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from finance_tiny import TINY
 
 from common.cli import main
 from data_adapters.transactions import read_transactions, time_order
@@ -22,9 +19,7 @@ from verticals.finance.data import load_dataset
 from verticals.finance.features import AccountState, featurise
 from verticals.finance.infer import StreamingScorer
 from verticals.finance.model import FraudNet
-
-TINY = ["--set", "history=8", "--set", "tcn_channels=8", "--set", "tcn_levels=2", "--set", "gnn_hidden=16"]
-TINY += ["--set", "head_hidden=32", "--set", "epochs=1", "--set", "threads=1"]
+from verticals.finance.serve_process import serving
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +182,6 @@ def test_baselines_fit_and_rank(trained):
         assert p[dataset.label == 1].mean() > p[dataset.label == 0].mean()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_http_service_matches_batch_scores(trained, tmp_path):
     """The real server on 127.0.0.1: online scores == batch scores; 422 on bad input; keeps serving."""
@@ -201,41 +190,25 @@ def test_http_service_matches_batch_scores(trained, tmp_path):
     assert main(["finance", "score", "--data", str(data), "--model", str(model), "--out", str(batch)]) == 0
     expected = {r["txn_id"]: float(r["fraud_probability"]) for r in csv.DictReader(batch.open())}
     rows = list(csv.DictReader(data.open()))[:120]  # the file is in time order
-    port = _free_port()
-    cmd = [sys.executable, "-m", "common.cli", "finance", "serve", "--model", str(model), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            for _ in range(300):
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            else:
-                pytest.fail(f"server did not start: {proc.stderr.read1().decode() if proc.poll() is not None else ''}")
-            got = {}
-            for row in rows[:100]:
-                body = client.post("/score", json=row).json()
-                got[body["txn_id"]] = body["fraud_probability"]
-            listed = client.post("/score", json=rows[100:]).json()
-            got.update({b["txn_id"]: b["fraud_probability"] for b in listed})
-            for txn, p in got.items():
-                assert abs(p - expected[txn]) < 1e-5, txn
-            bad = client.post("/score", json={**rows[0], "txn_id": "x1", "amount": "-5"})
-            assert bad.status_code == 422 and "not > 0" in bad.json()["detail"]
-            assert client.post("/score", json=rows[0]).status_code == 422  # duplicate id
-            assert client.post("/score", content=b"{oops").status_code == 422
-            assert client.post("/score", json=[{"txn_id": "only"}]).status_code == 422
-            ok = client.post("/score", json={**rows[0], "txn_id": "fresh"})
-            assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
-            metrics = client.get("/metrics").text
-            assert 'fedsite_finance_requests_total{status="rejected"} 4' in metrics
-            assert "fedsite_finance_transactions_scored_total 121" in metrics
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serving(model) as served, httpx.Client(base_url=served.url, timeout=10) as client:
+        got = {}
+        for row in rows[:100]:
+            body = client.post("/score", json=row).json()
+            got[body["txn_id"]] = body["fraud_probability"]
+        listed = client.post("/score", json=rows[100:]).json()
+        got.update({b["txn_id"]: b["fraud_probability"] for b in listed})
+        for txn, p in got.items():
+            assert abs(p - expected[txn]) < 1e-5, txn
+        bad = client.post("/score", json={**rows[0], "txn_id": "x1", "amount": "-5"})
+        assert bad.status_code == 422 and "not > 0" in bad.json()["detail"]
+        assert client.post("/score", json=rows[0]).status_code == 422  # duplicate id
+        assert client.post("/score", content=b"{oops").status_code == 422
+        assert client.post("/score", json=[{"txn_id": "only"}]).status_code == 422
+        ok = client.post("/score", json={**rows[0], "txn_id": "fresh"})
+        assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
+        metrics = client.get("/metrics").text
+        assert 'fedsite_finance_requests_total{status="rejected"} 4' in metrics
+        assert "fedsite_finance_transactions_scored_total 121" in metrics
 
 
 def test_star_aggregation_equals_pyg_scatter():

@@ -7,15 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from finance_tiny import TINY
 
 from common.cli import main
 from data_adapters.transactions import read_transactions
 from verticals.finance.columns import ColumnSpec
 from verticals.finance.explain import group_names, reasons
 from verticals.finance.features import F_NBR, F_SEQ, F_TXN, SEQ_NAMES, FeatureBatch
-
-TINY = ["--set", "history=8", "--set", "tcn_channels=8", "--set", "tcn_levels=2", "--set", "gnn_hidden=16"]
-TINY += ["--set", "head_hidden=32", "--set", "epochs=1", "--set", "threads=1"]
 
 
 @pytest.fixture(scope="module")

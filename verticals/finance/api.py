@@ -20,10 +20,11 @@ from common.device import set_threads
 from common.progress import log
 from data_adapters.transactions import time_order, write_rejected
 from verticals.finance.config import FinanceConfig
-from verticals.finance.data import FinanceData, load_dataset, read_for
+from verticals.finance.data import FinanceData, dataset_from, load_dataset, read_for
 from verticals.finance.explain import BASELINE_FILE, baseline_bytes, format_reason, load_baseline
 from verticals.finance.head import HEAD_FILE, TreeHead, blend, choose_weight, fit_head, load_head
 from verticals.finance.infer import load_scorer, predict
+from verticals.finance.stages import Stages
 from verticals.finance.train import fit
 
 
@@ -54,12 +55,18 @@ def train_model(
 
     set_threads(cfg.threads or None)
     seed_everything(seed)
-    dataset = load_dataset(data, cfg)
+    stages = Stages()
+    with stages("reading") as rows_read:
+        txns, rejects = read_for(cfg, data, require_label=True)
+        rows_read[0] = txns.rows_read
+    with stages("featurising", len(txns)):
+        txns.reorder(time_order(txns))  # in place: the file-order copy is never held beside the sorted one
+        dataset = dataset_from(txns, cfg, None, rejects, consume=True)
+    del txns
     held = None
     if holdout > 0 and len(dataset):
         cut = dataset.ts.min() + (1.0 - holdout) * (dataset.ts.max() - dataset.ts.min())
-        held = dataset.take(np.flatnonzero(dataset.ts >= cut))
-        dataset = dataset.take(np.flatnonzero(dataset.ts < cut))
+        held, dataset = dataset.where(dataset.ts >= cut), dataset.where(dataset.ts < cut)
     if dataset.label.sum() == 0:
         from common.errors import UserError
 
@@ -71,15 +78,25 @@ def train_model(
     files: dict[str, bytes] = {BASELINE_FILE: baseline_bytes(dataset.features)}  # for `score --explain`
     head = None
     if cfg.head == "gbdt":
-        model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed)
+        model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed, stages=stages)
         files[HEAD_FILE] = pickle.dumps(head)
     else:
-        fit_metrics = fit(model, dataset, cfg)
-    train_metrics = fraud_metrics(dataset.label, blended(model, head, dataset, cfg))
-    metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
-    metrics.update({k: v for k, v in fit_metrics.items() if k.startswith("validation_")})
-    if held is not None:
-        metrics.update(holdout_metrics(model, head, cfg, held, holdout))
+        with stages("network fit") as seen:
+            fit_metrics = fit(model, dataset, cfg)
+            seen[0] = int(fit_metrics["rows_seen"])
+    with stages("evaluating", len(dataset) + (len(held) if held is not None else 0)):
+        measured = dataset
+        if 0 < cfg.train_metrics_rows < len(dataset):
+            log(f"finance: train_metrics_rows = {cfg.train_metrics_rows}: train_* metrics on a random sample")
+            pick = np.random.default_rng(seed).choice(len(dataset), cfg.train_metrics_rows, replace=False)
+            measured = dataset.take(np.sort(pick))
+        train_metrics = fraud_metrics(measured.label, blended(model, head, measured, cfg))
+        metrics = {"train_loss": fit_metrics["loss"], **{f"train_{k}": v for k, v in train_metrics.items()}}
+        metrics.update({k: v for k, v in fit_metrics.items() if k.startswith("validation_")})
+        if held is not None:
+            metrics.update(holdout_metrics(model, head, cfg, held, holdout))
+    with stages("export", len(dataset)):
+        files |= export_bytes(model, cfg)
     runs.save_model(
         out,
         "finance",
@@ -93,8 +110,9 @@ def train_model(
             "rows_trained": len(dataset),
             "feature_columns": dataset.spec.used,
             "ignored_columns": dataset.spec.ignored,
+            "stages": stages.table,
         },
-        extra_files=export_bytes(model, cfg) | files,
+        extra_files=files,
     )
     log(f"saved {out} ({len(dataset)} rows, {len(dataset.rejects)} rejected, {fit_metrics['seconds']:.0f}s)")
     return metrics
@@ -119,7 +137,7 @@ def holdout_metrics(
 
 
 def fit_with_head(
-    model: nn.Module, data: FinanceData, cfg: FinanceConfig, *, seed: int = 0
+    model: nn.Module, data: FinanceData, cfg: FinanceConfig, *, seed: int = 0, stages: Stages | None = None
 ) -> tuple[nn.Module, TreeHead, FinanceConfig, dict[str, float]]:
     """The network and the boosted-tree head, and the weight that blends them, chosen honestly.
 
@@ -129,20 +147,28 @@ def fit_with_head(
     network is not (that would double the training time), so it has not seen the latest rows.
     Returns the network, the head, the config with `network_weight` and fit metrics including the
     validation AUPRC of the head alone (weight 0), the network alone (1) and the blend.
+    `stages` (if given) times the network fit, the tree head fits and the blend calibration.
     """
+    stages = stages or Stages()
     lo, hi = float(data.ts.min()), float(data.ts.max())
     cut = lo + (1.0 - cfg.head_validation) * (hi - lo)
-    early, late = np.flatnonzero(data.ts < cut), np.flatnonzero(data.ts >= cut)
-    fit_metrics = fit(model, data.take(early), cfg)
+    early, late = data.where(data.ts < cut), data.where(data.ts >= cut)  # time-ordered: views, not copies
+    with stages("network fit") as seen:
+        fit_metrics = fit(model, early, cfg)
+        seen[0] = int(fit_metrics["rows_seen"])
     weight, table = cfg.network_weight, {}
     if weight < 0:
-        first = fit_head(data.features.take(early), data.tree[early], data.label[early], data.spec, None, seed=seed)
-        held = data.take(late)
-        weight, table = choose_weight(
-            held.label, first.predict(held.features, held.tree, None), predict(model, held.features)
-        )
+        with stages("tree head fit", len(early)):
+            first = fit_head(
+                early.features, early.tree, early.label, data.spec, None, seed=seed, max_rows=cfg.head_max_rows
+            )
+        with stages("calibration", len(late)):
+            weight, table = choose_weight(
+                late.label, first.predict(late.features, late.tree, None), predict(model, late.features)
+            )
         log(f"network weight {weight} (validation AUPRC by weight: {table})")
-    head = fit_head(data.features, data.tree, data.label, data.spec, None, seed=seed)
+    with stages("tree head fit", len(data)):
+        head = fit_head(data.features, data.tree, data.label, data.spec, None, seed=seed, max_rows=cfg.head_max_rows)
     fit_metrics |= {f"validation_auprc_weight_{w}": v for w, v in table.items()}
     return model, head, config.replace(cfg, network_weight=weight), fit_metrics
 
@@ -189,7 +215,7 @@ def update_model(
     fit(loaded.model, tune, cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
     files: dict[str, bytes] = {}
     if head is not None:  # the trees are refitted on the new rows (they do not fine-tune)
-        head = fit_head(tune.features, tune.tree, tune.label, tune.spec, None, seed=seed)
+        head = fit_head(tune.features, tune.tree, tune.label, tune.spec, None, seed=seed, max_rows=cfg.head_max_rows)
         files[HEAD_FILE] = pickle.dumps(head)
     after = fraud_metrics(hold.label, blended(loaded.model, head, hold, cfg), hold.typology)
     runs.save_model(

@@ -13,12 +13,12 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from verticals.finance.data import FinanceData
-from verticals.finance.features import F_EDGE, F_NBR, FeatureBatch
+from verticals.finance.features import F_EDGE, FeatureBatch
 
 
 def graph_features(features: FeatureBatch) -> np.ndarray:
     """Transaction + endpoint states + masked mean and max of each endpoint's recent edges/counterparties."""
-    valid = features.nbr[..., F_NBR - 1 : F_NBR]  # (B,2,H,1)
+    valid = features.nbr[..., -1:]  # (B,2,H,1): the last column, with or without bank columns
     edges = features.nbr[..., :F_EDGE]
     count = np.maximum(valid.sum(2), 1.0)
     mean = (edges * valid).sum(2) / count

@@ -24,6 +24,11 @@ class FinanceConfig:
     the export's extra columns (TOML: `[finance.features] numeric = [...]`).
     `head = "gbdt"` adds boosted trees over the causal features and those columns (head.py), blended
     with the network's logit at `network_weight`.
+
+    Caps that keep a bank's month (1M rows x 100 columns) within 15 minutes and 4 GB on 2 cores,
+    each logged when it applies and inactive on smaller data: `network_rows_per_epoch` (each epoch
+    a fresh random sample), `head_max_rows` (the tree head keeps every fraud row and a weighted
+    sample of the others), `train_metrics_rows` (the train_* metrics on a random sample).
     """
 
     arch: Literal["fused", "tcn", "gnn"] = "fused"
@@ -40,6 +45,7 @@ class FinanceConfig:
     focal_alpha: float = 0.5
     max_pos_weight: float = 20.0
     epochs: int = 8
+    network_rows_per_epoch: int = 50_000  # each epoch trains on a fresh random sample of this many rows; 0: all
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-5
@@ -56,8 +62,11 @@ class FinanceConfig:
     features_ignore: tuple[str, ...] = ()
     head: Literal["gbdt", "none"] = "gbdt"
     network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
+    head_max_rows: int = 150_000  # above it the head fits all fraud rows + a weighted sample of the rest; 0: all
+    train_metrics_rows: int = 200_000  # train_* metrics on a random sample of this many rows when larger; 0: all
     head_validation: float = 0.15  # the later share of the training rows that chooses network_weight
     federation_columns: Literal["shared", "refuse"] = "shared"  # banks with different extra columns
+    event_columns: int = 0  # bank-column components each history event / neighbour edge carries (columns.py)
     feature_spec: str = ""  # fitted by training (verticals.finance.columns.ColumnSpec as JSON); empty: infer
 
 

@@ -15,16 +15,16 @@ import torch
 
 from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
-from verticals.finance.columns import ColumnSpec, infer_spec, nn_matrix, tree_matrix
+from verticals.finance.columns import ColumnSpec, event_matrix, fit_events, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
-from verticals.finance.features import AccountState, FeatureBatch, featurise, raw_features
+from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
 
 
 @dataclass
 class FinanceData:
     """Featurised transactions in time order (what fit/evaluate/baselines consume)."""
 
-    features: FeatureBatch
+    features: FeatureBatch | StoredFeatures
     label: np.ndarray
     typology: np.ndarray
     txn_id: np.ndarray
@@ -37,7 +37,8 @@ class FinanceData:
     def __len__(self) -> int:
         return len(self.label)
 
-    def take(self, index: np.ndarray) -> FinanceData:
+    def take(self, index: np.ndarray | slice) -> FinanceData:
+        """These rows; a slice gives views (no copy of a million rows' features)."""
         return FinanceData(
             self.features.take(index),
             self.label[index],
@@ -49,33 +50,60 @@ class FinanceData:
             spec=self.spec,
         )
 
+    def where(self, mask: np.ndarray) -> FinanceData:
+        """The rows where `mask` holds: views when they are one run of rows (a period of time-ordered data)."""
+        index = np.flatnonzero(mask)
+        if len(index) and index[-1] - index[0] + 1 == len(index):
+            return self.take(slice(int(index[0]), int(index[-1]) + 1))
+        return self.take(index)
+
     def tensors(self, index: slice | np.ndarray = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.features
-        return torch.from_numpy(f.seq[index]), torch.from_numpy(f.nbr[index]), torch.from_numpy(f.txn[index])
+        f = self.features.rows(index)
+        return torch.from_numpy(f.seq), torch.from_numpy(f.nbr), torch.from_numpy(f.txn)
 
 
 def featurise_all(
-    txns: Transactions, cfg: FinanceConfig, state: AccountState | None = None, extra: np.ndarray | None = None
-) -> FeatureBatch:
+    txns: Transactions,
+    cfg: FinanceConfig,
+    state: AccountState | None = None,
+    extra: np.ndarray | None = None,
+    events: np.ndarray | None = None,
+) -> FeatureBatch | StoredFeatures:
     """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
 
     `extra` (n, k): the extra columns encoded for the network, appended to each transaction's row.
+    `events` (n, e): the same columns as each event of a history carries them (columns.event_matrix).
+    Without a `state` the result is StoredFeatures over a store sized for the whole file (about
+    1 KB a row instead of 6 KB gathered: what lets a bank's month fit in memory); with one, a
+    gathered FeatureBatch (the caller's state may compact its store).
     """
     from common.progress import track
 
-    state = state or AccountState(cfg.history)
+    lazy = state is None
+    event_dim = 0 if events is None else events.shape[1]
+    state = state or AccountState(cfg.history, store_rows=2 * len(txns) + 2, event_dim=event_dim)
     parts = []
     starts = range(0, len(txns), cfg.chunk_rows)
     for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
-        batch = featurise(state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s])
-        if extra is not None and extra.shape[1]:
-            batch.txn = np.concatenate([batch.txn, extra[s]], 1)
-        parts.append(batch)
-    batch = FeatureBatch.concat(parts, cfg.history)
-    if not parts and extra is not None:
-        batch.txn = np.zeros((0, batch.txn.shape[1] + extra.shape[1]), np.float32)
-    return batch
+        ev = None if events is None else events[s]
+        part = featurise(
+            state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], ev, gather=not lazy
+        )
+        parts.append(part)
+    k = 0 if extra is None else extra.shape[1]
+    if not parts:
+        batch = FeatureBatch.concat([], cfg.history, state.event_dim)
+        batch.txn = np.zeros((0, batch.txn.shape[1] + k), np.float32)
+        return batch
+    txn = np.concatenate([p.txn for p in parts])
+    if k:
+        txn = np.concatenate([txn, extra], 1)
+    if not lazy:
+        return FeatureBatch(np.concatenate([p.seq for p in parts]), np.concatenate([p.nbr for p in parts]), txn)
+    eid, age = np.concatenate([p.eid for p in parts]), np.concatenate([p.age for p in parts])
+    parts.clear()
+    return StoredFeatures(state.store_seq[: state.store_used], state.store_nbr[: state.store_used], eid, age, txn)
 
 
 def column_spec(cfg: FinanceConfig) -> ColumnSpec:
@@ -105,22 +133,37 @@ def load_dataset(
 
 
 def dataset_from(
-    txns: Transactions, cfg: FinanceConfig, spec: ColumnSpec | None = None, rejects: list | None = None
+    txns: Transactions,
+    cfg: FinanceConfig,
+    spec: ColumnSpec | None = None,
+    rejects: list | None = None,
+    *,
+    consume: bool = False,
 ) -> FinanceData:
-    """FinanceData of time-ordered `txns` (see load_dataset for `spec`)."""
-    if spec is None:
-        spec = column_spec(cfg) if cfg.feature_spec else infer_spec(
-            txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore
-        )  # fmt: skip
+    """FinanceData of time-ordered `txns` (see load_dataset for `spec`).
+
+    `consume`: `txns.extras` is emptied once encoded (training a bank's month: the raw columns,
+    identifiers included, would otherwise sit beside their encodings while featurising).
+    """
     n = len(txns)
+    fitting = spec is None and not cfg.feature_spec
+    if spec is None and cfg.feature_spec:
+        spec = column_spec(cfg)
+    elif spec is None:
+        spec = infer_spec(txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore)
+    nn, tree = nn_matrix(spec, txns.extras, n), tree_matrix(spec, txns.extras, n)
+    if fitting:
+        spec = fit_events(spec, nn, cfg.event_columns, cfg.seed)
+    if consume:
+        txns.extras.clear()
     data = FinanceData(
-        featurise_all(txns, cfg, extra=nn_matrix(spec, txns.extras, n)),
+        featurise_all(txns, cfg, extra=nn, events=event_matrix(spec, nn)),
         txns.label.astype(np.int64),
         np.where(txns.typology == "", "none", txns.typology),
         txns.txn_id,
         txns.ts,
         raw_features(txns.ts, txns.amount, txns.channel),
-        tree_matrix(spec, txns.extras, n),
+        tree,
         spec=spec,
     )
     data.rejects = rejects or []

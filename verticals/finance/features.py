@@ -12,12 +12,18 @@ never read here, so no label can leak into a feature.
 Each transaction has two events: the payer's (direction out) and the payee's (direction in).
 Per event we keep
 - `seq` row: what the TCN reads along an account's history (amount, direction, gaps, hour,
-  roundness, just-under-threshold, new counterparty, channel);
+  roundness, just-under-threshold, new counterparty, channel, then the transaction's own bank
+  columns compressed to `event_dim` numbers (columns.event_matrix), then the `valid` flag);
 - an aggregate snapshot A (counts, flows, account age, 1 h / 24 h velocity, fan-in / fan-out among
   recent counterparties): the *node* state of the account at that moment;
-- `edge` row: the edge's own features plus the counterparty's snapshot at that moment. These are
-  the neighbours the GNN passes messages from, so a neighbour's own neighbourhood (its fan-in,
-  its flows) reaches the centre: two hops of the multigraph, each one causal.
+- `edge` row: the edge's own features plus the counterparty's snapshot at that moment (then the
+  age of the edge, the edge's bank columns as in `seq`, and `valid`). These are the neighbours
+  the GNN passes messages from, so a neighbour's own neighbourhood (its fan-in, its flows)
+  reaches the centre: two hops of the multigraph, each one causal.
+
+`F_SEQ` / `F_NBR` are the widths without bank columns; with them the rows are `event_dim`
+wider and `valid` stays the last column. The per-transaction `txn` row never carries them (the
+transaction's columns are appended to it whole, see data.featurise_all).
 """
 
 from __future__ import annotations
@@ -101,15 +107,57 @@ class FeatureBatch:
     def take(self, index: np.ndarray) -> FeatureBatch:
         return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
 
+    def rows(self, index: slice | np.ndarray) -> FeatureBatch:
+        """The model inputs of some rows (a view for a slice): what a training step or a predict batch reads."""
+        return FeatureBatch(self.seq[index], self.nbr[index], self.txn[index])
+
     @staticmethod
-    def concat(parts: list[FeatureBatch], history: int) -> FeatureBatch:
+    def concat(parts: list[FeatureBatch], history: int, event_dim: int = 0) -> FeatureBatch:
         if not parts:
             return FeatureBatch(
-                np.zeros((0, 2, history, F_SEQ), np.float32),
-                np.zeros((0, 2, history, F_NBR), np.float32),
+                np.zeros((0, 2, history, F_SEQ + event_dim), np.float32),
+                np.zeros((0, 2, history, F_NBR + event_dim), np.float32),
                 np.zeros((0, F_TXN), np.float32),
             )
         return FeatureBatch(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("seq", "nbr", "txn")))
+
+
+@dataclass
+class StoredFeatures:
+    """A FeatureBatch of many rows kept as event-store ids: about 1 KB a row instead of 6 KB.
+
+    Why: a window row (B, 2, H, F_SEQ + F_NBR) repeats each event up to 2H times (once in every
+    later window of both its accounts); a bank's month of 1M transactions gathered in full is 6 GB.
+    Here every event's row is stored once (`store_seq`, `store_nbr`, shared by all rows), a window
+    is H store ids per side plus the age of each edge, and `rows(index)` gathers the exact arrays
+    `featurise` would have returned, batch by batch. `seq` / `nbr` gather everything (small data).
+    """
+
+    store_seq: np.ndarray  # (S, F_SEQ)
+    store_nbr: np.ndarray  # (S, F_NBR); the age column is per window, in `age`
+    eid: np.ndarray  # (B, 2, H) int32 store ids, 0 = no event
+    age: np.ndarray  # (B, 2, H) float32: log1p(age of each edge in hours), 0 where no event
+    txn: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.txn)
+
+    def take(self, index: np.ndarray | slice) -> StoredFeatures:
+        return StoredFeatures(self.store_seq, self.store_nbr, self.eid[index], self.age[index], self.txn[index])
+
+    def rows(self, index: slice | np.ndarray) -> FeatureBatch:
+        eid = self.eid[index]
+        nbr = self.store_nbr[eid]
+        nbr[..., F_EDGE] = self.age[index]
+        return FeatureBatch(self.store_seq[eid], nbr, self.txn[index])
+
+    @property
+    def seq(self) -> np.ndarray:
+        return self.store_seq[self.eid]
+
+    @property
+    def nbr(self) -> np.ndarray:
+        return self.rows(slice(None)).nbr
 
 
 class AccountState:
@@ -123,13 +171,14 @@ class AccountState:
     that runs for months stays bounded by accounts x history rows.
     """
 
-    def __init__(self, history: int, store_rows: int = 4096) -> None:
+    def __init__(self, history: int, store_rows: int = 4096, event_dim: int = 0) -> None:
         self.history = history
+        self.event_dim = event_dim  # bank-column components each event row carries (columns.event_matrix)
         self.accounts = AccountIndex()
         self._cap = 0
         self._alloc(1024)
-        self.store_seq = np.zeros((max(store_rows, 2), F_SEQ), np.float32)
-        self.store_nbr = np.zeros((max(store_rows, 2), F_NBR), np.float32)
+        self.store_seq = np.zeros((max(store_rows, 2), F_SEQ + event_dim), np.float32)
+        self.store_nbr = np.zeros((max(store_rows, 2), F_NBR + event_dim), np.float32)
         self.store_used = 1  # row 0: the empty slot
 
     def _alloc(self, cap: int) -> None:
@@ -200,11 +249,35 @@ def _group_cumsum(values: np.ndarray, first: np.ndarray, group: np.ndarray) -> n
     return total - (total[first] - values[first])[group]
 
 
+def with_events(rows: np.ndarray, events: np.ndarray | None) -> np.ndarray:
+    """`rows` (E, F) with (E, k) bank-column components inserted before the last (`valid`) column."""
+    if events is None or not events.shape[1]:
+        return rows
+    return np.concatenate([rows[:, :-1], events.astype(np.float32), rows[:, -1:]], 1)
+
+
 def featurise(
-    state: AccountState, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, amount: np.ndarray, channel: np.ndarray
-) -> FeatureBatch:
-    """Features of a chunk of transactions given in processing order; advances `state` past them."""
+    state: AccountState,
+    ts: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    amount: np.ndarray,
+    channel: np.ndarray,
+    events: np.ndarray | None = None,
+    *,
+    gather: bool = True,
+) -> FeatureBatch | StoredFeatures:
+    """Features of a chunk of transactions given in processing order; advances `state` past them.
+
+    `events` (n, state.event_dim): each transaction's bank columns as columns.event_matrix encodes
+    them; both of its events (payer's and payee's) carry them in `seq` and `nbr` rows.
+    `gather=False` returns StoredFeatures whose store is `state`'s (valid while the store is neither
+    compacted nor grown: data.featurise_all sizes it for the whole file).
+    """
     n, h = len(ts), state.history
+    if state.event_dim and (events is None or events.shape != (n, state.event_dim)):
+        got = None if events is None else events.shape
+        raise ValueError(f"featurise: the state carries {state.event_dim} event columns per row; got {got}")
     a_src, a_dst = state.accounts.lookup(src), state.accounts.lookup(dst)
     state.ensure(len(state.accounts))
     ch = channel_ids(channel)
@@ -312,17 +385,22 @@ def featurise(
     # wide rows go to the event store once; each window is one gather from it, in event order
     nbr_rows = np.zeros((2 * n, F_NBR), np.float32)
     nbr_rows[:, :F_EDGE], nbr_rows[:, F_NBR - 1] = edge_ev[order], 1.0
-    new_ids = state.append_events(seqf, nbr_rows)  # may compact the store: read state.eid after it
+    ev = None if not state.event_dim else np.repeat(events, 2, axis=0)[order]  # event order -> sorted
+    new_ids = state.append_events(with_events(seqf, ev), with_events(nbr_rows, ev))  # may compact the store
     c_eid = combined("eid", new_ids)
     w_eid = c_eid[win][inverse]
     age = _finite(np.log1p(age_dt / 3600.0).astype(np.float32) * w_valid)
-    nbr = state.store_nbr[w_eid]
-    nbr[..., F_EDGE] = age[inverse]
-    batch = FeatureBatch(
-        seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ),
-        nbr=nbr.reshape(n, 2, h, F_NBR),
-        txn=np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1),
-    )
+    k = state.event_dim
+    txn = np.concatenate([seq_ev.reshape(n, 2 * F_SEQ), agg_ev.reshape(n, 2 * F_AGG)], 1)
+    if gather:
+        nbr = state.store_nbr[w_eid]
+        nbr[..., F_EDGE] = age[inverse]
+        batch = FeatureBatch(
+            seq=state.store_seq[w_eid].reshape(n, 2, h, F_SEQ + k), nbr=nbr.reshape(n, 2, h, F_NBR + k), txn=txn
+        )
+    else:
+        eid, age_w = w_eid.astype(np.int32).reshape(n, 2, h), age[inverse].reshape(n, 2, h)
+        batch = StoredFeatures(state.store_seq, state.store_nbr, eid, age_w, txn)
     # advance the state: each account keeps the last H rows of its combined group
     keep = (starts + counts)[:, None] + np.arange(h)
     for name, source in (("t", c_t), ("cp", c_cp), ("dir", c_dir), ("amt", c_amt), ("valid", c_valid), ("eid", c_eid)):

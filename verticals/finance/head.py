@@ -24,7 +24,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from verticals.finance.baselines import graph_features
 from verticals.finance.columns import ColumnSpec
-from verticals.finance.features import F_TXN, FeatureBatch
+from verticals.finance.features import F_TXN, FeatureBatch, StoredFeatures
 
 HEAD_FILE = "head.pkl"
 
@@ -34,13 +34,25 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def head_inputs(features: FeatureBatch, tree: np.ndarray, network: np.ndarray | None) -> np.ndarray:
-    """[causal state | bank columns | network logit] per transaction (float32; NaN = missing)."""
-    own = FeatureBatch(features.seq, features.nbr, features.txn[:, :F_TXN])  # the columns come in as `tree`
-    cols = [graph_features(own), tree]
-    if network is not None:
-        cols.append(logit(network)[:, None])
-    return np.concatenate(cols, 1).astype(np.float32)
+def head_inputs(
+    features: FeatureBatch | StoredFeatures, tree: np.ndarray, network: np.ndarray | None, chunk: int = 65_536
+) -> np.ndarray:
+    """[causal state | bank columns | network logit] per transaction (float32; NaN = missing).
+
+    Built `chunk` rows at a time into one array: the windows are gathered only a chunk at a time.
+    """
+    parts = []
+    for i in range(0, len(features), chunk):
+        s = slice(i, i + chunk)
+        part = features.rows(s)
+        own = FeatureBatch(part.seq, part.nbr, part.txn[:, :F_TXN])  # the columns come in as `tree`
+        cols = [graph_features(own), tree[s]]
+        if network is not None:
+            cols.append(logit(network[s])[:, None])
+        parts.append(np.concatenate(cols, 1).astype(np.float32))
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 @dataclass
@@ -50,9 +62,17 @@ class TreeHead:
     model: HistGradientBoostingClassifier
     uses_network: bool
 
-    def predict(self, features: FeatureBatch, tree: np.ndarray, network: np.ndarray | None) -> np.ndarray:
-        x = head_inputs(features, tree, network if self.uses_network else None)
-        return self.model.predict_proba(x)[:, 1].astype(np.float32)
+    def predict(
+        self, features: FeatureBatch | StoredFeatures, tree: np.ndarray, network: np.ndarray | None, chunk: int = 65_536
+    ) -> np.ndarray:
+        """Probabilities, `chunk` rows at a time (the inputs of a million rows would take a gigabyte)."""
+        out = [np.zeros(0, np.float32)]
+        for i in range(0, len(features), chunk):
+            s = slice(i, i + chunk)
+            net = network[s] if network is not None and self.uses_network else None
+            x = head_inputs(features.rows(s), tree[s], net)
+            out.append(self.model.predict_proba(x)[:, 1].astype(np.float32))
+        return np.concatenate(out)
 
 
 def blend(head: np.ndarray, network: np.ndarray, weight: float) -> np.ndarray:
@@ -97,21 +117,39 @@ def fit_head(
     *,
     seed: int = 0,
     max_iter: int = 400,
+    max_rows: int = 0,
 ) -> TreeHead:
-    """Boosted trees with early stopping on the last 10 % of rows (rows come in time order).
+    """Boosted trees with early stopping on a random 10 % of rows.
 
     `network`: the network's probabilities for these rows, or None for a head without it. They
     must be out-of-sample for the rows (see api.train_model): a network's scores on its own
     training rows are better than its scores on new rows, and a head fitted on them would trust
     the network more than it deserves.
+    `max_rows` > 0 (config `head_max_rows`): above it, every fraud row is kept and legitimate rows
+    are sampled uniformly over the period, each weighted by 1 / its sampling rate, so the trees'
+    probabilities stay calibrated (the blend reads their logits) at a fraction of the fitting time.
     """
-    from common.progress import stage
+    from common.progress import log, stage
 
+    weight = None
+    if 0 < max_rows < len(label):
+        fraud = label == 1
+        rate = max(max_rows - int(fraud.sum()), 1) / max(int((~fraud).sum()), 1)
+        keep = fraud | (np.random.default_rng(seed).random(len(label)) < rate)
+        index = np.flatnonzero(keep)
+        log(
+            f"finance: head_max_rows = {max_rows}: the tree head fits all {int(fraud.sum())} fraud rows and "
+            f"{len(index) - int(fraud.sum())} of {int((~fraud).sum())} legitimate rows (weight {1 / rate:.2f})"
+        )
+        features, tree, label = features.take(index), tree[index], label[index]
+        network = None if network is None else network[index]
+        weight = np.where(label == 1, 1.0, 1.0 / rate)
     x = head_inputs(features, tree, network)
     n_state = x.shape[1] - tree.shape[1] - (network is not None)
     categorical = np.r_[np.zeros(n_state, bool), spec.tree_categorical, np.zeros(int(network is not None), bool)]
     with stage(f"finance: fitting the boosted-tree head on {len(label)} rows"):
-        return TreeHead(boosted_trees(categorical, seed, max_iter).fit(x, label), network is not None)
+        trees = boosted_trees(categorical, seed, max_iter).fit(x, label, sample_weight=weight)
+        return TreeHead(trees, network is not None)
 
 
 def boosted_trees(categorical: np.ndarray, seed: int = 0, max_iter: int = 400) -> HistGradientBoostingClassifier:

@@ -12,6 +12,9 @@ with both of its endpoints' views and the transaction itself, fused by an MLP he
   me) and, with separate weights, against it (whom I paid: reverse message passing); neighbours
   carry their own causal node state, so two hops reach the centre. Layer 2 passes messages across
   the scored edge itself, payer -> payee and payee -> payer.
+- With `event_dim` > 0 every event of a history and every neighbour edge also carries the bank's
+  columns of its transaction (compressed, columns.event_matrix): the TCN sees how they change
+  along an account's history (a new device, a jump of a counter), the GNN weighs each edge by them.
 - The ego-graphs come from `features.featurise` as fixed-size tensors, so the whole module,
   message passing included, exports to ONNX with a dynamic batch (nothing is left outside).
 - Normalisation statistics are buffers: federation exchanges `state_dict()` only.
@@ -74,9 +77,10 @@ class DirectedEdgeConv(MessagePassing):
 class EgoGraphGNN(nn.Module):
     """Two message-passing layers over each transaction's causal ego-graph (see module docstring)."""
 
-    def __init__(self, hidden: int, history: int, extra_dim: int = 0) -> None:
+    def __init__(self, hidden: int, history: int, extra_dim: int = 0, event_dim: int = 0) -> None:
         super().__init__()
-        edge_dim = len(_EDGE_ATTR)
+        self.event_dim = event_dim
+        edge_dim = len(_EDGE_ATTR) + event_dim
         self.forward_conv = DirectedEdgeConv(F_AGG, edge_dim, hidden, star=history)
         self.reverse_conv = DirectedEdgeConv(F_AGG, edge_dim, hidden, star=history)
         self.node = nn.Sequential(nn.Linear(F_AGG + 2 * hidden, hidden), nn.ReLU())
@@ -92,13 +96,15 @@ class EgoGraphGNN(nn.Module):
         centre (B,2,F_AGG), txn_edge (B,F_SEQ+extra) -> (B, 2*hidden)."""
         b, _, h, _ = nbr.shape
         n_centre = 2 * b
-        flat = nbr.reshape(n_centre * h, F_NBR)
+        flat = nbr.reshape(n_centre * h, F_NBR + self.event_dim)
         x = torch.cat([centre.reshape(n_centre, F_AGG), flat[:, _CP_STATE]], 0)
         src = n_centre + torch.arange(n_centre * h, device=nbr.device)
         dst = torch.arange(n_centre, device=nbr.device).repeat_interleave(h)
         edge_index = torch.stack([src, dst])
         attr = flat[:, _EDGE_ATTR]
-        valid, incoming = flat[:, F_NBR - 1], incoming.reshape(-1)
+        if self.event_dim:  # the edge's bank columns sit between its age and `valid`
+            attr = torch.cat([attr, flat[:, F_NBR - 1 : F_NBR - 1 + self.event_dim]], -1)
+        valid, incoming = flat[:, -1], incoming.reshape(-1)
         msg_in = self.forward_conv(x, edge_index, attr, valid * incoming) / h
         msg_out = self.reverse_conv(x, edge_index, attr, valid * (1 - incoming)) / h
         node = self.node(torch.cat([x[:n_centre], msg_in, msg_out], -1))
@@ -127,12 +133,14 @@ class FraudNet(nn.Module):
         head_hidden: int = 48,
         dropout: float = 0.1,
         extra_dim: int = 0,
+        event_dim: int = 0,
     ) -> None:
         super().__init__()
         self.arch = arch
         self.extra_dim = extra_dim  # width of the bank's extra columns appended to each transaction row
+        self.event_dim = event_dim  # width of their compressed form in each history event and edge
         txn_dim = F_TXN + extra_dim
-        for name, dim in (("seq", F_SEQ), ("nbr", F_NBR), ("txn", txn_dim)):
+        for name, dim in (("seq", F_SEQ + event_dim), ("nbr", F_NBR + event_dim), ("txn", txn_dim)):
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
         self.register_buffer("stats_ready", torch.zeros(()))
@@ -141,11 +149,13 @@ class FraudNet(nn.Module):
         fused = width
         if arch in ("fused", "tcn"):
             channels = [tcn_channels] * tcn_levels
-            self.tcn = TCN(F_SEQ, channels, kernel_size=tcn_kernel, causal=True, use_norm=None, dropout=dropout)
+            self.tcn = TCN(
+                F_SEQ + event_dim, channels, kernel_size=tcn_kernel, causal=True, use_norm=None, dropout=dropout
+            )
             self.tcn_attention = attention(attention_kind, 1, tcn_channels)
             fused += 2 * tcn_channels
         if arch in ("fused", "gnn"):
-            self.gnn = EgoGraphGNN(gnn_hidden, history, extra_dim)
+            self.gnn = EgoGraphGNN(gnn_hidden, history, extra_dim, event_dim)
             fused += 2 * gnn_hidden
         self.head = nn.Sequential(
             nn.Linear(fused, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, width // 2), nn.ReLU()
@@ -158,7 +168,8 @@ class FraudNet(nn.Module):
     @torch.no_grad()
     def set_stats(self, seq: torch.Tensor, nbr: torch.Tensor, txn: torch.Tensor) -> None:
         """Fit the normalisation buffers on real (valid) rows; the 'valid' flags stay 0/1."""
-        for name, data in (("seq", seq.reshape(-1, F_SEQ)), ("nbr", nbr.reshape(-1, F_NBR)), ("txn", txn)):
+        k = self.event_dim
+        for name, data in (("seq", seq.reshape(-1, F_SEQ + k)), ("nbr", nbr.reshape(-1, F_NBR + k)), ("txn", txn)):
             rows = data[data[:, -1] > 0] if name != "txn" else data
             mean, std = rows.mean(0), rows.std(0).clamp_min(1e-3)
             if name != "txn":
@@ -176,7 +187,8 @@ class FraudNet(nn.Module):
         b = txn.shape[0]
         if self.arch in ("fused", "tcn"):
             h = seq.shape[2]
-            steps = self.tcn(seq.reshape(2 * b, h, F_SEQ).transpose(1, 2))  # (2B, C, H), causal along H
+            seq_rows = seq.reshape(2 * b, h, F_SEQ + self.event_dim)
+            steps = self.tcn(seq_rows.transpose(1, 2))  # (2B, C, H), causal along H
             steps = self.tcn_attention(steps)
             parts.append(pair_rows(steps[:, :, -1]))
         if self.arch in ("fused", "gnn"):

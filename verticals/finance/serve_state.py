@@ -19,7 +19,7 @@ import numpy as np
 
 from common import atomic
 from common.errors import UserError
-from verticals.finance.features import AccountState
+from verticals.finance.features import F_SEQ, AccountState
 
 _ARRAYS = ("t", "cp", "dir", "amt", "valid", "eid", "count", "first_t", "store_seq", "store_nbr")
 FORMAT = 1
@@ -86,6 +86,7 @@ def load(path: str | Path, history: int, key: str, seen: RecentIds) -> tuple[Acc
             for name in _ARRAYS:
                 setattr(state, name, np.array(data[name]))
             state._cap, state.store_used = cap, used
+            state.event_dim = state.store_seq.shape[1] - F_SEQ  # the bank-column components its events carry
             state.accounts.ids = {str(name): i for i, name in enumerate(data["accounts"])}
             for txn in data["seen"]:
                 seen.add(str(txn))

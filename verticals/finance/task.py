@@ -53,8 +53,9 @@ class FinanceTask(Task):
 
     def example_input(self, cfg: FinanceConfig) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(0)
-        seq = torch.randn(2, 2, cfg.history, F_SEQ, generator=g)
-        nbr = torch.randn(2, 2, cfg.history, F_NBR, generator=g)
+        k = event_dim(cfg)
+        seq = torch.randn(2, 2, cfg.history, F_SEQ + k, generator=g)
+        nbr = torch.randn(2, 2, cfg.history, F_NBR + k, generator=g)
         seq[..., -1] = 1.0
         nbr[..., -1] = 1.0
         nbr[..., 1] = (nbr[..., 1] > 0).float()
@@ -91,6 +92,7 @@ def model_from_config(cfg: FinanceConfig) -> FraudNet:
         head_hidden=cfg.head_hidden,
         dropout=cfg.dropout,
         extra_dim=txn_extra_dim(cfg),
+        event_dim=event_dim(cfg),
     )
 
 
@@ -99,3 +101,10 @@ def txn_extra_dim(cfg: FinanceConfig) -> int:
     from verticals.finance.columns import ColumnSpec
 
     return ColumnSpec.from_json(cfg.feature_spec).nn_dim
+
+
+def event_dim(cfg: FinanceConfig) -> int:
+    """Width of the bank-column components each history event and neighbour edge carries (0: none)."""
+    from verticals.finance.columns import ColumnSpec
+
+    return ColumnSpec.from_json(cfg.feature_spec).event_dim
