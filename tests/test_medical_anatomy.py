@@ -145,7 +145,7 @@ def test_variety_phantoms_have_ribs_thin_or_thick_slices_and_dense_nodules(tmp_p
     from data_adapters.synth.ct_variety import THICKNESSES
     from verticals.medical.evaluate import read_annotations
 
-    out = synth_dataset(tmp_path / "v", 2, seed=1, scale="tiny", variety=True)
+    out = synth_dataset(tmp_path / "v", 2, seed=1, scale="tiny", variety=1.0)
     series, _ = dicom.read_series(out)
     truth = read_annotations(out / "annotations.csv")
     assert len(series) == 2 and sum(len(v) for v in truth.values()) >= 4

@@ -281,14 +281,15 @@ def synth_dataset(
     site: int = 0,
     n_sites: int = 1,
     scale: str = "full",
-    variety: bool = False,
+    variety: float = 0.0,
 ) -> Path:
     """Write `n_scans` phantom series under `out/scan_XXX/` and `out/annotations.csv`; return `out`.
 
     `site` shifts the scanner (pixel spacing, slice thickness, noise) and the nodule prevalence, so
-    sites of one federation are heterogeneous hospitals. `variety` adds ct_variety.py's anatomy and
-    acquisition (slices of 1-5 mm with partial volume, kernels, ribs, hilar vessels, fissures, ...)
-    from a separate random stream: the default scans of a seed are unchanged by it.
+    sites of one federation are heterogeneous hospitals. `variety` (a fraction of the scans, spread
+    evenly: 0.5 makes every second one) adds ct_variety.py's anatomy and acquisition (slices of 1-5 mm
+    with partial volume, kernels, ribs, hilar vessels, fissures, ...) from a separate random stream:
+    with 0 the scans of a seed are the default ones, bit for bit.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {list(SCALES)}")
@@ -297,9 +298,12 @@ def synth_dataset(
     rng = np.random.default_rng([seed, site])
     frac = site / max(n_sites - 1, 1)
     noise_sigma = 12.0 + 25.0 * frac
-    vrng = np.random.default_rng([seed, site, 99]) if variety else None
+    if not 0.0 <= variety <= 1.0:
+        raise ValueError("variety must be a fraction in [0, 1]")
+    stream = np.random.default_rng([seed, site, 99])
     rows = []
     for n in range(n_scans):
+        vrng = stream if int((n + 1) * variety) > int(n * variety) else None
         px = rng.uniform(*px_range) * (1 + 0.08 * frac)
         dz = rng.uniform(*dz_range) * (1 + 0.1 * frac)
         shape = (nz, size, size)

@@ -118,8 +118,12 @@ def synth(
     site: int = typer.Option(0, "--site", min=0, help="Site index: changes scanner and nodule prevalence."),
     n_sites: int = typer.Option(1, "--sites", min=1, help="Number of sites the index refers to."),
     quick: bool = typer.Option(False, "--quick", help=QUICK_SYNTH_HELP),
-    variety: bool = typer.Option(
-        False, "--variety", help="Ribs, hilar vessels, fissures, 1-5 mm slices, kernels (the shipped detector's data)."
+    variety: float = typer.Option(
+        0.0,
+        "--variety",
+        min=0.0,
+        max=1.0,
+        help="Fraction of scans with ribs, hilar vessels, fissures, 1-5 mm slices, kernels (ct_variety.py).",
     ),
 ) -> None:
     """Write synthetic chest-CT DICOM series with nodules, and annotations.csv (LUNA16 format)."""
