@@ -131,7 +131,7 @@ def head_rows(source: Path, rows: int) -> Path:
 
 
 def run_child(command: list[str]) -> dict:
-    """Run a CLI command; wall seconds, peak RSS (GB, the child and its waited-for children), load before/after."""
+    """Run a CLI command; wall and CPU seconds, peak RSS (GiB, the child and its waited-for children), load."""
     load = os.getloadavg()[0]
     start = time.perf_counter()
     env = os.environ | {"FEDSITE_THREADS": os.environ.get("FEDSITE_THREADS", "1")}
@@ -195,7 +195,7 @@ def table(result: dict) -> str:
         f"{result['rows']:,} rows x {result['extra_columns']} extra columns ({result['features_used']} used), "
         f"{result['date']}, overrides {result['sets'] or 'none'}",
         "",
-        "| stage | seconds (CPU) | rows (network: rows x epochs) | rows/s | peak GB so far |",
+        "| stage | seconds (CPU) | rows (network: rows x epochs) | rows/s | peak GiB so far |",
         "|---|---|---|---|---|",
     ]
     for name in STAGES:

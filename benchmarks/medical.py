@@ -340,6 +340,7 @@ def render(results: dict) -> str:
         lines += ["", f"real series {r['seriesuid'][-12:]}: {r['n_candidates']} candidates, lung mask {r['lung_mask']}"]
         lines += [f"- lesion {les['diameter_mm']:.0f} mm: rank {les['rank']} p={les['p']}" for les in r["lesions"]]
         lines += [f"- mass {m['diameter_mm']:.0f} mm at {m['xyz']}" for m in r["masses"]]
+        lines += [f"- top {k}: p={c['p']} at {c['xyz']}" for k, c in enumerate(r["top10"], start=1)]
     s = results.get("speed")
     if s:
         lines += [

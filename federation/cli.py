@@ -73,7 +73,9 @@ def check(engine: str, scale: str, knobs: dict[str, Any]) -> None:
     if value["secagg"]:
         from federation.secagg import incompatibility
 
-        why = incompatibility(value["strategy"], value["compression"], value["fail_mode"], value["fail_site"])
+        why = incompatibility(
+            value["strategy"], value["compression"], value["fail_mode"], value["fail_site"], value["sites"]
+        )
         if why:
             raise UserError(f"--secagg: {why}")
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from federation.records import read_model, to_record
 from federation.secagg import optional_secaggplus_mod
 from federation.settings import FederationSettings, site_name
-from federation.sitework import SiteWorker
 
+if TYPE_CHECKING:
+    from federation.sitework import SiteWorker
+
+# torch and the Task are imported by the handlers that train or evaluate, not here: a real SuperNode
+# starts a fresh process per message, and the handshake and three of SecAgg+'s four exchanges per
+# round need neither (the import is 2-4 s of each such process on a busy machine)
 app = ClientApp(mods=[optional_secaggplus_mod])  # SecAgg+ only for rounds the hub runs securely
 # one worker per site of the current run: a process that serves several simulated sites (the
 # in-process engine, a Ray worker) keeps each site's model and data between rounds
@@ -68,6 +72,8 @@ def paths_of(context: Context, settings: FederationSettings, site: str) -> tuple
 
 def worker_for(message: Message, context: Context) -> tuple[SiteWorker, dict[str, Any]]:
     """The (cached) worker for this run and site, and the instruction's job config."""
+    from federation.sitework import SiteWorker
+
     job = dict(message.content["job"])
     settings = FederationSettings.from_config(job)
     site = site_of(context)
@@ -93,6 +99,8 @@ def hello(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """One federated round: train from the global model, send back the (privatised, encoded) update."""
+    from federation.records import read_model, to_record
+
     worker, job = worker_for(message, context)
     arrays, metrics = worker.train(int(job["round"]), read_model(message.content["global"]))
     content = RecordDict({"update": to_record(arrays), "metrics": MetricRecord(metrics)})
@@ -102,6 +110,8 @@ def train(message: Message, context: Context) -> Message:
 @app.train("local")
 def train_local(message: Message, context: Context) -> Message:
     """A local-only model for the cross-site matrix (same start and epochs as the federation)."""
+    from federation.records import read_model, to_record
+
     worker, _ = worker_for(message, context)
     arrays, metrics = worker.train_local(read_model(message.content["global"]))
     return Message(RecordDict({"model": to_record(arrays), "metrics": MetricRecord(metrics)}), reply_to=message)
@@ -110,6 +120,8 @@ def train_local(message: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Metrics of the sent model on this site's validation or test split."""
+    from federation.records import read_model
+
     worker, job = worker_for(message, context)
     model = read_model(message.content["global"])
     splits = str(job.get("split", "val")).split("+")

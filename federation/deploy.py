@@ -60,6 +60,7 @@ def write_connection(home: Path, host: str, port: int, ca: Path) -> Path:
     return write_text(home / "config.toml", tomli_w.dumps(config))
 
 
+TASK_POLL_SECONDS = 0.2
 CONTROL_PORT = 9093  # the SuperLink's own port (Control + Fleet + Runtime APIs), on 127.0.0.1 only
 DATABASE = "hub.db"
 APPS = "apps"  # signed FABs and their signatures, served to the SuperLink (appsign.py)
@@ -157,6 +158,9 @@ def offline_env(home: Path) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]])
     env["FLWR_HOME"] = str(home)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    # how often Flower's SuperExec asks for work: every message a site gets waits for it to start the
+    # app's process (default 1 s, i.e. 0.5 s a message on average; a poll is one loopback request)
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(TASK_POLL_SECONDS))
     return env
 
 

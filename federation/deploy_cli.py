@@ -196,6 +196,7 @@ def hub_run(
     compression: str = typer.Option("none", "--compression", help="none|int8|topk."),
     min_results: int = typer.Option(1, "--min-results", help="Fewest site updates needed to aggregate."),
     round_timeout: float = typer.Option(0.0, "--round-timeout", help="Seconds to wait for sites (0: all)."),
+    eval_every: int = typer.Option(1, "--eval-every", help="Sites score every k-th round (and the last)."),
     cross_site: bool = typer.Option(False, "--cross-site/--no-cross-site", help="Also train local-only models."),
     task_module: str = typer.Option("", "--task-module", help="Import path of a Task outside the registry."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -225,6 +226,10 @@ def hub_run(
     if any("=" not in item for item in set_):
         raise UserError("--set: expected key=value")
     cfg = config.replace(base, **dict(item.split("=", 1) for item in set_))
+    if eval_every < 1:
+        raise UserError(f"--eval-every {eval_every}: must be at least 1")
+    if secagg and (why := incompatibility(strategy, compression, sites=sites)):
+        raise UserError(f"--secagg: {why}")
     home = deploy.flwr_home(state)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -232,11 +237,9 @@ def hub_run(
         "vertical": vertical, "task-module": module, "config-toml": config.to_toml(cfg),
         "num-server-rounds": rounds, "sites": sites, "strategy": strategy, "seed": seed, "clip": clip,
         "noise": noise, "compression": compression, "min-results": min_results, "round-timeout": round_timeout,
-        "cross-site": cross_site, "out-dir": str(out), "local-epochs": 0, "synthesize-sites": False,
-        "resume": resume, "secagg": secagg,
+        "eval-every": eval_every, "cross-site": cross_site, "out-dir": str(out), "local-epochs": 0,
+        "synthesize-sites": False, "resume": resume, "secagg": secagg,
     }  # fmt: skip
-    if secagg and (why := incompatibility(strategy, compression)):
-        raise UserError(f"--secagg: {why}")
     config_file = deploy.run_config_file(out / "run-config.toml", values)
     app = str(deploy.app_dir()) if unsigned else deploy.signed_app(home)
     done = subprocess.run(deploy.run_command(app, config_file), env=deploy.offline_env(home))

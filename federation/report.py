@@ -21,6 +21,7 @@ def new_history(settings: FederationSettings) -> dict[str, Any]:
         "rounds": [],
         "cross_site": {},
         "privacy": {"epsilon": None, "delta": None},
+        "secure_aggregation": None,  # secagg.describe(...) when the run used SecAgg+
     }
 
 

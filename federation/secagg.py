@@ -22,8 +22,10 @@ Refused: the robust rules (median, trimmed-mean, Krum need every single update),
 compression (codes and their scales cannot be summed under masks; SecAgg+ quantizes itself), and the
 fault drill's hang mode. With secure aggregation the hub cannot pool data statistics by the law of
 total variance (that needs each site's statistics): they are averaged like every other weight.
-Integer buffers (BatchNorm counters) stay at the hub's values. Updates are clipped to
-[-clipping_range, clipping_range] per weight and quantized to 2^22 levels over that range.
+Integer buffers (BatchNorm counters) stay at the hub's values. A site's update u is weighted by
+r = examples / MAX_WEIGHT, clipped to [-CLIPPING_RANGE, CLIPPING_RANGE] per weight and rounded
+stochastically to one of QUANTIZATION_LEVELS levels over that range; `error_bound` says what that
+costs in precision.
 """
 
 from __future__ import annotations
@@ -35,11 +37,54 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 SECURE_STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam")
+# Flower's defaults, passed explicitly so the precision they give is stated in one place
 CLIPPING_RANGE = 8.0
+QUANTIZATION_LEVELS = 2**22
+MAX_WEIGHT = 1000.0
+# Flower takes an integer num_shares only above 2, so "every site shares its keys with every other
+# site" is the fraction 1.0 (the workflow turns it into the number of sites, 2 included)
+EVERY_SITE = 1.0
 
 
-def incompatibility(strategy: str, compression: str, fail_mode: str = "error", fail_site: int = -1) -> str | None:
+def threshold(sites: int) -> int:
+    """Key shares needed to unmask: all but one site's (one dropout survived), never fewer than 2.
+
+    With 2 sites that is both: a dropout cannot be survived there, since unmasking the one
+    remaining site's update would hand it to the hub in the clear."""
+    return max(2, sites - 1)
+
+
+def error_bound(examples: list[float]) -> float:
+    """The largest per-weight difference between one round's SecAgg+ aggregate and the exact
+    example-weighted mean of the same updates (none clipped), for sites with these example counts.
+
+    Site k sends r_k * u_k (r_k = n_k / MAX_WEIGHT, itself rounded to a multiple of 1/L) rounded
+    stochastically to one of L = QUANTIZATION_LEVELS levels over [-c, c]: an error below one level,
+    2c / L, per weight. The hub divides the sum of those by sum(r_k), so the K sites' errors add up
+    to less than K * (2c / L) / sum(r_k). Small sites pay for MAX_WEIGHT: with 96 examples each,
+    r_k is about 0.1 and the bound is ten levels, 4e-5. (Rounding the r_k themselves cancels when
+    the sites are of equal size and moves the weights by less than 1 / (2 L r_k) otherwise.)
+    """
+    level = 2 * CLIPPING_RANGE / QUANTIZATION_LEVELS
+    ratios = [round(n / MAX_WEIGHT * QUANTIZATION_LEVELS) / QUANTIZATION_LEVELS for n in examples]
+    return len(examples) * level / sum(ratios)
+
+
+def describe(sites: int) -> dict[str, Any]:
+    """What a run's history records about its secure aggregation."""
+    return {
+        "protocol": "SecAgg+ (Flower SecAggPlusWorkflow / secaggplus_mod)", "key_shares": sites,
+        "threshold": threshold(sites), "clipping_range": CLIPPING_RANGE,
+        "quantization_levels": QUANTIZATION_LEVELS, "max_weight": MAX_WEIGHT,
+    }  # fmt: skip
+
+
+def incompatibility(
+    strategy: str, compression: str, fail_mode: str = "error", fail_site: int = -1, sites: int = 2
+) -> str | None:
     """Why these settings cannot run with secure aggregation (None when they can)."""
+    if sites < 2:
+        return f"--sites {sites}: secure aggregation needs at least 2 sites (one site's mean is its own update)"
     if strategy not in SECURE_STRATEGIES:
         return (
             f"--strategy {strategy} needs every site's own update, which secure aggregation hides "
@@ -150,8 +195,8 @@ def secure_train(
     params = ndarrays_to_parameters([np.asarray(vector, dtype=np.float32)])
     context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(params, keep_input=True)
     workflow = SecAggPlusWorkflow(
-        num_shares=len(nodes), reconstruction_threshold=max(2, len(nodes) - 1),
-        clipping_range=CLIPPING_RANGE, timeout=timeout,
+        num_shares=EVERY_SITE, reconstruction_threshold=threshold(len(nodes)), max_weight=MAX_WEIGHT,
+        clipping_range=CLIPPING_RANGE, quantization_range=QUANTIZATION_LEVELS, timeout=timeout,
     )  # fmt: skip
     workflow(counting, context)
     by_node = {nid: site for site, nid in nodes.items()}
@@ -183,6 +228,7 @@ class CountingGrid:
         return getattr(self.grid, name)
 
     def send_and_receive(self, messages, *, timeout=None):
+        from federation.grid import exchange
         from federation.server_app import failure_of, wire_bytes
 
         # each message gets a content of its own: the workflow shares one RecordDict among a stage's
@@ -196,7 +242,7 @@ class CountingGrid:
         for message in messages:
             nid = message.metadata.dst_node_id
             self.received[nid] = self.received.get(nid, 0) + wire_bytes(message)
-        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        replies = exchange(self.grid, messages, timeout)  # Flower's own send_and_receive polls every 3 s
         for message in messages:
             dst[message.metadata.message_id] = message.metadata.dst_node_id
         for reply in replies:

@@ -41,7 +41,8 @@ def main(grid: Grid, context: Context) -> None:
     if settings.secagg:
         from federation.secagg import incompatibility
 
-        if why := incompatibility(settings.strategy, settings.compression, settings.fail_mode, settings.fail_site):
+        s = settings
+        if why := incompatibility(s.strategy, s.compression, s.fail_mode, s.fail_site, s.sites):
             raise ValueError(f"--secagg: {why}")
     if not settings.out_dir:
         settings = settings.replace(out_dir=str(Path.cwd() / f"fedsite-run-{context.run_id}"))
@@ -319,6 +320,10 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     run = RunSetup(hub, layout, strategies.StrategyParams.of(settings), tuple(moment_pairs(model, layout, task)))
     history["sites"] = hub.connect()
     log(f"{len(hub.nodes)} site(s) connected: {', '.join(history['sites'])}")
+    if settings.secagg:
+        from federation.secagg import describe
+
+        history["secure_aggregation"] = describe(len(hub.nodes))
     if len(hub.nodes) < max(1, settings.min_results):
         raise SitesNotReady(
             f"only {len(hub.nodes)} of {settings.sites} site(s) started within {settings.node_wait:.0f} s "
@@ -327,7 +332,9 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     began = time.perf_counter()
     tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):
+        round_began = time.perf_counter()
         state, record = run_round(run, state, round_, tests if round_ == settings.rounds else None)
+        record["seconds"] = time.perf_counter() - round_began
         history["rounds"].append(record)
         checkpoint.save(out, round_, state.model, state.opt_state, history)
         headline = record["global_eval"].get(task.headline_metric)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from common.compress.reference_cnn import LabelledTensors, fit_binary_classifier
@@ -85,6 +84,8 @@ class ReferenceTask(Task):
         )
 
     def evaluate(self, model, data, cfg):
+        from sklearn.metrics import roc_auc_score  # here: a training process never needs sklearn
+
         x, y = data
         model.eval()
         with torch.no_grad():

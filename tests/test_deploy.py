@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import tomli_w
 
 from common.cli import main
+from common.loopback import free_port
+from federation import checkpoint
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -30,12 +34,6 @@ def own_address() -> str:
         address = sock.getsockname()[0]
     assert not address.startswith("127."), "this test needs a non-loopback address on this machine"
     return address
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -214,19 +212,32 @@ class Deployment:
 
     def run(self, out: Path, *extra: str, background: bool = False):
         args = ["hub", "run", "--vertical", "reference", "--task-module", "reference_task", "--tiny",
-                "--sites", "2", "--rounds", "2", "--no-cross-site", "--out", str(out),
+                "--sites", "2", "--rounds", "2", "--eval-every", "2", "--no-cross-site", "--out", str(out),
                 "--state", str(self.hub_home), *extra]  # fmt: skip
         if background:
             return fedsite(*args, env=self.env, log=self.tmp / f"{out.name}.log", background=True)
         return fedsite(*args, env=self.env)
 
+    def run_keeping_round_one(self, out: Path, *extra: str) -> Path:
+        """A two-round run that must succeed; its round-1 checkpoint, which round 2 replaces, is kept
+        as OUT-round-1/checkpoints/ (checkpoint.load reads it)."""
+        run = self.run(out, *extra, background=True)
+        self.processes.append(run)
+        live, kept = out / "checkpoints" / checkpoint.NAME, out.with_name(f"{out.name}-round-1") / "checkpoints"
+        deadline = time.monotonic() + 600
+        while run.poll() is None and time.monotonic() < deadline:
+            if not kept.exists() and live.exists():  # replaced by rename: a copy is one whole checkpoint
+                kept.mkdir(parents=True)
+                shutil.copyfile(live, kept / checkpoint.NAME)
+            time.sleep(0.05)
+        assert run.wait(timeout=30) == 0, (self.tmp / f"{out.name}.log").read_text()[-3000:]
+        assert checkpoint.load(kept.parent)["round"] == 1
+        return out
+
     def reference(self) -> Path:
         """An uninterrupted two-round run (made once, shared by the tests that compare with it)."""
         if "reference" not in self.runs:
-            out = self.tmp / "reference"
-            done = self.run(out)
-            assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-            self.runs["reference"] = out
+            self.runs["reference"] = self.run_keeping_round_one(self.tmp / "reference")
         return self.runs["reference"]
 
 
@@ -304,6 +315,42 @@ def test_two_sites_train_two_rounds_through_the_gate_with_their_state_at_the_sit
 
 
 @pytest.mark.slow
+def test_secure_aggregation_across_real_processes_ends_where_fedavg_does(deployment):
+    """`hub run --secagg` over the real SuperLink and SuperNodes (two sites: every site holds a share
+    of every key, both needed to unmask). Each round's aggregate may differ from FedAvg's only by
+    SecAgg+'s quantization (secagg.error_bound) and float32 rounding: checked on round 1, where both
+    runs start from the same model, and on the final model with the bound of each round added up."""
+    from federation.secagg import error_bound
+
+    dep = deployment
+    reference = dep.reference()
+    out = dep.run_keeping_round_one(dep.tmp / "secure", "--secagg")
+    history = json.loads((out / "history.json").read_text())
+    assert history["secure_aggregation"]["key_shares"] == 2 and history["secure_aggregation"]["threshold"] == 2
+    plain = json.loads((reference / "history.json").read_text())
+    bound, rounding = 0.0, 0.0
+    for record, plain_record in zip(history["rounds"], plain["rounds"], strict=True):
+        assert record["aggregated"] and all(e["status"] == "ok" for e in record["sites"].values()), record
+        assert all(e["bytes_sent"] > 0 for e in record["sites"].values())
+        assert not any("payload_bytes" in e for e in record["sites"].values())  # no update reached the hub
+        examples = [e["train"]["num-examples"] for e in record["sites"].values()]
+        assert examples == [e["train"]["num-examples"] for e in plain_record["sites"].values()]
+        bound += error_bound(examples)
+        ours, theirs = (checkpoint.load(run.with_name(f"{run.name}-round-1") if record["round"] == 1 else run)
+                        for run in (out, reference))  # fmt: skip
+        assert ours["round"] == theirs["round"] == record["round"]
+        a, b = ours["model"].vector, theirs["model"].vector
+        rounding += 2 * float(np.spacing(np.abs(b).max()))  # the float32 sum with the global model
+        gap = float(np.abs(a - b).max())
+        cost = {name: (f"{r['seconds']:.1f} s, sites sent {sum(e['bytes_sent'] for e in r['sites'].values())} B, "
+                       f"received {sum(e['bytes_received'] for e in r['sites'].values())} B")
+                for name, r in (("FedAvg", plain_record), ("SecAgg+", record))}  # fmt: skip
+        print(f"round {record['round']}: max |SecAgg+ - FedAvg| = {gap:.3g} per weight, bound {bound + rounding:.3g}; "
+              f"{'; '.join(f'{k} {v}' for k, v in cost.items())}")  # fmt: skip
+        assert 0 < gap <= bound + rounding, (record["round"], gap, bound + rounding)
+
+
+@pytest.mark.slow
 def test_hub_stops_cleanly_keeps_its_state_and_a_killed_run_resumes_bit_identical(deployment):
     """SIGTERM mid-run: hub, SuperLink and every helper (SuperExec, the run's ServerApp) gone within
     10 s; restarted on its state directory the hub still has its sites and runs; `hub run --resume`
@@ -347,16 +394,45 @@ def test_hub_stops_cleanly_keeps_its_state_and_a_killed_run_resumes_bit_identica
 
 
 @pytest.mark.slow
-def test_sites_refuse_an_app_the_operator_did_not_sign(deployment):
-    """The same checkout sent unsigned (`flwr run DIR`, as a stranger on the hub machine could) is
-    refused by every site (Flower's trusted entities): no site trains, the run fails."""
+def test_sites_refuse_an_app_unsigned_or_signed_by_another_key(deployment, tmp_path):
+    """The checkout sent unsigned (`flwr run DIR`, as a stranger on the hub machine could), and
+    mallory's variant of it signed with mallory's key and served by the hub exactly as the operator's
+    app is, are each refused by every site (Flower's trusted entities): no site trains, both runs fail.
+    The two runs go at once (each site refuses both within seconds, without starting the app); their
+    apps differ in one line, since the SuperLink keeps one app (and its signatures) per content hash."""
+    import io
+    import zipfile
+
+    from flwr.cli.build import build_fab_from_disk
+
+    from federation import appsign, deploy
+
     dep = deployment
-    out = dep.tmp / "unsigned"
-    done = dep.run(out, "--unsigned")
-    assert done.returncode != 0
-    assert not (out / "history.json").exists()
-    for name in dep.sites:
-        assert "The FAB could not be verified" in (dep.tmp / f"{name}.log").read_text(), name
+    logs = {name: dep.tmp / f"{name}.log" for name in dep.sites}
+    seen = {name: log.stat().st_size for name, log in logs.items()}
+    assert main(["hub", "keygen", "--out", str(tmp_path), "--name", "mallory"]) == 0
+    zipfile.ZipFile(io.BytesIO(build_fab_from_disk(deploy.app_dir()))).extractall(tmp_path / "app")
+    with open(tmp_path / "app" / "federation" / "__init__.py", "a") as module:
+        module.write("# mallory was here\n")
+    # mallory's app is the newest signed one in the hub's apps/: `hub run` submits it, the hub serves it
+    appsign.build_and_sign(tmp_path / "app", tmp_path / "mallory.key", dep.hub_home / deploy.APPS)
+    try:
+        app_id, version = appsign.app_identity(deploy.app_dir())
+        _, verifications = appsign.latest(dep.hub_home / deploy.APPS, app_id, version)
+        mallory = appsign.key_id((tmp_path / "mallory.pub").read_text())
+        assert [v["public_key_id"] for v in verifications] == [mallory]
+        outs = [dep.tmp / "unsigned", dep.tmp / "mallory-signed"]
+        runs = [dep.run(outs[0], "--unsigned", background=True), dep.run(outs[1], background=True)]
+        dep.processes.extend(runs)
+        for out, run in zip(outs, runs, strict=True):
+            assert run.wait(timeout=300) != 0, (dep.tmp / f"{out.name}.log").read_text()[-2000:]
+            assert not (out / "history.json").exists()
+    finally:  # the operator's signature, newest again, for the tests after this one
+        assert main(["hub", "sign", "--key", str(dep.operator_key), "--state", str(dep.hub_home)]) == 0
+    for name, log in logs.items():
+        said = log.read_text(errors="replace")[seen[name] :]
+        assert "The FAB could not be verified. App verification is not supported" in said, name  # unsigned
+        assert "FAB verification failed: the provided trusted entities could not verify" in said, name  # mallory's
 
 
 def test_only_the_operators_signature_verifies_with_flowers_own_check(tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from common.blocks import attention, conv_nd
@@ -192,6 +191,8 @@ class ReferenceCNNTask(Task):
         )
 
     def evaluate(self, model, data, cfg):
+        from sklearn.metrics import roc_auc_score  # here: a training process never needs sklearn
+
         x, y = data
         model.eval()
         with torch.no_grad():

@@ -17,7 +17,7 @@ from common.progress import log
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far, in GB (ru_maxrss is KB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far, in GiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024**3 if sys.platform == "darwin" else 1024**2)
 
@@ -42,4 +42,4 @@ class Stages:
         entry["rows_per_s"] = entry["rows"] / max(entry["seconds"], 1e-9)
         entry["peak_gb"] = round(peak_rss_gb(), 3)
         rate = rows / max(seconds, 1e-9)
-        log(f"finance: {name}: {seconds:.1f}s, {rows} rows ({rate:,.0f} rows/s), peak {entry['peak_gb']:.2f} GB")
+        log(f"finance: {name}: {seconds:.1f}s, {rows} rows ({rate:,.0f} rows/s), peak {entry['peak_gb']:.2f} GiB")

@@ -63,6 +63,23 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
     metrics = TASK.fit(model, data, cfg)
     cfg = replace(cfg, blur_sigma=metrics.get("blur_sigma", cfg.blur_sigma))  # chosen on validation
     log(f"manufacturing: trained in {metrics['train_seconds']:.0f}s (loss {metrics['loss']:.3f})")
+    return write_model_dir(out, model, cfg, metrics, data, data_dir, seed=seed), metrics
+
+
+def write_model_dir(
+    out: str | Path,
+    model: Any,
+    cfg: InspectConfig,
+    metrics: dict[str, Any],
+    data: Any,
+    data_dir: str | Path,
+    *,
+    seed: int,
+) -> Path:
+    """The model directory of a fitted DefectNet: baseline, ONNX (+ INT8 when measured better), metadata.
+
+    Also used by benchmarks/grain_stage.py to write a trained model refitted with the grain stage.
+    """
     with stage("manufacturing: fitting the golden-template baseline"):
         baseline = fit_baseline(data, cfg)
     model = model.cpu().eval()
@@ -74,7 +91,7 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
             if (Path(work) / name).is_file():
                 files[name] = (Path(work) / name).read_bytes()
     log(f"manufacturing: deployment {deployment['chosen']} (latency ms {deployment['latency_ms']})")
-    path = runs.save_model(
+    return runs.save_model(
         out,
         "manufacturing",
         model,
@@ -85,7 +102,6 @@ def train(data_dir: str | Path, out: str | Path, cfg: InspectConfig, *, seed: in
         extra={"deployment": deployment, "train_images": len(data)},
         extra_files=files,
     )
-    return path, metrics
 
 
 def evaluate_model(

@@ -31,6 +31,9 @@ class InspectConfig:
     score_pool: int = 9  # image score = max of the map averaged over score_pool^2 (as a fraction of 256)
     score_pooling: str = "box"  # "line": also the max mean along 1-px lines at 16 angles (thin defects)
     score_line: int = 25  # length of those lines, in pixels of a 256 px image
+    grain: bool = False  # grain residual (grain.py): oriented ridge detectors against the part's own grain
+    grain_line: int = 25  # their line length, in pixels of a 256 px image
+    grain_weights: str = "0,0.5,1,2"  # candidate weights of the grain logits, chosen on validation with the memory's
     # optional part localisation before the model (roi.py): crop every image to the part it shows
     roi: bool = False
     roi_margin: float = 0.05  # padding around the part's bounding box, as a fraction of its size

@@ -55,7 +55,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
 
     import onnx
 
-    name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    name = graph.input[0].name
+    # the grain stage's fixed ridge filters compare few-percent differences: INT8 would erase them
+    fixed = [n.name for n in graph.node if n.op_type == "Conv" and "grain_kernels" in n.input[1]]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
@@ -71,6 +74,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
             weight_type=QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=["Conv"],
+            nodes_to_exclude=fixed,
         )
     return out_path
 

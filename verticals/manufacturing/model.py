@@ -22,6 +22,8 @@ from torch import nn
 
 from common.blocks import attention
 
+from .grain import grain_z, ridge_kernels
+
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     """3x3 conv + BatchNorm + ReLU: BatchNorm folds into the conv at export, so it is free at inference."""
@@ -121,6 +123,12 @@ def line_kernels(length: int, angles: int = 16) -> torch.Tensor:
     return kernels / kernels.sum(dim=(2, 3), keepdim=True)
 
 
+def _grain_off_when_missing(state: dict, prefix: str, *args: object) -> None:
+    """Checkpoints from before the grain stage load with it switched off (weight 0)."""
+    state.setdefault(prefix + "grain_affine", torch.tensor([0.0, 1.0, 0.0]))
+    state.setdefault(prefix + "grain_rms", torch.ones(16))
+
+
 class DefectNet(nn.Module):
     """The inspector: normalise -> reconstruct -> segment -> (map logits, image score, thresholds)."""
 
@@ -138,6 +146,8 @@ class DefectNet(nn.Module):
         memory_size: int = 0,
         memory_patch: int = 5,
         memory_pool: int = 2,
+        grain: bool = False,
+        grain_line: int = 25,
     ) -> None:
         super().__init__()
         self.use_reconstruction = reconstruction
@@ -166,6 +176,14 @@ class DefectNet(nn.Module):
             self.register_buffer("memory", torch.zeros(memory_size, memory_patch**2))
             self.register_buffer("memory_norm", torch.zeros(memory_size))
             self.register_buffer("memory_affine", torch.tensor([0.0, 1.0, 0.0]))  # loc, scale, weight (0: off)
+        # grain residual (grain.py): fixed oriented ridge detectors, calibrated like the memory
+        self.grain = grain
+        if grain:
+            line = max(3, round(grain_line * image_size / 256 / model_stride))
+            self.register_buffer("grain_kernels", ridge_kernels(line), persistent=False)
+            self.register_buffer("grain_rms", torch.ones(self.grain_kernels.shape[0]))  # per direction, good parts
+            self.register_buffer("grain_affine", torch.tensor([0.0, 1.0, 0.0]))  # loc, scale, weight (0: off)
+            self._register_load_state_dict_pre_hook(_grain_off_when_missing)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -201,11 +219,18 @@ class DefectNet(nn.Module):
         z = ((self.memory_distance(xn) - loc) / scale).clamp_min(0)  # evidence for a defect, never against
         return _up(z * weight, like)
 
+    def grain_evidence(self, xn: torch.Tensor) -> torch.Tensor:
+        """Calibrated line evidence max(0, (z - loc) / scale) at working scale (grain.py), before its weight."""
+        loc, scale = self.grain_affine[0], self.grain_affine[1]
+        return ((grain_z(xn, self.grain_kernels, self.grain_rms) - loc) / scale).clamp_min(0)
+
     def fused(self, x: torch.Tensor) -> torch.Tensor:
-        """Segmenter logits plus, when a memory is fitted, the memory's calibrated distance logits."""
+        """Segmenter logits plus, when fitted, the memory's and the grain stage's calibrated logits."""
         small, xn, _ = self.segment(x)
         if self.memory_size > 0:
             small = small + self.memory_logits(xn, small)
+        if self.grain:
+            small = small + self.grain_affine[2] * self.grain_evidence(xn)
         return small
 
     def image_score(self, logits: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,8 @@ def model_from_config(cfg: InspectConfig) -> DefectNet:
         memory_size=cfg.memory_size,
         memory_patch=cfg.memory_patch,
         memory_pool=cfg.memory_pool,
+        grain=cfg.grain,
+        grain_line=cfg.grain_line,
     )
 
 

@@ -143,7 +143,7 @@ def fit(
     metrics["train_seconds"] = time.perf_counter() - start
     metrics["train_steps"] = float(done)
     seed = cfg.seed
-    choosing = cfg.memory_size > 0 or "," in str(cfg.blur_candidates)
+    choosing = cfg.memory_size > 0 or cfg.grain or "," in str(cfg.blur_candidates)
     validation = (
         validation_set(holdout, seed, oriented=cfg.oriented_anomalies) if holdout is not None and choosing else None
     )
