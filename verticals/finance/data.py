@@ -17,7 +17,7 @@ from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
 from verticals.finance.columns import ColumnSpec, event_matrix, fit_events, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
-from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
+from verticals.finance.features import F_TXN, AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
 
 
 @dataclass
@@ -68,6 +68,7 @@ def featurise_all(
     state: AccountState | None = None,
     extra: np.ndarray | None = None,
     events: np.ndarray | None = None,
+    txn_out: np.ndarray | None = None,
 ) -> FeatureBatch | StoredFeatures:
     """Features of time-ordered `txns` in chunks of `cfg.chunk_rows` (same result as one by one).
 
@@ -75,23 +76,36 @@ def featurise_all(
     `events` (n, e): the same columns as each event of a history carries them (columns.event_matrix).
     Without a `state` the result is StoredFeatures over a store sized for the whole file (about
     1 KB a row instead of 6 KB gathered: what lets a bank's month fit in memory); with one, a
-    gathered FeatureBatch (the caller's state may compact its store).
+    gathered FeatureBatch (the caller's state may compact its store). `txn_out` (n, F_TXN + k):
+    where to write the rows when `extra` is already its last k columns (dataset_from: no copy).
     """
     from common.progress import track
 
     lazy = state is None
     event_dim = 0 if events is None else events.shape[1]
     state = state or AccountState(cfg.history, store_rows=2 * len(txns) + 2, event_dim=event_dim)
+    n, k = len(txns), 0 if extra is None else extra.shape[1]
+    if lazy:  # written in place chunk by chunk: no list of parts, no concatenated copies at the end
+        txn = txn_out
+        if txn is None:
+            txn = np.empty((n, F_TXN + k), np.float32)
+            if k:
+                txn[:, F_TXN:] = extra
+        eid, age = np.empty((n, 2, cfg.history), np.int32), np.empty((n, 2, cfg.history), np.float32)
     parts = []
-    starts = range(0, len(txns), cfg.chunk_rows)
-    for i in track(starts, f"finance: featurising {len(txns)} transactions", total=len(starts)):
+    starts = range(0, n, cfg.chunk_rows)
+    for i in track(starts, f"finance: featurising {n} transactions", total=len(starts)):
         s = slice(i, i + cfg.chunk_rows)
         ev = None if events is None else events[s]
         part = featurise(
             state, txns.ts[s], txns.src[s], txns.dst[s], txns.amount[s], txns.channel[s], ev, gather=not lazy
         )
-        parts.append(part)
-    k = 0 if extra is None else extra.shape[1]
+        if lazy:
+            txn[s, :F_TXN], eid[s], age[s] = part.txn, part.eid, part.age
+        else:
+            parts.append(part)
+    if lazy:
+        return StoredFeatures(state.store_seq[: state.store_used], state.store_nbr[: state.store_used], eid, age, txn)
     if not parts:
         batch = FeatureBatch.concat([], cfg.history, state.event_dim)
         batch.txn = np.zeros((0, batch.txn.shape[1] + k), np.float32)
@@ -99,11 +113,7 @@ def featurise_all(
     txn = np.concatenate([p.txn for p in parts])
     if k:
         txn = np.concatenate([txn, extra], 1)
-    if not lazy:
-        return FeatureBatch(np.concatenate([p.seq for p in parts]), np.concatenate([p.nbr for p in parts]), txn)
-    eid, age = np.concatenate([p.eid for p in parts]), np.concatenate([p.age for p in parts])
-    parts.clear()
-    return StoredFeatures(state.store_seq[: state.store_used], state.store_nbr[: state.store_used], eid, age, txn)
+    return FeatureBatch(np.concatenate([p.seq for p in parts]), np.concatenate([p.nbr for p in parts]), txn)
 
 
 def column_spec(cfg: FinanceConfig) -> ColumnSpec:
@@ -151,13 +161,15 @@ def dataset_from(
         spec = column_spec(cfg)
     elif spec is None:
         spec = infer_spec(txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore)
-    nn, tree = nn_matrix(spec, txns.extras, n), tree_matrix(spec, txns.extras, n)
+    tree = tree_matrix(spec, txns.extras, n)
+    rows = np.empty((n, F_TXN + spec.nn_dim), np.float32)  # the network's per-transaction rows
+    nn = nn_matrix(spec, txns.extras, n, out=rows[:, F_TXN:])  # written in place: no second copy
     if fitting:
         spec = fit_events(spec, nn, cfg.event_columns, cfg.seed)
     if consume:
         txns.extras.clear()
     data = FinanceData(
-        featurise_all(txns, cfg, extra=nn, events=event_matrix(spec, nn)),
+        featurise_all(txns, cfg, extra=nn, events=event_matrix(spec, nn), txn_out=rows),
         txns.label.astype(np.int64),
         np.where(txns.typology == "", "none", txns.typology),
         txns.txn_id,
