@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from data_adapters.synth.ct_phantom import make_phantom
 from verticals.medical.lungmask import lung_mask
@@ -115,6 +116,45 @@ def test_detect_case_drops_candidates_outside_the_lungs(phantom):
     on = detect_case(case, blob_runner, cfg, masses=False)
     assert on["lung_mask"]["status"] == "ok"
     assert len(on["probability"]) and near(on) > 20.0
+
+
+def test_a_rib_at_the_lung_edge_is_no_candidate_but_a_calcified_nodule_is(phantom):
+    """Bone outside the filled lungs lies within the juxtapleural margin, yet is never a candidate's centre."""
+    image, sp, _ = phantom
+    mask = lung_mask(image, sp)
+    depth = ndimage.distance_transform_edt(mask.lungs, sampling=sp)
+    inside = np.array(np.unravel_index(np.argmax(depth), depth.shape))  # deep in a lung
+    outside = ndimage.distance_transform_edt(~mask.lungs, sampling=sp)
+    ring = np.argwhere((outside > 4.0) & (outside < 6.0) & mask.body)  # chest wall, 4-6 mm from the lung
+    rib = ring[len(ring) // 2]
+    edge = np.argwhere((depth > 1.5) & (depth < 3.0))  # a rib indenting the lung: the closing fills it in
+    dent = edge[len(edge) // 3]
+    assert mask.contains(np.stack([rib, dent])).all()  # soft tissue or lung there is inside the region
+    with_bone = image.copy()
+    for c in (rib, dent):
+        with_bone[_ball(image.shape, sp, c * np.array(sp), 4.0)] = 500.0  # a rib's cross-section
+    with_bone[_ball(image.shape, sp, inside * np.array(sp), 4.0)] = 400.0  # a calcified nodule
+    mask = lung_mask(with_bone, sp)
+    assert not mask.contains(np.stack([rib, dent])).any()
+    assert mask.contains(inside[None])[0]
+
+
+def test_variety_phantoms_have_ribs_thin_or_thick_slices_and_dense_nodules(tmp_path):
+    from data_adapters import dicom
+    from data_adapters.synth.ct_phantom import synth_dataset
+    from data_adapters.synth.ct_variety import THICKNESSES
+    from verticals.medical.evaluate import read_annotations
+
+    out = synth_dataset(tmp_path / "v", 2, seed=1, scale="tiny", variety=1.0)
+    series, _ = dicom.read_series(out)
+    truth = read_annotations(out / "annotations.csv")
+    assert len(series) == 2 and sum(len(v) for v in truth.values()) >= 4
+    for s in series:
+        assert s.status == "ok" and round(s.spacing_zyx[0], 3) in THICKNESSES
+        assert (s.hu > 250).sum() > (s.hu > 250)[:, :, : s.hu.shape[2] // 2].sum() > 0  # bone on both sides
+        for xyz, _ in truth[s.seriesuid]:
+            z, y, x = np.round(dicom.world_to_voxel(s, xyz[None])[0]).astype(int)
+            assert s.hu[z, y, x] > -800  # every annotated nodule is denser than aerated lung at its centre
 
 
 def test_a_mass_against_the_back_wall_is_found_once_by_both_passes(phantom):

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from common import atomic
+from data_adapters.synth import ct_variety
 
 SCALES = {
     # name: (rows=cols, slices, pixel spacing mm range, slice mm range, nodule diameter range, nodules/scan)
@@ -76,8 +77,20 @@ def _vessel_tree(vol, lung, spacing, rng, root, direction, radius, depth) -> Non
         _vessel_tree(vol, lung, spacing, rng, end, new_dir, radius * rng.uniform(0.65, 0.8), depth - 1)
 
 
-def make_phantom(rng: np.random.Generator, shape: tuple[int, int, int], spacing, diam_range, n_nodules: int):
-    """One phantom volume in HU (z,y,x) with its nodules in voxel-mm coordinates (zyx mm from voxel 0)."""
+def make_phantom(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    spacing,
+    diam_range,
+    n_nodules: int,
+    vrng: np.random.Generator | None = None,
+):
+    """One phantom volume in HU (z,y,x) with its nodules in voxel-mm coordinates (zyx mm from voxel 0).
+
+    With `vrng`, the anatomy variety of ct_variety.py is drawn from it (ribs, hilar vessels,
+    fissures, parenchyma, table, juxtavascular and spiculated nodules) and the scanner blur is left
+    to `ct_variety.acquire`; without it the phantom is the default one, bit for bit.
+    """
     nz, ny, nx = shape
     sp = np.asarray(spacing, float)
     size = np.asarray(shape) * sp
@@ -103,6 +116,8 @@ def make_phantom(rng: np.random.Generator, shape: tuple[int, int, int], spacing,
     )
     lung &= ~heart
     vol[lung] = -860.0
+    if vrng is not None:
+        ct_variety.parenchyma(vol, lung, sp, vrng)
     vol[heart] = 40.0
     spine = _ellipsoid(grid, (size[0] / 2, cy + size[1] * 0.22, cx), (size[0] * 5, size[1] * 0.06, size[2] * 0.05)) <= 1
     vol[spine] = 450.0
@@ -121,14 +136,30 @@ def make_phantom(rng: np.random.Generator, shape: tuple[int, int, int], spacing,
         for _ in range(3):
             d = np.array([rng.normal(0, 0.8), rng.normal(0, 0.5), side * 1.0])
             _vessel_tree(vol, lung, sp, rng, hilum, d / np.linalg.norm(d), rng.uniform(2.5, 4.0), 5)
-    nodules = _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules)
-    vol = ndimage.gaussian_filter(vol, sigma=0.6)  # partial-volume blur of the scanner's PSF
+    if vrng is None:
+        nodules = _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules)
+        return ndimage.gaussian_filter(vol, sigma=0.6), nodules  # partial-volume blur of the scanner's PSF
+    half = (size[1] * 0.33 - vrng.uniform(4, 22), size[2] * 0.41 - vrng.uniform(4, 22))
+    ct_variety.ribs(vol, lung, sp, vrng, (cy, cx), half, _tube)
+    hila = [np.array([size[0] * 0.5, cy, cx + side * size[2] * 0.1]) for side in (-1, 1)]
+    vessels = ct_variety.hilar_vessels(vol, lung, sp, vrng, hila, _tube)
+    ct_variety.fissures(vol, lung, sp, vrng)
+    ct_variety.table(vol, sp, vrng, cy + size[1] * 0.36)
+    nodules = _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules, vrng, vessels)
     return vol, nodules
 
 
-def _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules) -> list[tuple[np.ndarray, float, str, bool]]:
-    """Nodules inside the lung (some touching the pleura), solid / part-solid / ground-glass."""
+def _place_nodules(
+    vol, lung, grid, sp, rng, diam_range, n_nodules, vrng=None, vessels=None
+) -> list[tuple[np.ndarray, float, str, bool]]:
+    """Nodules inside the lung (some touching the pleura), solid / part-solid / ground-glass.
+
+    With `vrng` (variety), a quarter touch a vessel of `vessels` and a third of the solid ones are spiculated.
+    """
     dist_in = ndimage.distance_transform_edt(lung, sampling=sp)
+    near_vessel = (
+        ndimage.distance_transform_edt(~vessels, sampling=sp) if vessels is not None and vessels.any() else None
+    )
     placed: list[tuple[np.ndarray, float, str, bool]] = []
     for _ in range(n_nodules * 30):
         if len(placed) == n_nodules:
@@ -137,6 +168,8 @@ def _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules) -> list[tupl
         r = diameter / 2
         juxta = rng.random() < 0.2
         ok = (dist_in > r * 0.4) & (dist_in < r * 0.9) if juxta else dist_in > r + 2.0
+        if vrng is not None and near_vessel is not None and not juxta and vrng.random() < 0.25:
+            ok = (dist_in > r * 0.6) & (near_vessel > r * 0.5) & (near_vessel < r * 1.0)
         idx = np.flatnonzero(ok)
         if idx.size == 0:
             continue
@@ -148,7 +181,9 @@ def _place_nodules(vol, lung, grid, sp, rng, diam_range, n_nodules) -> list[tupl
         lobulated = d2 <= 1 + 0.15 * np.sin(3 * grid[1] / max(r, 1)) * np.cos(3 * grid[2] / max(r, 1))
         region = lobulated & (lung | (d2 <= 1))
         if kind == "solid":
-            vol[region] = rng.uniform(-20, 60)
+            vol[region] = value = rng.uniform(-20, 60)
+            if vrng is not None and diameter > 8 and vrng.random() < 0.35:
+                ct_variety.spicules(vol, sp, vrng, centre, diameter, value, _tube)
         elif kind == "part-solid":
             vol[region] = rng.uniform(-600, -450)
             vol[d2 <= 0.3] = rng.uniform(-20, 40)
@@ -239,12 +274,22 @@ def write_series(
 
 
 def synth_dataset(
-    out: str | Path, n_scans: int, *, seed: int = 0, site: int = 0, n_sites: int = 1, scale: str = "full"
+    out: str | Path,
+    n_scans: int,
+    *,
+    seed: int = 0,
+    site: int = 0,
+    n_sites: int = 1,
+    scale: str = "full",
+    variety: float = 0.0,
 ) -> Path:
     """Write `n_scans` phantom series under `out/scan_XXX/` and `out/annotations.csv`; return `out`.
 
     `site` shifts the scanner (pixel spacing, slice thickness, noise) and the nodule prevalence, so
-    sites of one federation are heterogeneous hospitals.
+    sites of one federation are heterogeneous hospitals. `variety` (a fraction of the scans, spread
+    evenly: 0.5 makes every second one) adds ct_variety.py's anatomy and acquisition (slices of 1-5 mm
+    with partial volume, kernels, ribs, hilar vessels, fissures, ...) from a separate random stream:
+    with 0 the scans of a seed are the default ones, bit for bit.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {list(SCALES)}")
@@ -253,14 +298,30 @@ def synth_dataset(
     rng = np.random.default_rng([seed, site])
     frac = site / max(n_sites - 1, 1)
     noise_sigma = 12.0 + 25.0 * frac
+    if not 0.0 <= variety <= 1.0:
+        raise ValueError("variety must be a fraction in [0, 1]")
+    stream = np.random.default_rng([seed, site, 99])
     rows = []
     for n in range(n_scans):
+        vrng = stream if int((n + 1) * variety) > int(n * variety) else None
         px = rng.uniform(*px_range) * (1 + 0.08 * frac)
         dz = rng.uniform(*dz_range) * (1 + 0.1 * frac)
         shape = (nz, size, size)
         n_nodules = int(rng.integers(per_scan[0], per_scan[1] + 1)) + (1 if rng.random() < 0.3 * frac else 0)
-        hu, nodules = make_phantom(rng, shape, (dz, px, px), diam_range, n_nodules)
-        hu += rng.normal(0, noise_sigma, hu.shape).astype(np.float32)
+        if vrng is None:
+            hu, nodules = make_phantom(rng, shape, (dz, px, px), diam_range, n_nodules)
+            hu += rng.normal(0, noise_sigma, hu.shape).astype(np.float32)
+        else:  # thin sub-slices averaged into slices of 1-5 mm over the same extent (partial volume)
+            thick = float(vrng.choice([t for t in ct_variety.THICKNESSES if t >= dz_range[0] * 0.4]))
+            sub = int(np.ceil(thick / 1.25))
+            n_out = max(int(round(nz * dz / thick)), 8)
+            hu, nodules = make_phantom(
+                rng, (n_out * sub, size, size), (thick / sub, px, px), diam_range, n_nodules, vrng
+            )
+            hu = ct_variety.acquire(hu, sub, px, vrng)
+            shift = np.array([(sub - 1) / 2 * thick / sub, 0.0, 0.0])
+            nodules = [(c - shift, d, k, j) for c, d, k, j in nodules]
+            dz = thick
         origin = np.array(
             [-size * px / 2 + rng.uniform(-5, 5), -size * px / 2 + rng.uniform(-5, 5), rng.uniform(-300, -100)]
         )

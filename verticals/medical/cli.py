@@ -118,6 +118,13 @@ def synth(
     site: int = typer.Option(0, "--site", min=0, help="Site index: changes scanner and nodule prevalence."),
     n_sites: int = typer.Option(1, "--sites", min=1, help="Number of sites the index refers to."),
     quick: bool = typer.Option(False, "--quick", help=QUICK_SYNTH_HELP),
+    variety: float = typer.Option(
+        0.0,
+        "--variety",
+        min=0.0,
+        max=1.0,
+        help="Fraction of scans with ribs, hilar vessels, fissures, 1-5 mm slices, kernels (ct_variety.py).",
+    ),
 ) -> None:
     """Write synthetic chest-CT DICOM series with nodules, and annotations.csv (LUNA16 format)."""
     from verticals.medical.api import synth_dataset
@@ -127,7 +134,7 @@ def synth(
 
     if scale not in ("tiny", "small", "full"):
         raise UserError(f"--scale {scale!r}: expected tiny, small or full")
-    path = synth_dataset(out, scans, seed=seed, site=site, n_sites=n_sites, scale=scale)
+    path = synth_dataset(out, scans, seed=seed, site=site, n_sites=n_sites, scale=scale, variety=variety)
     print(f"wrote {scans} series and {path / 'annotations.csv'}")
 
 

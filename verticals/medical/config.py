@@ -57,6 +57,8 @@ class MedicalConfig:
     # lungs (juxtapleural nodules sit on the wall); masses are soft-tissue lumps > mass_min_mm inside them
     lung_mask: bool = True
     lung_margin_mm: float = 10.0
+    # bone (> 200 HU) outside the filled lungs is never a candidate's centre: ribs lie within the margin
+    lung_exclude_bone: bool = True
     mass_min_mm: float = 30.0
     # held-out share of the training scans used to calibrate the final probabilities (Platt scaling)
     calibration_fraction: float = 0.25

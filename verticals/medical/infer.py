@@ -134,7 +134,14 @@ def fp_params(model) -> tuple[np.ndarray, float, bool, np.ndarray]:
 
 
 def detect_case(
-    case: Case, runner: Runner, cfg, fp: tuple | None = None, *, report_all: bool = False, masses: bool = True
+    case: Case,
+    runner: Runner,
+    cfg,
+    fp: tuple | None = None,
+    *,
+    report_all: bool = False,
+    masses: bool = True,
+    output: np.ndarray | None = None,
 ) -> dict:
     """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings,
     "lung_mask" (its record, or None when off), "anatomy" (the LungMask), "masses"}.
@@ -142,9 +149,11 @@ def detect_case(
     Candidates whose centre lies outside the lung mask (lungmask.py) are dropped before the FP stage;
     probabilities are the FP stage's, Platt-calibrated; those below `cfg.min_probability` are not
     reported unless `report_all` (training fits the FP stage and the calibration on every candidate).
+    `output`: the network's output on this case from an earlier `predict` (scoring post-processing
+    variants without running the network again).
     """
     t0 = time.perf_counter()
-    out = predict(case.image, runner, cfg)
+    out = predict(case.image, runner, cfg) if output is None else output.copy()
     t1 = time.perf_counter()
     anatomy = _anatomy(case, cfg, masses) if getattr(cfg, "lung_mask", False) else None
     if anatomy is not None and anatomy["mask"].status == "ok":
@@ -153,10 +162,12 @@ def detect_case(
         s = cfg.stride
         out[0][~anatomy["mask"].region[::s, ::s, ::s][: out.shape[1], : out.shape[2], : out.shape[3]]] = -30.0
     centres, scores, diam = postprocess.decode(out, cfg)
+    if anatomy is not None and anatomy["mask"].status == "ok":
+        # before NMS: a peak whose refined centre left the region, or sits in a rib, must not suppress a nodule
+        inside = anatomy["mask"].contains(centres)
+        centres, scores, diam = centres[inside], scores[inside], diam[inside]
     xyz = case.to_world(centres) if len(scores) else np.zeros((0, 3))
     keep = postprocess.distance_nms(xyz, scores, diam, cfg.nms_mm)
-    if anatomy is not None and anatomy["mask"].status == "ok":
-        keep = keep[anatomy["mask"].contains(centres[keep])]  # a peak's sub-voxel offset can leave the region
     keep = keep[: cfg.max_candidates]
     centres, scores, diam, xyz = centres[keep], scores[keep], diam[keep], xyz[keep]
     spacing = float(np.mean(case.spacing_zyx))
@@ -191,7 +202,9 @@ def _anatomy(case: Case, cfg, masses: bool) -> dict:
     from verticals.medical.masses import find_masses
 
     hu = case.image * np.float32(cfg.hu_max - cfg.hu_min) + np.float32(cfg.hu_min)
-    mask = lung_mask(hu, case.spacing_zyx, margin_mm=cfg.lung_margin_mm)
+    mask = lung_mask(
+        hu, case.spacing_zyx, margin_mm=cfg.lung_margin_mm, exclude_bone=getattr(cfg, "lung_exclude_bone", True)
+    )
     found = find_masses(hu, case.spacing_zyx, mask, min_diameter_mm=cfg.mass_min_mm) if masses else []
     for m in found:
         m["xyz"] = case.to_world(m["zyx"][None])[0]
