@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from finance_tiny import batch_scores
 
 from common.cli import main
 from common.config import resolve
@@ -109,14 +110,7 @@ def test_a_file_without_a_trained_column_is_refused(trained, tmp_path, capsys):
 def test_service_applies_the_same_columns(trained, tmp_path):
     _, _, data, model = trained
     rows = list(csv.DictReader(open(data)))[:40]
-    batch = tmp_path / "head.csv"
-    with open(batch, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    out = tmp_path / "scores.csv"
-    assert main(["finance", "score", "--data", str(batch), "--model", str(model), "--out", str(out)]) == 0
-    expected = {r["txn_id"]: float(r["fraud_probability"]) for r in csv.DictReader(open(out))}
+    expected = batch_scores(rows, model, tmp_path)
     service = load_service(model)
     lacking = {k: v for k, v in rows[0].items() if k != "risk_score"}
     with pytest.raises(RequestError, match="missing trained column\\(s\\) risk_score"):

@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from finance_tiny import batch_scores
 
 from common.cli import main
 from common.config import resolve
@@ -115,14 +116,7 @@ def test_trained_with_event_columns_batch_and_service_agree(tmp_path):
     spec = ColumnSpec.from_json(resolve(FinanceConfig, model / "config.toml", section="finance").feature_spec)
     assert spec.event_dim == 3 and (model / "model.onnx").is_file()
     rows = list(csv.DictReader(open(data)))[:30]
-    batch = tmp_path / "head.csv"
-    with open(batch, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    out = tmp_path / "scores.csv"
-    assert main(["finance", "score", "--data", str(batch), "--model", str(model), "--out", str(out)]) == 0
-    expected = {r["txn_id"]: float(r["fraud_probability"]) for r in csv.DictReader(open(out))}
+    expected = batch_scores(rows, model, tmp_path)
     service = load_service(model)
     got = [service.score({**r, "risk_score": r["risk_score"] or None}) for r in rows]
     assert np.allclose([g["fraud_probability"] for g in got], [expected[r["txn_id"]] for r in rows], atol=1e-5)
