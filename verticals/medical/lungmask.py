@@ -151,16 +151,21 @@ def lung_mask(
     return LungMask(region & body, lungs, body, "ok", volume, [], bone)
 
 
+def body_midline(body: np.ndarray) -> float | None:
+    """The x index halfway across the body's left-right extent (None without a body)."""
+    cols = np.flatnonzero(body.any(axis=(0, 1)))
+    return (cols[0] + cols[-1]) / 2.0 if cols.size else None
+
+
 def drop_airways(
     lungs: np.ndarray, body: np.ndarray, sp, max_area_mm2: float = 700.0, midline_mm: float = 30.0
 ) -> np.ndarray:
     """`lungs` without, on each axial slice, the regions smaller than `max_area_mm2` (a trachea is 15-25 mm
     across: 180-490 mm2) whose centre lies within `midline_mm` of the body's midline. Lung apices and
     bases are small on their first slices too, but they lie to the side, not on the midline."""
-    cols = np.flatnonzero(body.any(axis=(0, 1)))
-    if cols.size == 0:
+    mid = body_midline(body)
+    if mid is None:
         return lungs
-    mid = (cols[0] + cols[-1]) / 2.0
     pixel_mm2 = float(sp[1] * sp[2])
     out = lungs.copy()
     for k in np.flatnonzero(lungs.any(axis=(1, 2))):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from verticals.medical.lungmask import LungMask, fill_per_slice
+from verticals.medical.lungmask import BONE_HU, LungMask, body_midline, fill_per_slice
 
 
 def _opened(mask: np.ndarray, radius_mm: float, sp: np.ndarray) -> np.ndarray:
@@ -128,7 +128,7 @@ def mediastinum(lungs: np.ndarray, hu: np.ndarray, body: np.ndarray, mid: int, s
     cols = np.arange(nx)
     for k in np.flatnonzero(lungs[:, :, :mid].any(axis=(1, 2)) & lungs[:, :, mid:].any(axis=(1, 2))):
         rows = np.flatnonzero(body[k].any(axis=1))
-        spine = np.flatnonzero(((hu[k] > 200) & body[k])[:, max(mid - half, 0) : mid + half + 1].any(axis=1))
+        spine = np.flatnonzero(((hu[k] > BONE_HU) & body[k])[:, max(mid - half, 0) : mid + half + 1].any(axis=1))
         spine = spine[spine > rows.mean()] if rows.size else spine
         front = int(spine.min()) if spine.size else ny
         right = np.where(lungs[k, :front, :mid], cols[:mid], -1).max(axis=1)  # right lung's medial edge per row
@@ -157,10 +157,10 @@ def envelope_masses(
     sees them, and the 3D distance transforms cost a second instead of a minute)."""
     lungs, coarse = mask.lungs[::step, ::step, ::step], hu[::step, ::step, ::step]
     body, sp2 = mask.body[::step, ::step, ::step], np.asarray(sp, float) * step
-    cols = np.flatnonzero(body.any(axis=(0, 1)))
-    if not lungs.any() or cols.size == 0:
+    centre = body_midline(body)
+    if not lungs.any() or centre is None:
         return []
-    mid = int(round((cols[0] + cols[-1]) / 2))
+    mid = int(round(centre))
     side = np.arange(lungs.shape[2]) >= mid
     outline = np.zeros_like(lungs)
     for half in (~side, side):
