@@ -218,6 +218,16 @@ class Deployment:
             return fedsite(*args, env=self.env, log=self.tmp / f"{out.name}.log", background=True)
         return fedsite(*args, env=self.env)
 
+    def run_to_first_checkpoint(self, out: Path, *extra: str) -> subprocess.Popen:
+        """A background run, returned once its first checkpoint is on disk (failing if it ends first)."""
+        run = self.run(out, *extra, background=True)
+        self.processes.append(run)
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "checkpoint.npz").exists():
+            assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.1)
+        return run
+
     def run_keeping_round_one(self, out: Path, *extra: str) -> Path:
         """A two-round run that must succeed; its round-1 checkpoint, which round 2 replaces, is kept
         as OUT-round-1/checkpoints/ (checkpoint.load reads it)."""
@@ -359,12 +369,7 @@ def test_hub_stops_cleanly_keeps_its_state_and_a_killed_run_resumes_bit_identica
     reference = dep.reference()
     before = {n["node-id"] for n in dep.nodes()}
     out = dep.tmp / "interrupted"
-    run = dep.run(out, background=True)
-    dep.processes.append(run)
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoints" / "checkpoint.npz").exists():
-        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.1)
+    run = dep.run_to_first_checkpoint(out)
     members = tree(dep.hub)
     names = sorted(p.name() for p in members)
     assert any("serverapp" in n for n in names) and any("superexe" in n for n in names), names
@@ -471,12 +476,7 @@ def test_a_site_stopped_mid_run_is_recorded_offline_and_leaves_no_process(deploy
     dep = deployment
     site = dep.processes[2]  # site-1 (the hub is processes[0])
     out = dep.tmp / "offline"
-    run = dep.run(out, "--min-results", "1", background=True)
-    dep.processes.append(run)
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoints" / "checkpoint.npz").exists():
-        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.1)
+    run = dep.run_to_first_checkpoint(out, "--min-results", "1")
     members = tree(site)
     assert len(members) >= 2, [p.name() for p in members]
     began = time.monotonic()
