@@ -264,9 +264,10 @@ def score_csv(
     txns, rejects = read_for(config.replace(scorer.cfg, **changes), data)
     order = time_order(txns)
     log(f"scoring {len(txns)} transactions ({scorer.backend})")
-    ordered = txns.take(order)
+    txn_id = txns.txn_id  # input order, for the output
+    txns.reorder(order)  # in place: no second copy of every column
     probs = np.empty(len(txns), np.float64)
-    args = (ordered.ts, ordered.src, ordered.dst, ordered.amount, ordered.channel, ordered.extras)
+    args = (txns.ts, txns.src, txns.dst, txns.amount, txns.channel, txns.extras)
     out = Path(out)
     if explain:
         ranked, why = scorer.score_explained(*args, baseline=load_baseline(model_dir))
@@ -275,11 +276,11 @@ def score_csv(
         for row, reasons in zip(order, why):
             texts[row] = [format_reason(name, change) for name, change in reasons]
         header = ["txn_id", "fraud_probability", *(f"reason_{i + 1}" for i in range(3))]
-        rows = ([t, f"{p:.6g}", *r] for t, p, r in zip(txns.txn_id, probs, texts))
+        rows = ([t, f"{p:.6g}", *r] for t, p, r in zip(txn_id, probs, texts))
         write_csv(out, header, rows)
     else:
         probs[order] = scorer.score(*args)
-        write_csv(out, ["txn_id", "fraud_probability"], zip(txns.txn_id, (f"{p:.6g}" for p in probs)))
+        write_csv(out, ["txn_id", "fraud_probability"], zip(txn_id, (f"{p:.6g}" for p in probs)))
     rejected_path = out.parent / "rejected.csv"
     write_rejected(rejected_path, rejects)
     assert len(txns) + len(rejects) == txns.rows_read

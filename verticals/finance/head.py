@@ -70,9 +70,12 @@ class TreeHead:
         for i in range(0, len(features), chunk):
             s = slice(i, i + chunk)
             net = network[s] if network is not None and self.uses_network else None
-            x = head_inputs(features.rows(s), tree[s], net)
-            out.append(self.model.predict_proba(x)[:, 1].astype(np.float32))
+            out.append(self.probabilities(head_inputs(features.rows(s), tree[s], net)))
         return np.concatenate(out)
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Fraud probabilities from `head_inputs` rows (the batch scorer builds those on another thread)."""
+        return self.model.predict_proba(inputs)[:, 1].astype(np.float32)
 
 
 def blend(head: np.ndarray, network: np.ndarray, weight: float) -> np.ndarray:
