@@ -242,6 +242,7 @@ class ScoreReport:
     backend: str
     scores_path: str
     rejected_path: str
+    cpu_seconds: float = 0.0  # of the whole process meanwhile (both threads): on a shared machine, the steadier figure
 
 
 def score_csv(
@@ -258,7 +259,7 @@ def score_csv(
     The file is read with the model's column mapping unless `columns` / `fmt` replace it. `explain`
     adds reason_1..3 per row (explain.py: occlusion of feature groups, ~15 extra model passes).
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     scorer = load_scorer(model_dir)
     changes = {k: v for k, v in (("columns", columns), ("format", fmt)) if v is not None}
     txns, rejects = read_for(config.replace(scorer.cfg, **changes), data)
@@ -292,4 +293,5 @@ def score_csv(
         scorer.backend,
         str(out),
         str(rejected_path),
+        time.process_time() - cpu,
     )
