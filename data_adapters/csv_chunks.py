@@ -17,7 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -154,10 +156,7 @@ class CsvChunks:
         self._rows.close()
         with _open(self.path) as binary:
             binary.readline()
-            offset, line = binary.tell(), 2
-            for run, ends in arrow_csv.line_runs(binary, rows):
-                why = arrow_csv.trouble(run, ends)
-                parsed = arrow_csv.parse(run, ends, n_fields, line) if why is None else None
+            for run, offset, line, why, parsed in self._examined(binary, rows, n_fields):
                 if parsed is not None:
                     self.arrow_chunks += 1
                     yield Chunk(parsed.columns, parsed.lines, parsed.faults)
@@ -169,4 +168,26 @@ class CsvChunks:
                 else:
                     records = RowReader(_text(io.BytesIO(run)), line - 1).records()
                     yield from record_chunks(records, n_fields, rows)
+
+    @staticmethod
+    def _examined(binary: BinaryIO, rows: int, n_fields: int) -> Iterator[tuple]:
+        """(run, offset, line, trouble, Arrow's parse or None) per run of `rows` lines. A worker
+        thread checks and parses the next run while the caller converts this one (Arrow's parser
+        releases the GIL): reading overlaps with validation on a 2-core server."""
+
+        def examine(run: bytes, ends, line: int) -> tuple:
+            why = arrow_csv.trouble(run, ends)
+            return why, (arrow_csv.parse(run, ends, n_fields, line) if why is None else None)
+
+        offset, line = binary.tell(), 2
+        ahead: deque = deque()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for run, ends in arrow_csv.line_runs(binary, rows):
+                ahead.append((run, offset, line, pool.submit(examine, run, ends, line)))
                 offset, line = offset + len(run), line + arrow_csv.count_lines(run, ends)
+                if len(ahead) > 1:
+                    *first, job = ahead.popleft()
+                    yield (*first, *job.result())
+            while ahead:
+                *first, job = ahead.popleft()
+                yield (*first, *job.result())
