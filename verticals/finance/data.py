@@ -161,6 +161,9 @@ def dataset_from(
         spec = column_spec(cfg)
     elif spec is None:
         spec = infer_spec(txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore)
+    if consume:  # identifiers and free text are typed now: their strings (~0.4 GB at 1M rows) can go
+        for name in [c for c in txns.extras if c not in spec.used]:
+            del txns.extras[name]
     tree = tree_matrix(spec, txns.extras, n)
     rows = np.empty((n, F_TXN + spec.nn_dim), np.float32)  # the network's per-transaction rows
     nn = nn_matrix(spec, txns.extras, n, out=rows[:, F_TXN:])  # written in place: no second copy
