@@ -113,17 +113,18 @@ class _Role:
         order = np.lexsort((np.arange(n), t_ms, acc))  # by account, then time, then stream order
         a, t, tm, cp = acc[order], ts[order], t_ms[order], other[order]
         la = np.log1p(amount[order])
-        new = np.r_[True, a[1:] != a[:-1]]
+        change = a[1:] != a[:-1]
+        new = np.concatenate(([True], change))
         first = np.flatnonzero(new)[np.cumsum(new) - 1]
-        last = np.flatnonzero(np.r_[a[1:] != a[:-1], True])
+        last = np.flatnonzero(np.concatenate((change, [True])))
         i = np.arange(n)
         seen = self.n[a]
         rank = seen + (i - first)  # earlier rows of the account
         key = (a << _TIME_BITS) | tm
-        cols = []
-        for width in _WINDOW_MS:
-            lower = np.searchsorted(key, key - width, side="left")
-            cols.append(i - np.maximum(lower, first) + self.window.count(key - width, key))
+        lows = (key[None, :] - _WINDOW_MS[:, None]).ravel()  # every window's lower key, one search for all
+        lower = np.searchsorted(key, lows, side="left").reshape(len(_WINDOW_MS), n)
+        counts = (i - np.maximum(lower, first)).ravel() + self.window.count(lows, np.tile(key, len(_WINDOW_MS)))
+        cols = list(counts.reshape(len(_WINDOW_MS), n))
         cols.append(rank)
         prev_t = np.where(i > first, t[np.maximum(i - 1, 0)], np.where(seen > 0, self.last_t[a], np.nan))
         cols.append(np.log1p(np.clip(t - prev_t, 0, None)))
