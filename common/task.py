@@ -182,6 +182,9 @@ class Task:
     # boolean config keys of post-fit stages that a federation fits in its last round only (a later
     # round's training would make them stale): what `fedsite federate --final-round-only` names
     final_round_only: tuple[str, ...] = ()
+    # True: before a federation's first round the hub asks every site to `describe_data` and agrees
+    # on one config from the descriptions (`agree_config`): finance's extra columns
+    agrees_on_data: bool = False
 
     def build_model(self, cfg: Any) -> nn.Module:
         """A fresh, randomly initialised model for `cfg` (seeded by the caller)."""
@@ -232,10 +235,17 @@ class Task:
         """A config small enough for the contract test to train in seconds."""
         return self.preset("tiny")
 
-    def agree_config(self, cfg: Any, sources: dict[str, Path]) -> tuple[Any, dict[str, Any]]:
-        """Before a federation's first round: the config every site will use, given each site's data
-        (site name -> source), and a report for the run directory. Default: `cfg` unchanged. Finance
-        agrees on the extra columns the banks share (or refuses, verticals/finance/federated_columns.py)."""
+    def describe_data(self, cfg: Any, source: Path) -> dict[str, Any]:
+        """At a site, before a federation's first round (only when `agrees_on_data`): what the other
+        sites must know of this site's data to agree on one config, as JSON-safe values. It crosses
+        the wire to the hub, so it holds names, types and counts, never a row. Default: nothing."""
+        return {}
+
+    def agree_config(self, cfg: Any, descriptions: dict[str, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+        """At the hub, before the first round: the config every site will use, given each site's
+        `describe_data` (site name -> description), and a report for the run directory. Default:
+        `cfg` unchanged. Finance agrees on the extra columns the banks share (or refuses,
+        verticals/finance/federated_columns.py)."""
         return cfg, {}
 
     def federated_moments(self, model: nn.Module) -> list[tuple[str, str, str]]:

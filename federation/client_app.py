@@ -96,6 +96,22 @@ def hello(message: Message, context: Context) -> Message:
     return Message(RecordDict({"site": ConfigRecord({"name": site_of(context)})}), reply_to=message)
 
 
+@app.query("describe")
+def describe(message: Message, context: Context) -> Message:
+    """Before round 1, for Tasks that agree on their data (finance's extra columns): this site's
+    description of its data. Only names, types and counts leave the site (Task.describe_data), never
+    a row: the raw data stays here."""
+    import json
+
+    from federation.sitework import describe_site
+
+    settings = FederationSettings.from_config(dict(message.content["job"]))
+    site = site_of(context)
+    data, _ = paths_of(context, settings, site)
+    text = json.dumps(describe_site(settings, data))
+    return Message(RecordDict({"description": ConfigRecord({"json": text})}), reply_to=message)
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """One federated round: train from the global model, send back the (privatised, encoded) update."""

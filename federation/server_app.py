@@ -10,6 +10,7 @@ talks to a Flower `Grid`, so Flower's simulation engine, a real SuperLink and th
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from common import config
+from common.atomic import write_text
 from common.device import seed_everything
 from common.errors import UserError
 from common.progress import log
@@ -300,11 +303,45 @@ def cross_site(hub: Hub, final: GlobalModel, initial: GlobalModel, round_: int, 
     return matrix
 
 
+def agree_with_sites(hub: Hub, task: Any, cfg: Any, out: Path) -> Any:
+    """Before round 1: every site describes its data (Task.describe_data, computed at the site:
+    names, types and counts cross the wire, never a row), and the hub agrees on the config every
+    site will use (Task.agree_config; finance: the shared extra columns, or a refusal). The report
+    goes to OUT/columns.json. A site that cannot describe its data stops the run with its reason:
+    a config agreed without it would not fit its data."""
+    content = {site: RecordDict({"job": hub.job()}) for site in hub.nodes}
+    results = hub.send("query.describe", content, 0)
+    descriptions = {}
+    for site in sorted(results, key=natural):
+        reply = results[site]["reply"]
+        if reply is None:
+            raise UserError(f"{site}: could not describe its data before round 1 ({results[site]['error']})")
+        descriptions[site] = json.loads(str(reply.content["description"]["json"]))
+    cfg, agreed = task.agree_config(cfg, descriptions)
+    if agreed:
+        write_text(out / "columns.json", json.dumps(agreed, indent=2) + "\n")
+        dropped = {site: cols for site, cols in agreed.get("dropped", {}).items() if cols}
+        note = f"; dropped {dropped}" if dropped else ""
+        log(f"sites agreed on their data: {len(agreed.get('shared', []))} shared column(s){note}")
+    return cfg
+
+
 def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
     """The whole run: rounds with checkpoints, cross-site matrix, outputs. Returns the history."""
     out = Path(settings.out_dir)
     task = load_task(settings)
+    hub = Hub(grid, settings)
+    sites = hub.connect()
+    log(f"{len(hub.nodes)} site(s) connected: {', '.join(sites)}")
+    if len(hub.nodes) < max(1, settings.min_results):
+        raise SitesNotReady(
+            f"only {len(hub.nodes)} of {settings.sites} site(s) started within {settings.node_wait:.0f} s "
+            f"(min_results={settings.min_results})"
+        )
     cfg = model_config(task, settings)
+    if task.agrees_on_data:  # e.g. finance: the extra columns every bank has, from the sites' own summaries
+        cfg = agree_with_sites(hub, task, cfg, out)
+        settings = hub.settings = settings.replace(config_toml=config.to_toml(cfg))
     seed_everything(settings.seed)
     model = task.build_model(cfg)
     layout = codec.model_layout(model)
@@ -316,19 +353,12 @@ def run_federation(grid: Grid, settings: FederationSettings) -> dict[str, Any]:
         state, history = HubState(saved["model"], saved["opt_state"]), saved["history"]
         start = saved["round"] + 1
         log(f"resuming after round {saved['round']} from {out / 'checkpoints'}")
-    hub = Hub(grid, settings)
     run = RunSetup(hub, layout, strategies.StrategyParams.of(settings), tuple(moment_pairs(model, layout, task)))
-    history["sites"] = hub.connect()
-    log(f"{len(hub.nodes)} site(s) connected: {', '.join(history['sites'])}")
+    history["sites"] = sites
     if settings.secagg:
         from federation.secagg import describe
 
         history["secure_aggregation"] = describe(len(hub.nodes))
-    if len(hub.nodes) < max(1, settings.min_results):
-        raise SitesNotReady(
-            f"only {len(hub.nodes)} of {settings.sites} site(s) started within {settings.node_wait:.0f} s "
-            f"(min_results={settings.min_results})"
-        )
     began = time.perf_counter()
     tests: dict[str, dict[str, float]] = {}
     for round_ in range(start, settings.rounds + 1):

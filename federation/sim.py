@@ -19,7 +19,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from federation.grid import InProcessGrid
-from federation.settings import FederationSettings, site_name
+from federation.settings import FederationSettings
 
 ENGINES = ("ray", "inprocess")
 
@@ -139,10 +139,6 @@ def simulate(
         raise UserError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     suffix = prepare_sites(task, out / "data", sites, seed=seed, scale=scale)
-    site_sources = {site_name(k): out / "data" / site_name(k) / suffix for k in range(sites)}
-    cfg, agreed = task.agree_config(cfg, site_sources)  # e.g. finance: the extra columns all banks have
-    if agreed:
-        atomic.write_text(out / "columns.json", json.dumps(agreed, indent=2) + "\n")
     settings = FederationSettings(
         **knobs,
         vertical=vertical,

@@ -65,6 +65,14 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def describe_site(settings: FederationSettings, data_dir: Path) -> dict[str, Any]:
+    """This site's Task.describe_data under the hub's config (what the hub agrees a config from)."""
+    if not Path(data_dir).exists():
+        raise FileNotFoundError(f"data directory {data_dir} not found")
+    task = load_task(settings)
+    return task.describe_data(model_config(task, settings), Path(data_dir))
+
+
 class SiteWorker:
     """One site's worker for one run: holds the Task, its config, the model layout and the data paths."""
 

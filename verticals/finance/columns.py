@@ -122,44 +122,112 @@ def infer_spec(
     ignore: tuple[str, ...] = (),
 ) -> ColumnSpec:
     """Fit a ColumnSpec on training rows' extra columns (input order irrelevant)."""
-    for name in (*numeric, *categorical, *ignore):
-        if name not in extras:
-            raise UserError(f"features: column '{name}' is not in the data (extra columns: {', '.join(extras)})")
-    spec = ColumnSpec()
+    return spec_from_summaries([summarise_columns(extras, numeric, categorical, ignore)], numeric, categorical, ignore)
+
+
+def summarise_columns(
+    extras: dict[str, np.ndarray],
+    numeric: tuple[str, ...] = (),
+    categorical: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+    top: int | None = None,
+) -> dict[str, dict]:
+    """Per extra column, what typing and encoding it needs: counts and a range, never a row.
+
+    Why a summary and not the values: in a federation each bank summarises its own training
+    period and only the summaries travel (federated_columns.py), and one bank's training derives
+    its spec from its own summary, so both go through `spec_from_summaries`. A numeric column gives
+    its row count, values present, min and max; a text column its distinct count and the counts of
+    its `top` most frequent values (all with None), or, when it looks like an identifier or free
+    text, no value at all.
+    """
+    out: dict[str, dict] = {}
     for name, values in extras.items():
         n = len(values)
-        if name in ignore:
-            spec.ignored[name] = "listed in features.ignore"
-            continue
         kind = "numeric" if name in numeric else "categorical" if name in categorical else None
-        if kind is None:
-            kind = "numeric" if values.dtype != object else "categorical"
-        if kind == "numeric":
+        if name in ignore:
+            out[name] = {"kind": "ignored", "n": n}
+        elif kind == "numeric" or (kind is None and values.dtype != object):
             numbers = as_numbers(values)
             present = numbers[~np.isnan(numbers)]
-            if len(present) == 0:
+            low, high = (float(present.min()), float(present.max())) if len(present) else (None, None)
+            out[name] = {"kind": "numeric", "n": n, "present": int(len(present)), "min": low, "max": high}
+        else:
+            counted = Counter(map(str, as_text(values)))  # a C-level count: np.unique sorted 1M strings per column
+            entry: dict = {"kind": "text", "n": n, "distinct": len(counted)}
+            if name not in categorical and n > 50 and len(counted) > ID_SHARE * n:
+                entry["identifier"] = True
+            else:
+                ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))  # ties: by value
+                entry["counts"] = dict(ranked[:top] if top is not None else ranked)
+            out[name] = entry
+    return out
+
+
+def spec_from_summaries(
+    summaries: list[dict[str, dict]],
+    numeric: tuple[str, ...] = (),
+    categorical: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+) -> ColumnSpec:
+    """The ColumnSpec of the columns every summary has (one summary: one bank's own training).
+
+    Several summaries are pooled as their rows would be: counts and ranges add up, and a
+    column numeric at one bank and text at another is not used (with the reason). The identifier
+    test adds the banks' distinct counts, an upper bound of the pooled count (exact for one bank).
+    """
+    every = [name for summary in summaries for name in summary]
+    for name in (*numeric, *categorical, *ignore):
+        if name not in every:
+            raise UserError(
+                f"features: column '{name}' is not in the data (extra columns: {', '.join(dict.fromkeys(every))})"
+            )
+    spec = ColumnSpec()
+    for name in summaries[0] if summaries else []:
+        if any(name not in summary for summary in summaries[1:]):
+            continue
+        entries = [summary[name] for summary in summaries]
+        kinds = {entry["kind"] for entry in entries}
+        n = sum(entry["n"] for entry in entries)
+        if "ignored" in kinds:
+            spec.ignored[name] = "listed in features.ignore"
+        elif len(kinds) > 1:
+            spec.ignored[name] = "numeric at some sites, text at others"
+        elif kinds == {"numeric"}:
+            present = sum(entry["present"] for entry in entries)
+            lows = [entry["min"] for entry in entries if entry["present"]]
+            highs = [entry["max"] for entry in entries if entry["present"]]
+            if present == 0:
                 spec.ignored[name] = "no numeric value"
-            elif present.min() == present.max() and len(present) == n:
+            elif min(lows) == max(highs) and present == n:
                 spec.ignored[name] = "constant"
             else:
                 spec.numeric.append(name)
-                if len(present) < n:
+                if present < n:
                     spec.missing_flags.append(name)
-            continue
-        counted = Counter(map(str, as_text(values)))  # a C-level count: np.unique sorted 1M strings per column
-        if len(counted) <= 1:
-            spec.ignored[name] = "constant"
-            continue
-        if name not in categorical and n > 50 and len(counted) > ID_SHARE * n:
-            spec.ignored[name] = f"identifier or free text ({len(counted)} distinct values in {n} rows)"
-            continue
-        ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:MAX_CATEGORIES]  # ties: by value
-        vocab = [value for value, _ in ranked]
-        kept = np.array([count for _, count in ranked])
-        other = n - kept.sum()
-        spec.categorical[name] = vocab
-        spec.log_share[name] = [float(np.log((c + 1) / (n + 1))) for c in [*kept, other]]
+        else:
+            _add_categorical(spec, name, entries, n, name in categorical)
     return spec
+
+
+def _add_categorical(spec: ColumnSpec, name: str, entries: list[dict], n: int, forced: bool) -> None:
+    """Type one text column from its summaries: constant, identifier, or a vocabulary with shares."""
+    counted: Counter = Counter()
+    for entry in entries:
+        counted.update(entry.get("counts", {}))
+    distinct = sum(entry["distinct"] for entry in entries)
+    if not any(entry.get("identifier") for entry in entries) and len(counted) <= 1:
+        spec.ignored[name] = "constant"
+        return
+    if any(entry.get("identifier") for entry in entries) or (not forced and n > 50 and distinct > ID_SHARE * n):
+        spec.ignored[name] = f"identifier or free text ({distinct} distinct values in {n} rows)"
+        return
+    ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:MAX_CATEGORIES]  # ties: by value
+    vocab = [value for value, _ in ranked]
+    kept = np.array([count for _, count in ranked])
+    other = n - kept.sum()
+    spec.categorical[name] = vocab
+    spec.log_share[name] = [float(np.log((c + 1) / (n + 1))) for c in [*kept, other]]
 
 
 def _codes(spec: ColumnSpec, name: str, values: np.ndarray) -> np.ndarray:

@@ -31,15 +31,21 @@ class FinanceTask(Task):
     higher_is_better = True
     presets = PRESETS
     recipes = RECIPES
+    agrees_on_data = True  # the banks agree on their shared extra columns before round 1
 
     def build_model(self, cfg: FinanceConfig) -> nn.Module:
         return model_from_config(cfg)
 
-    def agree_config(self, cfg: FinanceConfig, sources: dict[str, Path]) -> tuple[FinanceConfig, dict]:
+    def describe_data(self, cfg: FinanceConfig, source: Path) -> dict:
         from verticals.finance.data import csv_path
+        from verticals.finance.federated_columns import describe_columns
+
+        return describe_columns(cfg, csv_path(source))
+
+    def agree_config(self, cfg: FinanceConfig, descriptions: dict[str, dict]) -> tuple[FinanceConfig, dict]:
         from verticals.finance.federated_columns import agree_columns
 
-        return agree_columns(cfg, {site: csv_path(path) for site, path in sources.items()}, cfg.federation_columns)
+        return agree_columns(cfg, descriptions, cfg.federation_columns)
 
     def load_data(self, cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
         return load_split(cfg, source, split)
