@@ -113,9 +113,9 @@ def run(
     log(f"{len(data)} rows ({len(train)} train, {len(test)} test, {y.mean():.3%} fraud in test), "
         f"{used} extra columns used, {ignored} ignored; read + featurise {read_s:.0f}s")  # fmt: skip
     no_cols = data.tree[:, k:]  # the head without the bank's columns (the aggregates when it reads them)
-    peer_x = {"peer": np.c_[data.tree[:, :k], agg], "peer_no_columns": agg}
+    peer_x = {"peer": np.c_[agg, data.tree[:, :k]], "peer_no_columns": agg}  # the order its figures had
     peer_cat = {
-        "peer": np.r_[data.spec.tree_categorical, np.zeros(agg.shape[1], bool)],
+        "peer": np.r_[np.zeros(agg.shape[1], bool), data.spec.tree_categorical],
         "peer_no_columns": np.zeros(agg.shape[1], bool),
     }
     skipped = () if network else ("head_only", "network_only", "head_no_columns")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from finance_tiny import TINY
 
 from verticals.finance.aggregates import NAMES, AnalystState, SortedKeys, aggregates
 
@@ -79,3 +80,36 @@ def test_empty_and_single_chunks(rows):
     ts, src, dst, amount = _stream(rows + 1)
     out = aggregates(ts[:rows], src[:rows], dst[:rows], amount[:rows])
     assert out.shape == (rows, len(NAMES)) and out.dtype == np.float32
+
+
+def test_a_head_that_reads_them_scores_alike_in_batch_and_row_by_row(tmp_path):
+    """`--set head_aggregates=true`: `score` == one row a call (with a snapshot restart) == `--explain`."""
+    import csv
+
+    from common.cli import main
+    from data_adapters.transactions import time_order
+    from verticals.finance.data import read_for
+    from verticals.finance.head import load_head
+    from verticals.finance.infer import load_scorer
+
+    synth = ["finance", "synth", "--out", str(tmp_path / "data"), "--accounts", "40", "--days", "3"]
+    assert main(synth) == 0
+    data, model = tmp_path / "data" / "transactions.csv", tmp_path / "model"
+    assert (
+        main(["finance", "train", "--data", str(data), "--out", str(model), *TINY, "--set", "head_aggregates=true"])
+        == 0
+    )
+    assert load_head(model).aggregates
+    out = tmp_path / "scores.csv"
+    assert main(["finance", "score", "--data", str(data), "--model", str(model), "--out", str(out)]) == 0
+    batch = {r["txn_id"]: float(r["fraud_probability"]) for r in csv.DictReader(out.open())}
+    scorer = load_scorer(model)
+    txns, _ = read_for(scorer.cfg, data)
+    txns = txns.take(time_order(txns)[:100])
+    cols = (txns.ts, txns.src, txns.dst, txns.amount, txns.channel)
+    got = [scorer.score(*(c[i : i + 1] for c in cols))[0] for i in range(40)]
+    scorer.analyst = AnalystState.from_arrays(scorer.analyst.arrays())  # the service restarted from its snapshot
+    probs, why = scorer.score_explained(*(c[40:] for c in cols))
+    got += list(probs)
+    assert len(why) == 60 and all(len(r) == 3 for r in why)
+    np.testing.assert_allclose(got, [batch[t] for t in txns.txn_id], atol=1e-5)
