@@ -424,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-rows", type=int, default=200_000, help="--scale: rows `finance score` reads")
     parser.add_argument("--score-repeats", type=int, default=1, help="--scale: `score` runs (the median)")
     parser.add_argument("--tag", default="", help="--scale: suffix of the model directory and result file")
+    parser.add_argument("--score-only", action="store_true", help="--scale: reuse the earlier run's model")
     parser.add_argument(
         "--set", action="append", default=[], help="--peer / --scale: a FinanceConfig key=value (repeatable)"
     )

@@ -188,14 +188,24 @@ class BoundMapping:
         """Raw rows of the source header (already of the right length) -> rows of `header`."""
         if not raws:
             return []
-        columns = list(zip(*raws))
+        return list(zip(*self.apply_columns(list(zip(*raws)), lines)))
+
+    def apply_columns(self, columns: Sequence, lines: list[int]) -> list:
+        """Columns of the source header -> columns of `header`. A column passed through unchanged
+        stays what it was (an Arrow array from csv_chunks too); joined or converted ones become
+        lists of strings."""
+        from data_adapters.arrow_csv import as_list
+
         index = {name: i for i, name in enumerate(self.source_header)}
         out = []
         for source in self.sources:
-            parts = [[str(n) for n in lines] if c == LINE else list(columns[index[c]]) for c in source.columns]
+            if len(source.columns) == 1 and source.columns[0] != LINE and source.convert is None:
+                out.append(columns[index[source.columns[0]]])
+                continue
+            parts = [[str(n) for n in lines] if c == LINE else as_list(columns[index[c]]) for c in source.columns]
             values = parts[0] if len(parts) == 1 else ["|".join(p) if any(p) else "" for p in zip(*parts)]
             out.append(source.convert(values) if source.convert else values)
         for name, convert in zip(self.passthrough, self.converters):
-            values = list(columns[index[name]])
-            out.append(convert(values) if convert else values)
-        return list(zip(*out))
+            values = columns[index[name]]
+            out.append(convert(as_list(values)) if convert else values)
+        return out

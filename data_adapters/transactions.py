@@ -13,9 +13,7 @@ Timestamps become float Unix seconds in UTC (ISO 8601 with an offset or `Z`, or 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
-import itertools
 import math
 import os
 import sys
@@ -24,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from common.atomic import write_csv
 from common.errors import UserError
-from data_adapters import transaction_checks
+from data_adapters import arrow_csv, transaction_checks
 from data_adapters.column_mapping import ColumnMapping
+from data_adapters.csv_chunks import CsvChunks, record_chunks
 
 REQUIRED = ("txn_id", "timestamp", "src_account", "dst_account", "amount")
 OPTIONAL = ("currency", "channel", "is_fraud", "typology")
@@ -163,14 +163,17 @@ def iter_chunks(
 
     Duplicate ids are detected across the whole file (the first occurrence wins). `mapping`
     (data_adapters.column_mapping) names the contract columns in a file that uses other names;
-    every column that is not a contract column comes back in `Transactions.extras`.
+    every column that is not a contract column comes back in `Transactions.extras`. The fields
+    come from Arrow where it reads them exactly as csv.reader would (csv_chunks), else csv.reader.
     """
     path = Path(path)
     if mapping is not None and mapping.source is not None:
         source_header, records = mapping.source(path)
+        source = None
     else:
-        source_header, records = _csv_records(path)
-    with contextlib.closing(records):
+        source = CsvChunks(path)
+        source_header, records = source.header, None
+    with contextlib.closing(records if records is not None else source):
         bound = mapping.bind(source_header, str(path)) if mapping is not None else None
         header = bound.header if bound is not None else [h.strip() for h in source_header]
         transaction_checks.check_header(header, path)  # after mapping: an importer may rename repeats
@@ -183,99 +186,34 @@ def iter_chunks(
         seen: dict[str, int] = {}
         n_fields, id_at = len(source_header), (header.index("txn_id") if bound is None else -1)
         chunk_rows = max(1, min(chunk_rows, CHUNK_CELLS // max(n_fields, 1)))  # wide exports: fewer rows a chunk
-        while True:
-            raws, lines, rejects, done = [], [], [], True
-            for line, raw in records:
-                done = False
-                if isinstance(raw, transaction_checks.RowFault):
-                    rejects.append(Rejection("", line, str(raw)))
-                elif len(raw) == n_fields:
-                    raws.append(raw)
-                    lines.append(line)
-                elif not raw or (len(raw) == 1 and not raw[0].strip()):
-                    rejects.append(Rejection("", line, "empty row"))
-                else:
-                    txn = raw[id_at].strip() if 0 <= id_at < len(raw) else ""
-                    rejects.append(Rejection(txn, line, f"expected {n_fields} fields, found {len(raw)}"))
-                if len(raws) + len(rejects) >= chunk_rows:
-                    break
-            if done:
-                return
+        chunks = source.chunks(chunk_rows) if source is not None else record_chunks(records, n_fields, chunk_rows)
+        for piece in chunks:
+            rejects = [_fault(line, raw, n_fields, id_at) for line, raw in piece.faults]
+            columns, lines = piece.columns, piece.lines
             if bound is not None:
-                raws = bound.apply(raws, lines)
-            parts, read = [], len(raws) + len(rejects)
-            for i in range(0, len(raws), _BLOCK):
-                block, block_lines = raws[i : i + _BLOCK], lines[i : i + _BLOCK]
+                columns = bound.apply_columns(columns, lines)
+            parts = []
+            for i in range(0, len(lines), _BLOCK):
+                block, block_lines = [c[i : i + _BLOCK] for c in columns], lines[i : i + _BLOCK]
                 fast = _clean_block(block, block_lines, header, require_label, seen)
-                parts.append(
-                    fast
-                    if fast is not None
-                    else _checked_rows(block, block_lines, header, require_label, seen, rejects)
-                )
+                if fast is None:
+                    rows = list(zip(*map(arrow_csv.as_list, block)))
+                    fast = _checked_rows(rows, block_lines, header, require_label, seen, rejects)
+                parts.append(fast)
             rejects.sort(key=lambda r: r.line)
             chunk = concat(parts) if parts else _columns([], 0, str(path), extra)
-            chunk.rows_read, chunk.source, chunk.extra_columns = read, str(path), extra
+            chunk.rows_read, chunk.source, chunk.extra_columns = piece.records, str(path), extra
             yield chunk, rejects
 
 
-def _csv_records(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """(header, (line, fields) per data line) of a CSV file; one-line UserErrors for unreadable files.
-
-    A record that cannot be read (bytes that are not UTF-8, a field over the csv module's limit)
-    comes back as a `RowFault` with its reason, so one bad row is rejected and the others kept.
-    """
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a transactions CSV") from None
-    bad_lines: dict[int, str] = {}
-
-    def blocks() -> Iterator[list[str]]:
-        """About 1 MB of lines at a time, each line checked only when the block is not all ASCII
-        (a Python step per line cost a sixth of reading a 100-column export)."""
-        number = 0
-        while block := handle.readlines(1 << 20):
-            if not all(map(str.isascii, block)):
-                for at, text in enumerate(block, number + 1):
-                    if not text.isascii() and (reason := transaction_checks.undecodable(text)):
-                        bad_lines[at] = reason
-            number += len(block)
-            yield block
-
-    reader = csv.reader(itertools.chain.from_iterable(blocks()))
-    try:
-        header = next(reader)
-    except StopIteration:
-        handle.close()
-        raise UserError(f"{path}: empty file (expected a header line)") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        handle.close()
-        raise UserError(f"{path}: not a readable CSV ({exc})") from None
-    if bad_lines and min(bad_lines) <= reader.line_num:  # later lines of the first block are the rows' business
-        handle.close()
-        raise UserError(f"{path}: header line {bad_lines[min(bad_lines)]}")
-
-    def records() -> Iterator[tuple[int, list[str]]]:
-        with handle:
-            while True:
-                start = reader.line_num
-                try:
-                    raw = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield reader.line_num, transaction_checks.RowFault(f"unreadable CSV record ({exc})")
-                    continue
-                if bad_lines:
-                    faults = [bad_lines.pop(n) for n in range(start + 1, reader.line_num + 1) if n in bad_lines]
-                    if faults:
-                        yield reader.line_num, transaction_checks.RowFault(faults[0])
-                        continue
-                yield reader.line_num, raw
-
-    return header, records()
+def _fault(line: int, raw: list[str] | transaction_checks.RowFault, n_fields: int, id_at: int) -> Rejection:
+    """The rejection of a record that is not a row of the header's fields."""
+    if isinstance(raw, transaction_checks.RowFault):
+        return Rejection("", line, str(raw))
+    if not raw or (len(raw) == 1 and not raw[0].strip()):
+        return Rejection("", line, "empty row")
+    txn = raw[id_at].strip() if 0 <= id_at < len(raw) else ""
+    return Rejection(txn, line, f"expected {n_fields} fields, found {len(raw)}")
 
 
 CHUNK_CELLS = 3_000_000  # fields parsed per chunk (~0.2 GB of Python strings): 27k rows of a 110-column export
@@ -303,19 +241,20 @@ def _checked_rows(
 
 
 def _clean_block(
-    raws: list[list[str]], lines: list[int], header: list[str], require_label: bool, seen: dict[str, int]
+    columns: list, lines: list[int], header: list[str], require_label: bool, seen: dict[str, int]
 ) -> Transactions | None:
     """Columns of a block in which every row passes `check_row` and no id repeats, else None.
 
     Why: checking 140k rows one dict at a time cost more than featurising them. Column-wise, each
     rule is one C-level pass (map, set, numpy); the rules are exactly `check_row`'s, and any block
-    that breaks one goes back to `_checked_rows`, which finds the reasons.
+    that breaks one goes back to `_checked_rows`, which finds the reasons. `columns`: one per
+    header field, Python strings or Arrow string arrays (csv_chunks).
     """
-    columns = list(zip(*raws))
     where = {name: i for i, name in enumerate(header)}  # a repeated name: the last wins, as in dict(zip())
+    n = len(lines)
 
     def text(name: str) -> list[str]:
-        return list(map(str.strip, columns[where[name]])) if name in where else [""] * len(raws)
+        return arrow_csv.text(columns[where[name]]) if name in where else [""] * n
 
     txn, stamp, src, dst, amount_text = (text(name) for name in REQUIRED)
     if "" in txn or "" in stamp or "" in src or "" in dst or "" in amount_text:
@@ -361,8 +300,12 @@ def _clean_block(
         label=np.array([_LABELS.get(v, -1) for v in label_text], dtype=np.int8),
         typology=np.array(list(map(sys.intern, text("typology"))), dtype=object),
         extra_columns=extra,
-        extras={name: extra_column(columns[where[name]]) for name in extra},
+        extras={name: _extra(columns[where[name]]) for name in extra},
     )
+
+
+def _extra(column: Sequence[str] | pa.ChunkedArray) -> np.ndarray:
+    return arrow_csv.extra_column(column) if isinstance(column, arrow_csv.ARROW) else extra_column(column)
 
 
 def extra_column(values: Sequence[str]) -> np.ndarray:

@@ -230,41 +230,67 @@ def _add_categorical(spec: ColumnSpec, name: str, entries: list[dict], n: int, f
     spec.log_share[name] = [float(np.log((c + 1) / (n + 1))) for c in [*kept, other]]
 
 
-def _codes(spec: ColumnSpec, name: str, values: np.ndarray) -> np.ndarray:
+def _lookups(spec: ColumnSpec) -> dict[str, dict[str, int]]:
+    """Per categorical column, value -> vocabulary index."""
+    return {name: {v: i for i, v in enumerate(vocab)} for name, vocab in spec.categorical.items()}
+
+
+def _codes(lookup: dict[str, int], values: np.ndarray) -> np.ndarray:
     """Vocabulary index of each value; len(vocab) for a value outside it (rare or unseen)."""
-    vocab = spec.categorical[name]
-    lookup = {v: i for i, v in enumerate(vocab)}
-    other = len(vocab)
-    found = map(lookup.get, as_text(values), repeat(other))  # C-level: a generator was half the scoring time
+    found = map(lookup.get, as_text(values), repeat(len(lookup)))  # C-level: a generator was half the scoring time
     return np.fromiter(found, dtype=np.int64, count=len(values))
+
+
+ROW_BLOCK = 2048  # rows encoded at a time (see _by_blocks)
+
+
+def _by_blocks(out: np.ndarray, n: int, fill) -> np.ndarray:
+    """Fill `out` (n, width) a block of rows at a time: `fill(rows, part)` writes each column's values
+    into a row of `part` (width, block), which is then copied into `out[rows]` transposed.
+
+    Why: writing a column straight into a row-major matrix touches one cache line per cell, and
+    did so for 100 columns x 1M rows: 3 of the 4 seconds of encoding 200,000 rows for scoring.
+    """
+    part = np.empty((out.shape[1], min(ROW_BLOCK, max(n, 1))), np.float32)
+    for lo in range(0, n, ROW_BLOCK):
+        rows = slice(lo, min(lo + ROW_BLOCK, n))
+        block = part[:, : rows.stop - lo]
+        fill(rows, block)
+        out[rows] = block.T
+    return out
 
 
 def nn_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np.ndarray | None = None) -> np.ndarray:
     """(n, spec.nn_dim) float32 inputs for the network (normalised later by the model's buffers).
 
-    Written column by column into one float32 array (`out`, e.g. the columns of a larger array the
-    caller keeps): stacking float64 columns first doubled the peak memory of a million-row export.
+    Written into one float32 array (`out`, e.g. the columns of a larger array the caller keeps):
+    stacking float64 columns first doubled the peak memory of a million-row export.
     """
     spec.require(list(extras), "data")
     out = np.empty((n, spec.nn_dim), np.float32) if out is None else out
-    at = 0
-    for name in spec.numeric:
-        x = as_numbers(extras[name])
-        out[:, at] = np.nan_to_num(np.sign(x) * np.log1p(np.abs(x)), nan=0.0, posinf=710.0, neginf=-710.0)
-        at += 1
-    for name in spec.missing_flags:
-        out[:, at] = np.isnan(as_numbers(extras[name]))
-        at += 1
-    for name, vocab in spec.categorical.items():
-        codes = _codes(spec, name, extras[name])
-        if len(vocab) <= ONE_HOT_MAX:
-            for i in range(len(vocab)):
-                out[:, at] = codes == i
-                at += 1
-        else:
-            out[:, at] = np.asarray(spec.log_share[name])[codes]
+    lookups = _lookups(spec)
+    shares = {name: np.asarray(spec.log_share[name]) for name in spec.categorical}
+
+    def fill(rows: slice, part: np.ndarray) -> None:
+        at = 0
+        for name in spec.numeric:
+            x = as_numbers(extras[name][rows])
+            part[at] = np.nan_to_num(np.sign(x) * np.log1p(np.abs(x)), nan=0.0, posinf=710.0, neginf=-710.0)
             at += 1
-    return out
+        for name in spec.missing_flags:
+            part[at] = np.isnan(as_numbers(extras[name][rows]))
+            at += 1
+        for name, vocab in spec.categorical.items():
+            codes = _codes(lookups[name], extras[name][rows])
+            if len(vocab) <= ONE_HOT_MAX:
+                for i in range(len(vocab)):
+                    part[at] = codes == i
+                    at += 1
+            else:
+                part[at] = shares[name][codes]
+                at += 1
+
+    return _by_blocks(out, n, fill)
 
 
 EVENT_FIT_ROWS = 50_000  # rows the projection is fitted on (a seeded sample beyond that)
@@ -303,11 +329,16 @@ def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np
     """(n, len(spec.tree_names)) float32: numbers with NaN, category codes, value frequencies (into `out`)."""
     spec.require(list(extras), "data")
     out = np.empty((n, len(spec.tree_names)), np.float32) if out is None else out
-    for at, name in enumerate(spec.numeric):
-        out[:, at] = as_numbers(extras[name])
+    lookups = _lookups(spec)
+    shares = {name: np.asarray(spec.log_share[name]) for name in spec.categorical}
     k, m = len(spec.numeric), len(spec.categorical)
-    for j, name in enumerate(spec.categorical):
-        codes = _codes(spec, name, extras[name])
-        out[:, k + j] = codes
-        out[:, k + m + j] = np.asarray(spec.log_share[name])[codes]
-    return out
+
+    def fill(rows: slice, part: np.ndarray) -> None:
+        for at, name in enumerate(spec.numeric):
+            part[at] = as_numbers(extras[name][rows])
+        for j, name in enumerate(spec.categorical):
+            codes = _codes(lookups[name], extras[name][rows])
+            part[k + j] = codes
+            part[k + m + j] = shares[name][codes]
+
+    return _by_blocks(out, n, fill)

@@ -171,6 +171,9 @@ def dataset_from(
         spec = column_spec(cfg)
     elif spec is None:
         spec = infer_spec(txns.extras, cfg.features_numeric, cfg.features_categorical, cfg.features_ignore)
+    if consume:  # identifiers and free text are typed now: their strings (~0.4 GB at 1M rows) can go
+        for name in [c for c in txns.extras if c not in spec.used]:
+            del txns.extras[name]
     if analyst is None:
         analyst = cfg.head == "gbdt" and cfg.head_aggregates
     k = len(spec.tree_names)

@@ -7,6 +7,9 @@ network fit, tree head, calibration, evaluation, export) is timed, logged as it 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import resource
 import sys
 import time
@@ -22,6 +25,29 @@ def peak_rss_gb() -> float:
     return peak / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Return the heap memory glibc keeps after frees to the OS (a no-op without glibc).
+
+    Why: glibc raises its mmap threshold after large frees, so later arrays of a few MB come from
+    its heap, and freed heap memory stays resident. Training a bank's month left 0.4 GiB so
+    after reading and 0.6 GiB after featurising (measured with malloc_trim on the 1M-row export),
+    under every later stage's peak. Called at the end of each stage.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 class Stages:
     """Accumulates {stage: {"seconds", "cpu_seconds", "rows", "rows_per_s", "peak_gb"}} (a repeated stage adds up)."""
 
@@ -34,6 +60,7 @@ class Stages:
         start, cpu = time.perf_counter(), time.process_time()
         count = [rows]
         yield count
+        release_freed_memory()
         seconds, rows = time.perf_counter() - start, count[0]
         entry = self.table.setdefault(name, {"seconds": 0.0, "cpu_seconds": 0.0, "rows": 0})
         entry["seconds"] += seconds
