@@ -74,3 +74,39 @@ def test_heldout_generator_writes_mvtec_layout(tmp_path):
     assert len(list((root / "train" / "good").glob("*.png"))) == 10
     for kind in HELDOUT_KINDS:
         assert (root / "ground_truth" / kind / "000_mask.png").is_file()
+
+
+def test_blob_soft_widens_the_stain_edge():
+    """`blob_soft` draws diffuse blobs: more of the changed area is a faint rim than with sharp edges."""
+    from verticals.manufacturing.anomalies import _intensity_blob
+
+    flat = np.full((128, 128, 3), 0.5, np.float32)
+
+    def rim_share(soft: float) -> float:
+        rng = np.random.default_rng(4)
+        shares = []
+        for _ in range(6):
+            out, mask = _intensity_blob(flat, rng, soft)
+            change = np.abs(out - flat).max(-1)
+            peak = change.max()
+            shares.append(((change > 0.05 * peak) & (change < 0.5 * peak)).sum() / max((change > 0.5 * peak).sum(), 1))
+            assert mask.any() and change[mask > 0].min() > 0  # the mask marks changed pixels only
+        return float(np.mean(shares))
+
+    assert rim_share(6.0) > 1.5 * rim_share(0.5)
+
+
+def test_fine_input_lets_the_segmenter_see_sub_pool_detail():
+    """A 1-px checkerboard averages away under the 2x2 pool; with `fine_input` the segmenter still sees it."""
+    import torch
+
+    from verticals.manufacturing.model import DefectNet
+
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    checker = flat + 0.2 * ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float() - 0.1
+    for fine, differs in ((False, False), (True, True)):
+        torch.manual_seed(0)
+        model = DefectNet(width=4, image_size=64, fine_input=fine).eval()
+        with torch.no_grad():
+            a, b = model.segment(flat)[0], model.segment(checker)[0]
+        assert bool((a - b).abs().max() > 1e-4) == differs

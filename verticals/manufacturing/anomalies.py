@@ -58,11 +58,17 @@ def _texture_blend(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
     return image * (1 - alpha) + _foreign_patch(image.shape[:2], rng) * alpha, mask
 
 
-def _intensity_blob(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A soft-edged brightness/colour change of 5-30 %: trains sensitivity to faint stains and dents."""
+def _intensity_blob(
+    image: np.ndarray, rng: np.random.Generator, soft_max: float = 2.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """A soft-edged brightness/colour change of 5-30 %: trains sensitivity to faint stains and dents.
+
+    The edge's Gaussian blur is drawn in [0.5, `soft_max`] px (per 128 px of crop): a large
+    `soft_max` adds diffuse stains whose edge is no sharper than the texture around it.
+    """
     h, w = image.shape[:2]
     mask = perlin_mask((h, w), rng, 0.01, 0.2)
-    alpha = cv2.GaussianBlur(mask, (0, 0), rng.uniform(0.5, 2.5) * max(1.0, w / 128))
+    alpha = cv2.GaussianBlur(mask, (0, 0), rng.uniform(0.5, soft_max) * max(1.0, w / 128))
     gain = 1 + rng.choice([-1, 1]) * rng.uniform(0.05, 0.3) * rng.uniform(0.7, 1.0, 3).astype(np.float32)
     out = image * (1 + alpha[..., None] * (gain - 1))
     return out, (alpha > 0.5).astype(np.float32)
@@ -178,19 +184,24 @@ def luminance_only(image: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
 
 
 def synthesize_anomaly(
-    image: np.ndarray, rng: np.random.Generator, matched_prob: float | None = None, oriented: float = 0.0
+    image: np.ndarray,
+    rng: np.random.Generator,
+    matched_prob: float | None = None,
+    oriented: float = 0.0,
+    blob_soft: float = 2.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(anomalous image, float mask in {0,1}) from a good float RGB image; masks are never empty.
 
     With probability `matched_prob` (default: 0.8 on grey parts, 0.5 on coloured ones) the anomaly
     keeps the part's own colour and changes brightness/structure only (`luminance_only`). A fraction
-    `oriented` of the anomalies are thin strokes along/across the grain (`oriented_stroke`).
+    `oriented` of the anomalies are thin strokes along/across the grain (`oriented_stroke`);
+    `blob_soft` is the intensity blobs' largest edge blur (`_intensity_blob`).
     """
     image = image.astype(np.float32)
     weights = _BASE_WEIGHTS * (1 - oriented)
     weights[-1] = oriented
     kind = _KINDS[int(rng.choice(len(_KINDS), p=weights / weights.sum()))]
-    out, mask = kind(image, rng)
+    out, mask = _intensity_blob(image, rng, blob_soft) if kind is _intensity_blob else kind(image, rng)
     if matched_prob is None:
         matched_prob = 0.8 if is_achromatic(image) else 0.5
     if rng.random() < matched_prob:

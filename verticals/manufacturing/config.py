@@ -24,6 +24,7 @@ class InspectConfig:
     model_stride: int = 2  # the network runs at image_size / model_stride
     attention: str = "scse"  # common.blocks: scse, cbam or none
     reconstruction: bool = True  # DRAEM-style reconstruction branch feeding the segmenter
+    fine_input: bool = False  # segmenter sees all input pixels (pixel_unshuffle), not 2x2 means (thin lines)
     memory_size: int = 2048  # patch memory of good parts (memory.py); 0 disables it
     memory_patch: int = 5  # grey patch side at a quarter of image_size (model_stride 2)
     memory_pool: int = 2  # memory grid = working resolution / memory_pool (1: finer, for thin defects)
@@ -47,6 +48,7 @@ class InspectConfig:
     weight_decay: float = 1e-4  # AdamW's
     anomaly_prob: float = 0.7
     oriented_anomalies: float = 0.3  # share of anomalies drawn as thin strokes along/across the grain (README)
+    blob_soft: float = 2.5  # intensity blobs' largest edge blur, px per 128 px of crop (diffuse stains: README)
     recon_weight: float = 1.0
     max_train_seconds: float = 0.0  # stop early past this wall time (0: no limit); a guard for shared CPUs
     holdout: float = 0.2  # fraction of train/good kept aside to calibrate thresholds

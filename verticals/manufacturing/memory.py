@@ -55,7 +55,7 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 @torch.no_grad()
 def validation_set(
-    holdout: InspectionData, seed: int, copies: int = 2, oriented: float = 0.0
+    holdout: InspectionData, seed: int, copies: int = 2, oriented: float = 0.0, blob_soft: float = 2.5
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images uint8, labels, masks) = held-out good parts + `copies` synthetic-anomaly versions of each."""
     rng = np.random.default_rng([seed, 29])
@@ -66,7 +66,7 @@ def validation_set(
     )
     for _ in range(copies):
         for img in holdout.images:
-            bad, mask = synthesize_anomaly(img.astype(np.float32) / 255.0, rng, oriented=oriented)
+            bad, mask = synthesize_anomaly(img.astype(np.float32) / 255.0, rng, oriented=oriented, blob_soft=blob_soft)
             images.append(np.clip(bad * 255 + 0.5, 0, 255).astype(np.uint8))
             labels.append(1)
             masks.append(mask > 0.5)
@@ -112,7 +112,7 @@ def fit_memory(
         best = (_weights(cfg.memory_weights)[-1:] or [1.0])[0], (_weights(cfg.grain_weights)[-1:] or [1.0])[0]
     else:
         if validation is None:
-            validation = validation_set(holdout, seed, oriented=cfg.oriented_anomalies)
+            validation = validation_set(holdout, seed, oriented=cfg.oriented_anomalies, blob_soft=cfg.blob_soft)
         best, scores = choose_weights(model, validation, cfg)
         out |= scores
     if model.memory_size > 0:

@@ -148,11 +148,16 @@ class DefectNet(nn.Module):
         memory_pool: int = 2,
         grain: bool = False,
         grain_line: int = 25,
+        fine_input: bool = False,
     ) -> None:
         super().__init__()
         self.use_reconstruction = reconstruction
         self.reconstructor = Reconstructor(width) if reconstruction else None
-        self.segmenter = Segmenter(6 if reconstruction else 3, width, attention_kind)
+        # fine_input: the segmenter sees every input pixel (pixel_unshuffle: 3 x stride^2 channels at
+        # the working resolution) instead of their 2x2 means, so a 1 px line keeps its full contrast
+        self.fine_input = fine_input and model_stride > 1
+        c_image = 3 * model_stride**2 if self.fine_input else 3
+        self.segmenter = Segmenter(c_image + (3 if reconstruction else 0), width, attention_kind)
         self.stride = model_stride
         pool = max(3, round(score_pool * image_size / 256 / model_stride))
         self.pool = pool + (1 - pool % 2)  # odd, so the pooled map stays centred
@@ -194,13 +199,13 @@ class DefectNet(nn.Module):
         The network works at 1/stride of the input (a 2x average pool first): a quarter of the
         compute at stride 2, which is what makes 256x256 run at line speed on two CPU cores.
         """
-        xn = self.normalise(x)
-        if self.stride > 1:
-            xn = F.avg_pool2d(xn, self.stride)
+        full = self.normalise(x)
+        xn = F.avg_pool2d(full, self.stride) if self.stride > 1 else full
+        seen = F.pixel_unshuffle(full, self.stride) if self.fine_input else xn
         if self.reconstructor is None:
-            return self.segmenter(xn), xn, None
+            return self.segmenter(seen), xn, None
         recon = self.reconstructor(xn)
-        return self.segmenter(torch.cat([xn, recon], 1)), xn, recon
+        return self.segmenter(torch.cat([seen, recon], 1)), xn, recon
 
     def memory_distance(self, xn: torch.Tensor) -> torch.Tensor:
         """Distance of every patch to its nearest good patch in memory, (B, 1, H/2, W/2) at working scale."""

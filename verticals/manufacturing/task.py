@@ -86,6 +86,7 @@ def model_from_config(cfg: InspectConfig) -> DefectNet:
         memory_pool=cfg.memory_pool,
         grain=cfg.grain,
         grain_line=cfg.grain_line,
+        fine_input=cfg.fine_input,
     )
 
 

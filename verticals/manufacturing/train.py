@@ -68,7 +68,7 @@ def _batch(images: np.ndarray, cfg: InspectConfig, rng: np.random.Generator):
             part = part[:, ::-1]
         part = np.clip(part * rng.uniform(0.95, 1.05), 0, 1).astype(np.float32)
         if rng.random() < cfg.anomaly_prob:
-            bad, mask = synthesize_anomaly(part, rng, oriented=cfg.oriented_anomalies)
+            bad, mask = synthesize_anomaly(part, rng, oriented=cfg.oriented_anomalies, blob_soft=cfg.blob_soft)
         else:
             bad, mask = part, np.zeros(part.shape[:2], np.float32)
         clean.append(part)
@@ -144,9 +144,9 @@ def fit(
     metrics["train_steps"] = float(done)
     seed = cfg.seed
     choosing = cfg.memory_size > 0 or cfg.grain or "," in str(cfg.blur_candidates)
-    validation = (
-        validation_set(holdout, seed, oriented=cfg.oriented_anomalies) if holdout is not None and choosing else None
-    )
+    validation = None
+    if holdout is not None and choosing:
+        validation = validation_set(holdout, seed, oriented=cfg.oriented_anomalies, blob_soft=cfg.blob_soft)
     metrics.update(fit_memory(model, train, holdout, cfg, seed, validation))
     sigma, report = choose_blur(model, validation, cfg)
     metrics.update(report)
