@@ -17,6 +17,7 @@ interval, so "wins" means the interval excludes 0.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -78,7 +79,6 @@ def run(
     from common import config
     from common.device import seed_everything, set_threads
     from data_adapters.transactions import time_order
-    from verticals.finance.aggregates import aggregates
     from verticals.finance.api import fit_with_head
     from verticals.finance.columns import fit_events, infer_spec, nn_matrix
     from verticals.finance.data import dataset_from, read_for
@@ -96,8 +96,13 @@ def run(
     spec = infer_spec(early_extras)  # typed (and the event projection fitted) on the training period only
     spec = fit_events(spec, nn_matrix(spec, early_extras, int(early.sum())), cfg.event_columns, cfg.seed)
     cfg = config.replace(cfg, feature_spec=spec.to_json())
-    data = dataset_from(txns, cfg, spec)
-    agg = aggregates(txns.ts, txns.src, txns.dst, txns.amount)
+    # the trees' matrix: the bank's columns, then the analyst's aggregates (the peer's own features,
+    # computed once by the same streaming code fedsite's head reads them with)
+    data = dataset_from(txns, cfg, spec, analyst=True)
+    k = len(spec.tree_names)
+    agg = data.tree[:, k:]
+    if not cfg.head_aggregates:  # fedsite's head without them (`--set head_aggregates=false`)
+        data = dataclasses.replace(data, tree=data.tree[:, :k])
     read_s = time.perf_counter() - start
     lo, hi = float(data.ts.min()), float(data.ts.max())
     train = np.flatnonzero(data.ts < lo + 0.7 * (hi - lo))
@@ -107,8 +112,8 @@ def run(
     used, ignored = len(data.spec.used), len(data.spec.ignored)
     log(f"{len(data)} rows ({len(train)} train, {len(test)} test, {y.mean():.3%} fraud in test), "
         f"{used} extra columns used, {ignored} ignored; read + featurise {read_s:.0f}s")  # fmt: skip
-    no_cols = np.zeros((len(data), 0), np.float32)
-    peer_x = {"peer": np.c_[agg, data.tree], "peer_no_columns": agg}
+    no_cols = data.tree[:, k:]  # the head without the bank's columns (the aggregates when it reads them)
+    peer_x = {"peer": np.c_[agg, data.tree[:, :k]], "peer_no_columns": agg}  # the order its figures had
     peer_cat = {
         "peer": np.r_[np.zeros(agg.shape[1], bool), data.spec.tree_categorical],
         "peer_no_columns": np.zeros(agg.shape[1], bool),

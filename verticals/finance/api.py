@@ -200,14 +200,14 @@ def update_model(
     cfg = loaded.cfg
     set_threads(cfg.threads or None)
     seed_everything(seed)
-    dataset = load_dataset(data, cfg)
+    head = load_head(model_dir)
+    dataset = load_dataset(data, cfg, analyst=getattr(head, "aggregates", False))  # as the saved head reads
     cut = dataset.ts.min() + 0.8 * (dataset.ts.max() - dataset.ts.min())
     tune, hold = dataset.take(np.flatnonzero(dataset.ts < cut)), dataset.take(np.flatnonzero(dataset.ts >= cut))
     if len(tune) == 0 or len(hold) == 0:
         from common.errors import UserError
 
         raise UserError(f"{data}: need rows spread over time to fine-tune and hold out (found {len(dataset)})")
-    head = load_head(model_dir)
     before = fraud_metrics(hold.label, blended(loaded.model, head, hold, cfg), hold.typology)
     guard = require_judgeable(
         before["auprc"] if hold.label.any() else None,

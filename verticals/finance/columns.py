@@ -325,10 +325,10 @@ def event_matrix(spec: ColumnSpec, nn: np.ndarray) -> np.ndarray | None:
     return np.clip(z @ np.asarray(spec.event_components, np.float32).T, -50.0, 50.0).astype(np.float32)
 
 
-def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int) -> np.ndarray:
-    """(n, len(spec.tree_names)) float32: numbers with NaN, category codes, value frequencies."""
+def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, len(spec.tree_names)) float32: numbers with NaN, category codes, value frequencies (into `out`)."""
     spec.require(list(extras), "data")
-    out = np.empty((n, len(spec.tree_names)), np.float32)
+    out = np.empty((n, len(spec.tree_names)), np.float32) if out is None else out
     lookups = _lookups(spec)
     shares = {name: np.asarray(spec.log_share[name]) for name in spec.categorical}
     k, m = len(spec.numeric), len(spec.categorical)

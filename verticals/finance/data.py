@@ -15,6 +15,8 @@ import torch
 
 from common.errors import UserError
 from data_adapters.transactions import Rejection, Transactions, read_transactions, time_order
+from verticals.finance.aggregates import NAMES as ANALYST_NAMES
+from verticals.finance.aggregates import aggregates
 from verticals.finance.columns import ColumnSpec, event_matrix, fit_events, infer_spec, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import F_TXN, AccountState, FeatureBatch, StoredFeatures, featurise, raw_features
@@ -30,7 +32,7 @@ class FinanceData:
     txn_id: np.ndarray
     ts: np.ndarray
     raw: np.ndarray
-    tree: np.ndarray | None = None  # the extra columns encoded for trees (columns.tree_matrix)
+    tree: np.ndarray | None = None  # what the trees read besides fedsite's state: the columns, then the aggregates
     rejects: list[Rejection] = field(default_factory=list)
     spec: ColumnSpec = field(default_factory=ColumnSpec)
 
@@ -131,7 +133,12 @@ def read_for(cfg: FinanceConfig, path: str | Path, *, require_label: bool = Fals
 
 
 def load_dataset(
-    path: str | Path, cfg: FinanceConfig, *, require_label: bool = True, spec: ColumnSpec | None = None
+    path: str | Path,
+    cfg: FinanceConfig,
+    *,
+    require_label: bool = True,
+    spec: ColumnSpec | None = None,
+    analyst: bool | None = None,
 ) -> FinanceData:
     """Read, validate and featurise a transactions CSV; rows come back in time order.
 
@@ -139,7 +146,7 @@ def load_dataset(
     spec inferred from these rows (training); `data.spec` says which.
     """
     txns, rejects = read_for(cfg, path, require_label=require_label)
-    return dataset_from(txns.take(time_order(txns)), cfg, spec, rejects)
+    return dataset_from(txns.take(time_order(txns)), cfg, spec, rejects, analyst=analyst)
 
 
 def dataset_from(
@@ -149,11 +156,14 @@ def dataset_from(
     rejects: list | None = None,
     *,
     consume: bool = False,
+    analyst: bool | None = None,
 ) -> FinanceData:
     """FinanceData of time-ordered `txns` (see load_dataset for `spec`).
 
     `consume`: `txns.extras` is emptied once encoded (training a bank's month: the raw columns,
     identifiers included, would otherwise sit beside their encodings while featurising).
+    `analyst`: append the analyst's aggregates (aggregates.py) to `tree`, after the columns, as
+    the head reads them; default: when the config trains a head that reads them.
     """
     n = len(txns)
     fitting = spec is None and not cfg.feature_spec
@@ -164,7 +174,13 @@ def dataset_from(
     if consume:  # identifiers and free text are typed now: their strings (~0.4 GB at 1M rows) can go
         for name in [c for c in txns.extras if c not in spec.used]:
             del txns.extras[name]
-    tree = tree_matrix(spec, txns.extras, n)
+    if analyst is None:
+        analyst = cfg.head == "gbdt" and cfg.head_aggregates
+    k = len(spec.tree_names)
+    tree = np.empty((n, k + (len(ANALYST_NAMES) if analyst else 0)), np.float32)  # filled in place: no copies
+    tree_matrix(spec, txns.extras, n, out=tree[:, :k])
+    if analyst:
+        aggregates(txns.ts, txns.src, txns.dst, txns.amount, out=tree[:, k:])
     rows = np.empty((n, F_TXN + spec.nn_dim), np.float32)  # the network's per-transaction rows
     nn = nn_matrix(spec, txns.extras, n, out=rows[:, F_TXN:])  # written in place: no second copy
     if fitting:
@@ -204,4 +220,5 @@ def split_by_time(data: FinanceData, split: str, train_fraction: float) -> Finan
 
 def load_split(cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
     """A site's `split` of `source` (a CSV, or a directory holding transactions.csv)."""
-    return split_by_time(load_dataset(csv_path(source), cfg), split, cfg.train_fraction)
+    # the Task's users (federation, compression) train the network alone: no head, no aggregates
+    return split_by_time(load_dataset(csv_path(source), cfg, analyst=False), split, cfg.train_fraction)

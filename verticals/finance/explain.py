@@ -13,7 +13,9 @@ group ("payee neighbours") is something an analyst can act on, where one of 300 
 Neutral values: a history or neighbour group is masked (its `valid` flags set to 0, which the model
 reads as "no such history": its normalised inputs become 0, the training mean); a per-transaction
 feature is replaced by its training mean (`explain_baseline.npy`, written by `finance train`; an older
-model directory without it uses the mean of the rows being scored).
+model directory without it uses the mean of the rows being scored); the tree head's copies of the
+same quantities (the analyst's aggregates, aggregates.py) and the bank's columns become missing
+(NaN), which the trees read as "unknown".
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from verticals.finance.aggregates import NAMES as ANALYST_NAMES
 from verticals.finance.columns import ONE_HOT_MAX, ColumnSpec
 from verticals.finance.features import AGG_NAMES, F_AGG, F_SEQ, SEQ_NAMES, FeatureBatch
 
@@ -44,6 +47,28 @@ def _txn_groups() -> dict[str, list[int]]:
     for side, who in enumerate(("payer", "payee")):
         groups[f"{who} activity"] = [2 * F_SEQ + side * F_AGG + i for i in range(len(AGG_NAMES))]
     return groups
+
+
+def _analyst_groups(offset: int) -> dict[str, list[int]]:
+    """Columns of the analyst's aggregates (after the bank's columns in the trees' matrix) per group.
+
+    Why: the tree head reads the amount, timing and activity twice (fedsite's state and the
+    analyst's aggregates); occluding only the network's copy would hide what the trees saw.
+    """
+    kinds = {
+        "amount": ("amount_z", "log_amount_ratio"),
+        "timing": ("log_gap_s", "log_age_s"),
+        "new counterparty": ("new_counterparty",),
+    }
+    activity = ("count_1h", "count_1d", "count_7d", "n_before", "log_distinct_counterparties")
+    groups = {
+        g: [ANALYST_NAMES.index(f"{w}_{n}") for w in ("payer", "payee") for n in names] for g, names in kinds.items()
+    }
+    groups["amount"].append(ANALYST_NAMES.index("log_amount"))
+    groups["timing"].append(ANALYST_NAMES.index("hour"))
+    for who in ("payer", "payee"):
+        groups[f"{who} activity"] = [ANALYST_NAMES.index(f"{who}_{n}") for n in activity]
+    return {g: [offset + i for i in cols] for g, cols in groups.items()}
 
 
 def _extra_groups(spec: ColumnSpec) -> list[tuple[str, list[int], list[int]]]:
@@ -108,7 +133,8 @@ def reasons(
     if baseline is None or len(baseline) != features.txn.shape[1]:
         baseline = features.txn.mean(0)
     extra_start = 2 * F_SEQ + 2 * F_AGG
-    groups = [(cols, []) for cols in _txn_groups().values()]
+    analyst = _analyst_groups(len(spec.tree_names)) if tree.shape[1] > len(spec.tree_names) else {}
+    groups = [(cols, analyst.get(name, [])) for name, cols in _txn_groups().items()]
     groups += [([extra_start + i for i in nn], tc if tree.shape[1] else []) for _, nn, tc in _extra_groups(spec)]
     names = group_names(spec)
     delta = np.empty((len(features), len(names)), np.float64)

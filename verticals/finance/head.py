@@ -8,6 +8,9 @@ sequence and graph signal is what the network adds. So the head sees, per transa
   velocities, fan-in / fan-out, and the mean / max over their recent edges and counterparties,
   i.e. two hops of the multigraph), the same numbers in batch scoring and in the HTTP service;
 - the bank's columns (`columns.tree_matrix`: numbers with NaN, native categorical splits);
+- the analyst's aggregates of both accounts over their whole history (`aggregates.py`: 1 h / 1 d /
+  7 d counts, amount z-score, distinct counterparties, ...), when `head_aggregates`: fedsite's
+  state remembers each account's last `history` events, which a busy payee fills in minutes;
 - the network's logit, when `head_uses_network` (see `fit_head` for how it is kept honest).
 HistGradientBoosting (scikit-learn) handles NaN and categories natively and needs no new
 dependency. The fitted head is saved beside the network as `head.pkl`.
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from verticals.finance.aggregates import NAMES as ANALYST_NAMES
 from verticals.finance.baselines import graph_features
 from verticals.finance.columns import ColumnSpec
 from verticals.finance.features import F_TXN, FeatureBatch, StoredFeatures
@@ -67,10 +71,12 @@ def head_inputs(
 
 @dataclass
 class TreeHead:
-    """A fitted head: the classifier and what it reads."""
+    """A fitted head: the classifier and what it reads (`aggregates`: its `tree` input ends with
+    the analyst's aggregates; False for heads saved before they existed)."""
 
     model: HistGradientBoostingClassifier
     uses_network: bool
+    aggregates: bool = False
 
     def predict(
         self,
@@ -163,11 +169,16 @@ def fit_head(
         weight = np.where(label == 1, 1.0, 1.0 / rate)
     x = head_inputs(features, tree, network)  # float32: the trees' own float64 copy is per column group
     n_state = x.shape[1] - tree.shape[1] - (network is not None)
+    n_analyst = tree.shape[1] - len(spec.tree_categorical)  # the aggregates after the columns, or none
+    if n_analyst not in (0, len(ANALYST_NAMES)):
+        raise ValueError(f"fit_head: {tree.shape[1]} tree columns for a spec of {len(spec.tree_categorical)}")
     del features, tree  # the sampled rows' copies (0.2 GB at 150,000 rows): x holds what the fit needs
-    categorical = np.r_[np.zeros(n_state, bool), spec.tree_categorical, np.zeros(int(network is not None), bool)]
+    categorical = np.r_[
+        np.zeros(n_state, bool), spec.tree_categorical, np.zeros(n_analyst + int(network is not None), bool)
+    ]
     with stage(f"finance: fitting the boosted-tree head on {len(label)} rows"):
         trees = boosted_trees(categorical, seed, max_iter).fit(x, label, sample_weight=weight)
-        return TreeHead(trees, network is not None)
+        return TreeHead(trees, network is not None, n_analyst > 0)
 
 
 def boosted_trees(categorical: np.ndarray, seed: int = 0, max_iter: int = 400) -> HistGradientBoostingClassifier:

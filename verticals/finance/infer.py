@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from verticals.finance.aggregates import AnalystState
 from verticals.finance.columns import ColumnSpec, event_matrix, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise
@@ -74,6 +75,8 @@ class StreamingScorer:
         self.head = head  # head.TreeHead or None: the boosted trees blended with the network
         self.spec = ColumnSpec.from_json(cfg.feature_spec)
         self.state = AccountState(cfg.history, event_dim=self.spec.event_dim)
+        # the analyst's aggregates, when the head reads them: their own state, advanced with `state`
+        self.analyst = AnalystState() if getattr(head, "aggregates", False) else None
         self.backend = "torch"
         self.model = model.eval() if model is not None else None
         if onnx_path is not None and Path(onnx_path).is_file():
@@ -92,12 +95,17 @@ class StreamingScorer:
         with_head = self.head is not None and self.spec.used
         return extra, tree_matrix(self.spec, extras, n) if with_head else np.zeros((n, 0), np.float32)
 
-    def _featurise(self, s: slice, ts, src, dst, amount, channel, extra: np.ndarray | None) -> FeatureBatch:
+    def _featurise(
+        self, s: slice, ts, src, dst, amount, channel, extra: np.ndarray | None, tree: np.ndarray
+    ) -> tuple[FeatureBatch, np.ndarray]:
+        """The chunk's network inputs and the trees' matrix (columns, then the analyst's aggregates)."""
         events = event_matrix(self.spec, extra[s]) if extra is not None else None
         features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s], events)
         if extra is not None:
             features.txn = np.concatenate([features.txn, extra[s]], 1)
-        return features
+        if self.analyst is None:
+            return features, tree[s]
+        return features, np.concatenate([tree[s], self.analyst.advance(ts[s], src[s], dst[s], amount[s])], 1)
 
     def _head_inputs(self, features: FeatureBatch, tree: np.ndarray) -> np.ndarray | None:
         """What the tree head reads for these rows, when it needs no network output (else None)."""
@@ -145,8 +153,8 @@ class StreamingScorer:
         starts = range(0, len(ts), self.cfg.chunk_rows)
         if len(starts) <= 1:
             extra, tree = self._column_matrices(extras, len(ts))
-            features = self._featurise(slice(None), ts, src, dst, amount, channel, extra)
-            return self._predict(features, tree) if len(ts) else np.zeros(0, np.float32)
+            features, trees = self._featurise(slice(None), ts, src, dst, amount, channel, extra, tree)
+            return self._predict(features, trees) if len(ts) else np.zeros(0, np.float32)
         used = {name: (extras or {})[name] for name in self.spec.used if name in (extras or {})}
         out, pending = [], None
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -155,11 +163,11 @@ class StreamingScorer:
                 n = len(ts[s])
                 extra, tree = self._column_matrices({k: v[s] for k, v in used.items()}, n)
                 whole = slice(None)
-                features = self._featurise(whole, ts[s], src[s], dst[s], amount[s], channel[s], extra)
-                head_x = self._head_inputs(features, tree)
+                features, trees = self._featurise(whole, ts[s], src[s], dst[s], amount[s], channel[s], extra, tree)
+                head_x = self._head_inputs(features, trees)
                 if pending is not None:
                     out.append(pending.result())
-                pending = pool.submit(self._predict, features, tree, head_x)
+                pending = pool.submit(self._predict, features, trees, head_x)
             out.append(pending.result())
         return np.concatenate(out)
 
@@ -180,8 +188,8 @@ class StreamingScorer:
         probs, why = [np.zeros(0, np.float32)], []
         for i in range(0, len(ts), self.cfg.chunk_rows):
             s = slice(i, i + self.cfg.chunk_rows)
-            features = self._featurise(s, ts, src, dst, amount, channel, extra)
-            p, r = reasons(self._predict, features, tree[s], self.spec, baseline)
+            features, trees = self._featurise(s, ts, src, dst, amount, channel, extra, tree)
+            p, r = reasons(self._predict, features, trees, self.spec, baseline)
             probs.append(p)
             why.extend(r)
         return np.concatenate(probs), why

@@ -283,7 +283,10 @@ def serve(
     service = load_service(model_dir, remember)
     key = serve_state.model_key(model_dir) if state else ""
     if state and Path(state).is_file():
-        service.scorer.state, service.scored = serve_state.load(state, service.scorer.cfg.history, key, service.seen)
+        scorer = service.scorer
+        restored = serve_state.load(state, scorer.cfg.history, key, service.seen, analyst=scorer.analyst is not None)
+        scorer.state, service.scored = restored[:2]
+        scorer.analyst = restored[2] if scorer.analyst is not None else None
         log(f"restored {len(service.scorer.state.accounts)} accounts from {state}")
     if warm:
         log(f"warm start: replayed {warm_start(service, warm)} transactions from {warm}")
@@ -292,7 +295,7 @@ def serve(
 
     def snapshot() -> None:
         if state and service.scored != saved["scored"]:
-            serve_state.save(state, service.scorer.state, service.seen, key, service.scored)
+            serve_state.save(state, service.scorer.state, service.seen, key, service.scored, service.scorer.analyst)
             saved["scored"] = service.scored
 
     if state:

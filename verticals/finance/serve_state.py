@@ -19,6 +19,7 @@ import numpy as np
 
 from common import atomic
 from common.errors import UserError
+from verticals.finance.aggregates import AnalystState
 from verticals.finance.features import F_SEQ, AccountState
 
 _ARRAYS = ("t", "cp", "dir", "amt", "valid", "eid", "count", "first_t", "store_seq", "store_nbr")
@@ -53,9 +54,16 @@ def model_key(model_dir: str | Path) -> str:
     return hashlib.sha256((Path(model_dir) / "config.toml").read_bytes()).hexdigest()
 
 
-def save(path: str | Path, state: AccountState, seen: RecentIds, key: str, scored: int) -> Path:
-    """Write the snapshot atomically (temp + fsync + rename): a crash leaves the previous one whole."""
+def save(
+    path: str | Path, state: AccountState, seen: RecentIds, key: str, scored: int, analyst: AnalystState | None = None
+) -> Path:
+    """Write the snapshot atomically (temp + fsync + rename): a crash leaves the previous one whole.
+
+    `analyst`: the scorer's aggregates state when its head reads them (saved as `analyst_*` arrays).
+    """
     arrays = {name: getattr(state, name) for name in _ARRAYS}
+    if analyst is not None:
+        arrays |= {f"analyst_{k}": v for k, v in analyst.arrays().items()}
     names = list(state.accounts.ids)  # dict order == id order (ids are given out densely)
     buffer = io.BytesIO()
     np.savez(
@@ -69,8 +77,13 @@ def save(path: str | Path, state: AccountState, seen: RecentIds, key: str, score
     return atomic.write_bytes(path, buffer.getvalue())
 
 
-def load(path: str | Path, history: int, key: str, seen: RecentIds) -> tuple[AccountState, int]:
-    """(state, transactions scored so far) from a snapshot; `seen` is filled with its txn_ids."""
+def load(
+    path: str | Path, history: int, key: str, seen: RecentIds, analyst: bool = False
+) -> tuple[AccountState, int] | tuple[AccountState, int, AnalystState]:
+    """(state, transactions scored so far) from a snapshot; `seen` is filled with its txn_ids.
+
+    `analyst`: the scorer also keeps the analyst's aggregates; their state is returned third.
+    """
     try:
         with np.load(path, allow_pickle=False) as data:
             fmt, hist, cap, used, scored = (int(x) for x in data["meta"])
@@ -90,10 +103,15 @@ def load(path: str | Path, history: int, key: str, seen: RecentIds) -> tuple[Acc
             state.accounts.ids = {str(name): i for i, name in enumerate(data["accounts"])}
             for txn in data["seen"]:
                 seen.add(str(txn))
+            if analyst:
+                if "analyst_origin" not in data.files:
+                    raise UserError(f"{path}: service state without the aggregates' state; move it away to start fresh")
+                n = len("analyst_")
+                aggregates = AnalystState.from_arrays({k[n:]: data[k] for k in data.files if k.startswith("analyst_")})
     except UserError:
         raise
     except Exception as exc:  # zip, npy, key or value errors of a damaged file all mean one thing
         raise UserError(
             f"{path}: unreadable service state ({type(exc).__name__}); move it away to start fresh"
         ) from None
-    return state, scored
+    return (state, scored, aggregates) if analyst else (state, scored)
