@@ -46,13 +46,13 @@ def head_inputs(
     tree: np.ndarray,
     network: np.ndarray | None,
     chunk: int = HEAD_CHUNK,
-    dtype: type = np.float32,
 ) -> np.ndarray:
     """[causal state | bank columns | network logit] per transaction (float32 values; NaN = missing).
 
-    Built `chunk` rows at a time into one array (the windows are gathered a chunk at a time);
-    `dtype=np.float64` gives the same values in the dtype scikit-learn's trees fit on, so the
-    fit makes no float64 copy of its own (0.3 GB beside the float32 rows at 150,000 rows).
+    Built `chunk` rows at a time into one array (the windows are gathered a chunk at a time).
+    Float32 also for the fit: HistGradientBoosting with categorical columns copies its input
+    through a ColumnTransformer and then splits it, so float64 rows here (tried) only added a
+    third float64-sized array at its peak.
     """
     out = None
     for i in range(0, len(features), chunk):
@@ -64,9 +64,9 @@ def head_inputs(
             cols.append(logit(network[s])[:, None])
         block = np.concatenate(cols, 1).astype(np.float32)
         if out is None:
-            out = np.empty((len(features), block.shape[1]), dtype)
+            out = np.empty((len(features), block.shape[1]), np.float32)
         out[s] = block
-    return out if out is not None else np.zeros((0, 0), dtype)
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 @dataclass
@@ -167,7 +167,7 @@ def fit_head(
         features, tree, label = features.take(index), tree[index], label[index]
         network = None if network is None else network[index]
         weight = np.where(label == 1, 1.0, 1.0 / rate)
-    x = head_inputs(features, tree, network, dtype=np.float64)  # what the trees fit on: no copy of theirs
+    x = head_inputs(features, tree, network)  # float32: the trees' own float64 copy is per column group
     n_state = x.shape[1] - tree.shape[1] - (network is not None)
     n_analyst = tree.shape[1] - len(spec.tree_categorical)  # the aggregates after the columns, or none
     if n_analyst not in (0, len(ANALYST_NAMES)):
