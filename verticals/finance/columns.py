@@ -216,10 +216,11 @@ def _add_categorical(spec: ColumnSpec, name: str, entries: list[dict], n: int, f
     for entry in entries:
         counted.update(entry.get("counts", {}))
     distinct = sum(entry["distinct"] for entry in entries)
-    if not any(entry.get("identifier") for entry in entries) and len(counted) <= 1:
+    identifier = any(entry.get("identifier") for entry in entries)  # a site sent no values of it
+    if not identifier and len(counted) <= 1:
         spec.ignored[name] = "constant"
         return
-    if any(entry.get("identifier") for entry in entries) or (not forced and n > 50 and distinct > ID_SHARE * n):
+    if identifier or (not forced and n > 50 and distinct > ID_SHARE * n):
         spec.ignored[name] = f"identifier or free text ({distinct} distinct values in {n} rows)"
         return
     ranked = sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:MAX_CATEGORIES]  # ties: by value
