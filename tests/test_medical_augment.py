@@ -11,7 +11,7 @@ import numpy as np
 
 from verticals.medical.config import MedicalConfig
 from verticals.medical.preprocess import Case
-from verticals.medical.train import randomise_texture, randomise_tissue, sample_scaled_patch
+from verticals.medical.train import fade_nodules, randomise_texture, randomise_tissue, sample_scaled_patch
 
 
 def _ball_case(radius_vox: float = 5.0) -> tuple[Case, np.ndarray]:
@@ -72,3 +72,25 @@ def test_texture_only_in_aerated_lung() -> None:
         soft = img > 0.5
         assert np.array_equal(out[soft], img[soft])  # the nodule is untouched
         assert 1.0 / 1400 < float(np.std(out[~soft] - img[~soft])) < 80.0 / 1400
+
+
+def test_faded_nodule_is_fainter_softer_and_nothing_else_moves() -> None:
+    case, centre = _ball_case()  # 20 mm ball of 0 HU in -860 HU lung, 2 mm voxels: radius 5 voxels
+    img = case.image
+    hu = lambda a: a * 1400 - 1000  # noqa: E731
+    seen_core = seen_faint = 0
+    for seed in range(12):
+        out = fade_nodules(img, centre[None], np.array([10.0]), np.random.default_rng(seed), 1.0, -1000.0, 400.0)
+        zz, yy, xx = np.ogrid[:60, :70, :70]
+        dist = np.sqrt((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2)
+        assert np.array_equal(out[dist > 1.25 * 5], img[dist > 1.25 * 5])  # outside the nodule: untouched
+        assert hu(out).min() >= -860.5  # never darker than the lung around it
+        ring = hu(out[(dist > 3.5) & (dist <= 4.5)]).mean()
+        mid = hu(out[(dist > 1.5) & (dist <= 2.5)]).mean()
+        assert ring < -300 and mid > ring  # faint, and fainter towards the edge (a soft profile)
+        centre_hu = hu(out[tuple(centre.astype(int))])
+        seen_core += centre_hu > -100  # solid core kept (the ball is 0 HU)
+        seen_faint += centre_hu < -300  # ground glass
+    assert seen_core >= 2 and seen_faint >= 2  # both kinds are drawn
+    untouched = fade_nodules(img, centre[None], np.array([10.0]), np.random.default_rng(0), 0.0, -1000.0, 400.0)
+    assert untouched is img

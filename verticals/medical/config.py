@@ -40,6 +40,9 @@ class MedicalConfig:
     aug_scale: tuple[float, float] = (1.0, 1.0)
     aug_tissue_hu: float = 0.0
     aug_texture_hu: float = 0.0
+    # probability that each nodule in a training patch is faded into a faint subsolid one (train.fade_nodules:
+    # contrast to the surrounding lung cut to 15-70 %, soft edge, half keep a small solid core); 0 = off
+    aug_nodule_fade: float = 0.0
     heatmap_sigma_scale: float = 0.4
     min_sigma_vox: float = 0.8
     # inference: sliding window (voxels at model spacing), decoding, NMS, FP reduction

@@ -148,6 +148,60 @@ def randomise_texture(
     return np.clip(patch + field * weight * np.float32(amplitude), 0.0, 1.0).astype(np.float32)
 
 
+def fade_nodules(
+    patch: np.ndarray,
+    centres: np.ndarray,
+    diam_vox: np.ndarray,
+    rng: np.random.Generator,
+    prob: float,
+    hu_min: float,
+    hu_max: float,
+) -> np.ndarray:
+    """Turn some nodules of a patch into faint subsolid ones: contrast to the lung around them cut to
+    15-70 % at the centre and half that at the edge, half of them keeping a solid core of 20-50 % of
+    the radius (each nodule with probability `prob`).
+
+    Why: ct_phantom.py's subsolid nodules are uniform balls of -650..-450 HU with a sharp edge, the
+    part-solid ones with a solid core of 55 % of the radius at their centre; a second generator's
+    part-solid and ground-glass nodules of 5-16 mm with centres of -650..-340 HU and soft edges never
+    fired (README, "Where the held-out recall is lost"). Fading a nodule the network already knows
+    shows it faint ones at every size, at the same place and with the same target.
+    `diam_vox` are diameters in patch voxels; the background level is the median of the lung-density
+    voxels in a shell around the nodule (aerated lung, -860 HU, when there are none).
+    """
+    if prob <= 0 or not len(centres):
+        return patch
+    span = hu_max - hu_min
+    lung_max = (-500.0 - hu_min) / span
+    out = patch.copy()
+    shape = np.array(patch.shape)
+    for c, d in zip(centres, diam_vox):
+        if rng.random() >= prob:
+            continue
+        r = max(float(d) / 2, 1.0)
+        residual, core = rng.uniform(0.15, 0.7), (rng.uniform(0.2, 0.5) if rng.random() < 0.5 else 0.0)
+        reach = int(np.ceil(1.25 * r + 3))
+        lo = np.maximum(np.floor(c).astype(int) - reach, 0)
+        hi = np.minimum(np.floor(c).astype(int) + reach + 1, shape)
+        if np.any(hi <= lo):
+            continue
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        grid = np.ogrid[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        dist = np.sqrt(sum((g - float(ci)) ** 2 for g, ci in zip(grid, c)))
+        region = out[box]
+        shell = region[(dist > 1.25 * r) & (region < lung_max)]
+        background = float(np.median(shell)) if shell.size >= 8 else (-860.0 - hu_min) / span
+        # kept share of the excess: `residual` at the centre falling to half of it at the edge (a soft,
+        # dome-like profile), back to 1 between r and 1.25 r (vessels outside the nodule stay)
+        kept = residual * (1.0 - 0.5 * np.minimum(dist / r, 1.0) ** 2)
+        weight = np.clip((1.25 * r - dist) / (0.25 * r), 0.0, 1.0)
+        if core > 0:
+            weight = weight * np.clip((dist - core * r) / max(0.2 * r, 0.5), 0.0, 1.0)
+        excess = np.maximum(region - background, 0.0)
+        out[box] = region - (weight * (1.0 - kept) * excess).astype(np.float32)
+    return out
+
+
 def _linear_weights(pos: np.ndarray, n: int) -> np.ndarray:
     """(len(pos), n) matrix of linear interpolation weights at fractional positions `pos` of n samples."""
     lo = np.clip(np.floor(pos).astype(int), 0, n - 1)
@@ -257,6 +311,10 @@ def fit_detector(model, cases: list[Case], cfg, *, epochs=None, context: FitCont
                 positive = bool(has_pos) and rng.random() < cfg.positive_fraction
                 case = has_pos[rng.integers(len(has_pos))] if positive else cases[rng.integers(len(cases))]
                 patch, centres, diam = sample_scaled_patch(case, cfg, rng, positive)
+                fade = getattr(cfg, "aug_nodule_fade", 0.0)
+                if fade > 0:
+                    diam_vox = diam / float(np.mean(case.spacing_zyx))
+                    patch = fade_nodules(patch, centres, diam_vox, rng, fade, cfg.hu_min, cfg.hu_max)
                 patch, centres = augment(patch, centres, rng, cfg)
                 t = make_targets(centres, diam, cfg, float(np.mean(case.spacing_zyx)))
                 xs.append(patch[None])
