@@ -97,6 +97,7 @@ def run(
     from verticals.finance.evaluate import fraud_metrics
     from verticals.finance.head import blend, boosted_trees, fit_head, logit, member_seed
     from verticals.finance.infer import predict
+    from verticals.finance.stages import Stages
     from verticals.finance.task import model_from_config
 
     set_threads(1)
@@ -138,6 +139,7 @@ def run(
     scores: dict[str, list[np.ndarray]] = {k: [] for k, _ in ROWS if k not in skipped}
     seconds: dict[str, float] = {}
     weights, one_weights = [], []
+    cost: dict[str, float] = {}  # CPU seconds of the last seed: fit stages, the head's scoring
 
     def summary() -> dict:
         """The result over the seeds done so far."""
@@ -157,6 +159,7 @@ def run(
                 k: float(np.mean([fraud_metrics(y, s)["recall_at_1pct_fpr"] for s in v])) for k, v in scores.items()
             },
             "train_seconds": seconds,
+            "cpu_seconds_last_seed": cost,
             "loadavg_1min": os.getloadavg()[0],
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         }
@@ -172,16 +175,23 @@ def run(
                 scores["head_one_only"].append(head.first(1).predict(te.features, te.tree, None))
             weights.append(0.0)
         else:
-            model, head, fitted, fit_metrics = fit_with_head(model_from_config(cfg), tr, cfg, seed=seed)
+            stages = Stages()
+            model, head, fitted, fit_metrics = fit_with_head(model_from_config(cfg), tr, cfg, seed=seed, stages=stages)
             seconds["fedsite"] = time.perf_counter() - t
+            for name, entry in stages.table.items():  # the head's share of the fit (both heads, every member)
+                cost[f"{name} cpu_s"] = entry["cpu_seconds"]
             net = predict(model, te.features)
+            cpu = time.process_time()
             trees = head.predict(te.features, te.tree, None)
+            cost["head scoring of the test rows cpu_s"] = time.process_time() - cpu
             weights.append(fitted.network_weight)
             scores["fedsite"].append(blend(trees, net, fitted.network_weight))
             scores["head_only"].append(trees)
             scores["network_only"].append(net)
             if bag > 1:
+                cpu = time.process_time()
                 one = head.first(1).predict(te.features, te.tree, None)
+                cost["one tree model scoring of the test rows cpu_s"] = time.process_time() - cpu
                 one_weight = fit_metrics.get("network_weight_one_head", fitted.network_weight)
                 one_weights.append(one_weight)
                 scores["fedsite_one_head"].append(blend(one, net, one_weight))
@@ -242,6 +252,9 @@ def table(name: str, result: dict) -> str:
         if f"{a_name}_minus_{b_name}" in a:
             m, lo, hi = a[f"{a_name}_minus_{b_name}"]
             lines.append(f"| **{a_name} - {b_name}** | **{m:+.3f}** [{lo:+.3f}, {hi:+.3f}] | | |")
+    if result.get("cpu_seconds_last_seed"):
+        cost = ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_seconds_last_seed"].items())
+        lines += ["", f"CPU seconds of fedsite's last seed: {cost}"]
     return "\n".join(lines)
 
 
