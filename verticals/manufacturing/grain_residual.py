@@ -45,16 +45,25 @@ def orientation_kernels(angles: int) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def bar_kernels(length: int, angles: int, offset: int) -> torch.Tensor:
-    """(3 * angles, 1, S, S): per direction, the mean along a 1 px line and along its two flanks (+-offset)."""
+def line_kernels(length: int, angles: int) -> torch.Tensor:
+    """(angles, 1, L, L): the mean along a 1 px line through the centre, per direction (grain._line)."""
     length = max(3, length + (1 - length % 2))
-    size = length + 2 * offset
-    size += 1 - size % 2
-    out = torch.zeros(3 * angles, 1, size, size)
+    return torch.stack([_line(length, length, math.pi * k / angles, 0.0) for k in range(angles)])[:, None]
+
+
+def flank_shifts(angles: int, offset: int) -> torch.Tensor:
+    """(2 * angles, 1, S, S) one-hot kernels: a direction's line means read `offset` px to either side of it.
+
+    Applied per direction (groups = angles) to the line means, so the flanks cost a lookup, not two more
+    oriented convolutions (grain._line moves a line by +offset * (cos, sin) in (row, column)).
+    """
+    size = 2 * offset + 1
+    out = torch.zeros(2 * angles, 1, size, size)
     for k in range(angles):
         theta = math.pi * k / angles
-        for j, shift in enumerate((0.0, float(offset), -float(offset))):
-            out[3 * k + j, 0] = _line(size, length, theta, shift)
+        for j, sign in enumerate((1, -1)):
+            dr, dc = round(sign * offset * math.cos(theta)), round(sign * offset * math.sin(theta))
+            out[2 * k + j, 0, offset + dr, offset + dc] = 1.0
     return out
 
 
@@ -91,7 +100,8 @@ class GrainResidual(torch.nn.Module):
         self.register_buffer("smooth_x", g.view(1, 1, 1, -1).repeat(3, 1, 1, 1), persistent=False)
         self.register_buffer("smooth_y", g.view(1, 1, -1, 1).repeat(3, 1, 1, 1), persistent=False)
         self.register_buffer("energy", orientation_kernels(angles).view(angles, 3, 1, 1), persistent=False)
-        self.register_buffer("grain_bars", bar_kernels(length, angles, offset), persistent=False)
+        self.register_buffer("lines", line_kernels(length, angles), persistent=False)
+        self.register_buffer("flanks", flank_shifts(angles, offset), persistent=False)
 
     def weights(self, grey: torch.Tensor) -> torch.Tensor:
         """(B, angles, H, W) soft weights of each line direction: high where the grain runs that way."""
@@ -108,10 +118,11 @@ class GrainResidual(torch.nn.Module):
     def forward(self, xn: torch.Tensor) -> torch.Tensor:
         grey = xn.mean(1, keepdim=True)
         w = self.weights(grey)
-        pad = self.grain_bars.shape[-1] // 2
-        lines = F.conv2d(F.pad(grey, (pad, pad, pad, pad), mode="replicate"), self.grain_bars)
-        lines = lines.view(lines.shape[0], self.angles, 3, *lines.shape[-2:])
-        centre, plus, minus = lines[:, :, 0], lines[:, :, 1], lines[:, :, 2]
+        pad = self.lines.shape[-1] // 2
+        centre = F.conv2d(F.pad(grey, (pad, pad, pad, pad), mode="replicate"), self.lines)
+        o = self.flanks.shape[-1] // 2
+        sides = F.conv2d(F.pad(centre, (o, o, o, o), mode="replicate"), self.flanks, groups=self.angles)
+        plus, minus = sides[:, 0::2], sides[:, 1::2]
         residual = grey - (w * centre).sum(1, keepdim=True)
         bright = (w * torch.minimum(centre - plus, centre - minus).clamp_min(0)).sum(1, keepdim=True)
         dark = (w * torch.minimum(plus - centre, minus - centre).clamp_min(0)).sum(1, keepdim=True)
