@@ -70,4 +70,4 @@ def test_model_scales_exports_and_names_the_filters_int8_must_skip(tmp_path) -> 
     # quantize_int8 skips Conv nodes whose weight is named after a fixed filter: all five must be found
     graph = onnx.load(str(fp32), load_external_data=False).graph
     fixed = {n.input[1] for n in graph.node if n.op_type == "Conv" and any(k in n.input[1] for k in _FIXED_CONVS)}
-    assert len(fixed) == 6, fixed  # Sobel, two Gaussian passes, direction energies, line means, their flanks
+    assert len(fixed) == 5, fixed  # Sobel, two Gaussian passes, direction energies, line means
