@@ -118,6 +118,25 @@ def write_csv(
     Text cells that a spreadsheet would run as a formula are escaped (common.csv_cells): every CSV
     fedsite writes may be opened by someone in Excel.
     """
+    from common.csv_cells import spreadsheet_cell
+
+    return _write_rows(path, header, (list(map(spreadsheet_cell, row)) for row in rows), private)
+
+
+def write_csv_columns(
+    path: str | os.PathLike[str], header: list[str], columns: list[list], *, private: bool = False
+) -> Path:
+    """`write_csv` of rows given as columns (the same bytes), escaped a column at a time.
+
+    Why: a scores file has 200,000 rows and a Python call per cell to escape them was a third of
+    writing it; a column of text none of whose cells needs escaping is checked at C speed.
+    """
+    from common.csv_cells import escape_column
+
+    return _write_rows(path, header, zip(*map(escape_column, columns)), private)
+
+
+def _write_rows(path: str | os.PathLike[str], header: list[str], rows: Iterable, private: bool) -> Path:
     import csv
 
     from common.csv_cells import spreadsheet_cell
@@ -126,5 +145,5 @@ def write_csv(
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(list(map(spreadsheet_cell, header)))
-            writer.writerows(list(map(spreadsheet_cell, row)) for row in rows)
+            writer.writerows(rows)
     return Path(path)

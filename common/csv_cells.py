@@ -11,6 +11,8 @@ be a formula, and numeric columns stay numeric. `plain` undoes the escape for fe
 
 from __future__ import annotations
 
+from itertools import repeat
+
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -27,6 +29,17 @@ def spreadsheet_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(TRIGGERS) and not _is_number(value):
         return "'" + value
     return value
+
+
+def escape_column(cells: list) -> list:
+    """`spreadsheet_cell` of every cell; the list itself when none is text starting with a trigger
+    (checked by one C-level pass, not a Python call per cell)."""
+    try:
+        if not any(map(str.startswith, cells, repeat(TRIGGERS))):
+            return cells
+    except TypeError:  # a cell that is not text: check cell by cell
+        pass
+    return list(map(spreadsheet_cell, cells))
 
 
 def plain(text: str) -> str:

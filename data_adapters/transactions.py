@@ -17,7 +17,7 @@ import datetime as _dt
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,14 +157,18 @@ def iter_chunks(
     require_label: bool = False,
     chunk_rows: int = 100_000,
     mapping: ColumnMapping | None = None,
+    extras: Collection[str] | None = None,
 ) -> Iterator[tuple[Transactions, list[Rejection]]]:
     """Parse `path` `chunk_rows` data lines at a time (fewer when a row has many fields: CHUNK_CELLS
     bounds the parsed strings held at once); yields (valid rows, rejections) per chunk.
 
     Duplicate ids are detected across the whole file (the first occurrence wins). `mapping`
     (data_adapters.column_mapping) names the contract columns in a file that uses other names;
-    every column that is not a contract column comes back in `Transactions.extras`. The fields
-    come from Arrow where it reads them exactly as csv.reader would (csv_chunks), else csv.reader.
+    every column that is not a contract column comes back in `Transactions.extras`, or only those
+    named in `extras` (scoring: the model's columns; the others are still listed in
+    `extra_columns`, never converted: a bank's identifiers and free text were a fifth of reading
+    200,000 rows). The fields come from Arrow where it reads them exactly as csv.reader would
+    (csv_chunks), else csv.reader.
     """
     path = Path(path)
     if mapping is not None and mapping.source is not None:
@@ -183,6 +187,7 @@ def iter_chunks(
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} in the header")
         extra = [h for h in header if h not in REQUIRED + OPTIONAL]
+        convert = extra if extras is None else [h for h in extra if h in set(extras)]
         seen: dict[str, int] = {}
         n_fields, id_at = len(source_header), (header.index("txn_id") if bound is None else -1)
         chunk_rows = max(1, min(chunk_rows, CHUNK_CELLS // max(n_fields, 1)))  # wide exports: fewer rows a chunk
@@ -195,13 +200,13 @@ def iter_chunks(
             parts = []
             for i in range(0, len(lines), _BLOCK):
                 block, block_lines = [c[i : i + _BLOCK] for c in columns], lines[i : i + _BLOCK]
-                fast = _clean_block(block, block_lines, header, require_label, seen)
+                fast = _clean_block(block, block_lines, header, require_label, seen, convert)
                 if fast is None:
                     rows = list(zip(*map(arrow_csv.as_list, block)))
-                    fast = _checked_rows(rows, block_lines, header, require_label, seen, rejects)
+                    fast = _checked_rows(rows, block_lines, header, require_label, seen, rejects, convert)
                 parts.append(fast)
             rejects.sort(key=lambda r: r.line)
-            chunk = concat(parts) if parts else _columns([], 0, str(path), extra)
+            chunk = concat(parts) if parts else _columns([], 0, str(path), extra, convert)
             chunk.rows_read, chunk.source, chunk.extra_columns = piece.records, str(path), extra
             yield chunk, rejects
 
@@ -222,7 +227,13 @@ _LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
 
 
 def _checked_rows(
-    raws: list[list[str]], lines: list[int], header: list[str], require_label: bool, seen: dict[str, int], rejects: list
+    raws: list[list[str]],
+    lines: list[int],
+    header: list[str],
+    require_label: bool,
+    seen: dict[str, int],
+    rejects: list,
+    convert: list[str],
 ) -> Transactions:
     """Row by row (`check_row`): the reference rules, and the reasons for every rejected row."""
     rows = []
@@ -237,18 +248,19 @@ def _checked_rows(
         else:
             seen[txn] = line
             rows.append((txn, line, *checked, values))
-    return _columns(rows, 0, "", [h for h in header if h not in REQUIRED + OPTIONAL])
+    return _columns(rows, 0, "", [h for h in header if h not in REQUIRED + OPTIONAL], convert)
 
 
 def _clean_block(
-    columns: list, lines: list[int], header: list[str], require_label: bool, seen: dict[str, int]
+    columns: list, lines: list[int], header: list[str], require_label: bool, seen: dict[str, int], convert: list[str]
 ) -> Transactions | None:
     """Columns of a block in which every row passes `check_row` and no id repeats, else None.
 
     Why: checking 140k rows one dict at a time cost more than featurising them. Column-wise, each
     rule is one C-level pass (map, set, numpy); the rules are exactly `check_row`'s, and any block
     that breaks one goes back to `_checked_rows`, which finds the reasons. `columns`: one per
-    header field, Python strings or Arrow string arrays (csv_chunks).
+    header field, Python strings or Arrow string arrays (csv_chunks); `convert`: the extra
+    columns to keep (iter_chunks).
     """
     where = {name: i for i, name in enumerate(header)}  # a repeated name: the last wins, as in dict(zip())
     n = len(lines)
@@ -300,7 +312,7 @@ def _clean_block(
         label=np.array([_LABELS.get(v, -1) for v in label_text], dtype=np.int8),
         typology=np.array(list(map(sys.intern, text("typology"))), dtype=object),
         extra_columns=extra,
-        extras={name: _extra(columns[where[name]]) for name in extra},
+        extras={name: _extra(columns[where[name]]) for name in convert},
     )
 
 
@@ -328,7 +340,7 @@ def extra_column(values: Sequence[str]) -> np.ndarray:
         return np.array(list(map(shared.setdefault, text, text)), dtype=object)
 
 
-def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactions:
+def _columns(rows: list, read: int, source: str, extra: list[str], convert: list[str]) -> Transactions:
     def text(name: str) -> np.ndarray:
         return np.array([r[5].get(name, "").strip() for r in rows], dtype=object)
 
@@ -346,7 +358,7 @@ def _columns(rows: list, read: int, source: str, extra: list[str]) -> Transactio
         rows_read=read,
         source=source,
         extra_columns=extra,
-        extras={name: extra_column(list(text(name))) for name in extra},
+        extras={name: extra_column(list(text(name))) for name in convert},
     )
 
 
@@ -362,9 +374,11 @@ def concat(parts: list[Transactions], *, consume: bool = False) -> Transactions:
     extras = {}
     for name in parts[0].extra_columns:
         pieces = [(p.extras.pop(name) if consume else p.extras[name]) for p in parts if name in p.extras]
+        if not pieces:  # a column the reader was told not to convert (iter_chunks' `extras`)
+            continue
         if any(piece.dtype == object for piece in pieces):  # a chunk with text: the column is text
             pieces = [piece if piece.dtype == object else _as_text(piece) for piece in pieces]
-        extras[name] = np.concatenate(pieces) if pieces else np.zeros(0)
+        extras[name] = np.concatenate(pieces)
     return Transactions(
         **cols,
         rows_read=sum(p.rows_read for p in parts),
@@ -384,10 +398,13 @@ def read_transactions(
     require_label: bool = False,
     chunk_rows: int = 100_000,
     mapping: ColumnMapping | None = None,
+    extras: Collection[str] | None = None,
 ) -> tuple[Transactions, list[Rejection]]:
-    """Every valid row of `path` (input order) and every rejection; a UserError if none is valid."""
+    """Every valid row of `path` (input order) and every rejection; a UserError if none is valid.
+    `extras`: the extra columns to convert (None: all; see iter_chunks)."""
     parts, rejects = [], []
-    for chunk, rejected in iter_chunks(path, require_label=require_label, chunk_rows=chunk_rows, mapping=mapping):
+    chunks = iter_chunks(path, require_label=require_label, chunk_rows=chunk_rows, mapping=mapping, extras=extras)
+    for chunk, rejected in chunks:
         parts.append(chunk)
         rejects.extend(rejected)
     if not parts or sum(len(p) for p in parts) == 0:

@@ -70,3 +70,20 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     atomic.write_text(final / "b.txt", "hello")
     assert (final / "b.txt").read_text() == "hello"
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["t1", "t2", "t3"],  # nothing to escape: the column is written as it is
+        ["t1", "=HYPERLINK(1)", "-2", "+x", "@y"],  # formulas escaped, the number "-2" left alone
+        [1, "=x", 3.5],  # not all text: escaped cell by cell
+    ],
+)
+def test_columns_are_written_as_rows_would_be(tmp_path, ids):
+    scores = [f"{0.1 * i:.6g}" for i in range(len(ids))]
+    atomic.write_csv(tmp_path / "rows.csv", ["txn_id", "=p"], zip(ids, scores))
+    atomic.write_csv_columns(tmp_path / "columns.csv", ["txn_id", "=p"], [ids, scores])
+    written = (tmp_path / "columns.csv").read_bytes()
+    assert written == (tmp_path / "rows.csv").read_bytes()
+    assert b"'=p" in written and (b"'=HYPERLINK" in written) == ("=HYPERLINK(1)" in ids)

@@ -109,3 +109,21 @@ def test_multigraph_keeps_parallel_edges_in_time_order(messy_csv):
     assert list(time_order(txns)) == [0, 1, 2]
     indptr, positions = account_sequences(graph)
     assert indptr[-1] == 6  # every edge appears under its payer and its payee
+
+
+def test_reading_only_some_extra_columns(tmp_path):
+    """Scoring converts only the model's columns; the others stay named, on both parsing paths."""
+    header = "txn_id,timestamp,src_account,dst_account,amount,score,device,note\n"
+    rows = [f"t{i},{1772357400 + i},a{i % 3},b{i % 5},{i + 1},{i * 0.5},d{i % 4},free text {i}" for i in range(40)]
+    clean = tmp_path / "clean.csv"
+    clean.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
+    quoted = tmp_path / "quoted.csv"  # a quote sends the file to the csv-module path
+    quoted.write_text(header + "\n".join(rows[:-1] + [rows[-1] + ' "x"']) + "\n", encoding="utf-8")
+    for path in (clean, quoted):
+        every, _ = read_transactions(path)
+        some, _ = read_transactions(path, extras=["device", "score"])
+        assert some.extra_columns == every.extra_columns == ["score", "device", "note"]
+        assert set(some.extras) == {"score", "device"}
+        assert np.array_equal(some.extras["score"], every.extras["score"])
+        assert list(some.extras["device"]) == list(every.extras["device"])
+        assert list(some.txn_id) == list(every.txn_id)

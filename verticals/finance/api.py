@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from common import config, runs
-from common.atomic import write_csv
+from common.atomic import write_csv, write_csv_columns
 from common.device import set_threads
 from common.progress import log
 from data_adapters.transactions import time_order, write_rejected
@@ -265,7 +265,7 @@ def score_csv(
     start, cpu = time.perf_counter(), time.process_time()
     scorer = load_scorer(model_dir)
     changes = {k: v for k, v in (("columns", columns), ("format", fmt)) if v is not None}
-    txns, rejects = read_for(config.replace(scorer.cfg, **changes), data)
+    txns, rejects = read_for(config.replace(scorer.cfg, **changes), data, trained_only=True)
     order = time_order(txns)
     log(f"scoring {len(txns)} transactions ({scorer.backend})")
     txn_id = txns.txn_id  # input order, for the output
@@ -284,7 +284,8 @@ def score_csv(
         write_csv(out, header, rows)
     else:
         probs[order] = scorer.score(*args)
-        write_csv(out, ["txn_id", "fraud_probability"], zip(txn_id, (f"{p:.6g}" for p in probs)))
+        texts = list(map("{:.6g}".format, probs.tolist()))  # as f"{p:.6g}", without a Python frame per row
+        write_csv_columns(out, ["txn_id", "fraud_probability"], [txn_id.tolist(), texts])
     rejected_path = out.parent / "rejected.csv"
     write_rejected(rejected_path, rejects)
     assert len(txns) + len(rejects) == txns.rows_read

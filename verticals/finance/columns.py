@@ -242,6 +242,21 @@ def _codes(lookup: dict[str, int], values: np.ndarray) -> np.ndarray:
     return np.fromiter(found, dtype=np.int64, count=len(values))
 
 
+def category_codes(spec: ColumnSpec, extras: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each categorical column's vocabulary indices (len(vocab): rare or unseen), for `nn_matrix` and
+    `tree_matrix` to share (the batch scorer: looked up once instead of once per matrix)."""
+    lookups = _lookups(spec)
+    return {name: _codes(lookups[name], extras[name]) for name in spec.categorical}
+
+
+def _code_lookup(spec: ColumnSpec, extras: dict[str, np.ndarray], codes: dict[str, np.ndarray] | None):
+    """`(name, rows) -> vocabulary indices` from the caller's `codes`, else looked up block by block."""
+    if codes is not None:
+        return lambda name, rows: codes[name][rows]
+    lookups = _lookups(spec)
+    return lambda name, rows: _codes(lookups[name], extras[name][rows])
+
+
 ROW_BLOCK = 2048  # rows encoded at a time (see _by_blocks)
 
 
@@ -261,15 +276,22 @@ def _by_blocks(out: np.ndarray, n: int, fill) -> np.ndarray:
     return out
 
 
-def nn_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np.ndarray | None = None) -> np.ndarray:
+def nn_matrix(
+    spec: ColumnSpec,
+    extras: dict[str, np.ndarray],
+    n: int,
+    out: np.ndarray | None = None,
+    codes: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """(n, spec.nn_dim) float32 inputs for the network (normalised later by the model's buffers).
 
     Written into one float32 array (`out`, e.g. the columns of a larger array the caller keeps):
-    stacking float64 columns first doubled the peak memory of a million-row export.
+    stacking float64 columns first doubled the peak memory of a million-row export. `codes`:
+    `category_codes` of these rows, when the caller has them.
     """
     spec.require(list(extras), "data")
     out = np.empty((n, spec.nn_dim), np.float32) if out is None else out
-    lookups = _lookups(spec)
+    lookup = _code_lookup(spec, extras, codes)
     shares = {name: np.asarray(spec.log_share[name]) for name in spec.categorical}
 
     def fill(rows: slice, part: np.ndarray) -> None:
@@ -282,13 +304,13 @@ def nn_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np.n
             part[at] = np.isnan(as_numbers(extras[name][rows]))
             at += 1
         for name, vocab in spec.categorical.items():
-            codes = _codes(lookups[name], extras[name][rows])
+            index = lookup(name, rows)
             if len(vocab) <= ONE_HOT_MAX:
                 for i in range(len(vocab)):
-                    part[at] = codes == i
+                    part[at] = index == i
                     at += 1
             else:
-                part[at] = shares[name][codes]
+                part[at] = shares[name][index]
                 at += 1
 
     return _by_blocks(out, n, fill)
@@ -326,11 +348,18 @@ def event_matrix(spec: ColumnSpec, nn: np.ndarray) -> np.ndarray | None:
     return np.clip(z @ np.asarray(spec.event_components, np.float32).T, -50.0, 50.0).astype(np.float32)
 
 
-def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np.ndarray | None = None) -> np.ndarray:
-    """(n, len(spec.tree_names)) float32: numbers with NaN, category codes, value frequencies (into `out`)."""
+def tree_matrix(
+    spec: ColumnSpec,
+    extras: dict[str, np.ndarray],
+    n: int,
+    out: np.ndarray | None = None,
+    codes: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """(n, len(spec.tree_names)) float32: numbers with NaN, category codes, value frequencies (into
+    `out`; `codes` as in nn_matrix)."""
     spec.require(list(extras), "data")
     out = np.empty((n, len(spec.tree_names)), np.float32) if out is None else out
-    lookups = _lookups(spec)
+    lookup = _code_lookup(spec, extras, codes)
     shares = {name: np.asarray(spec.log_share[name]) for name in spec.categorical}
     k, m = len(spec.numeric), len(spec.categorical)
 
@@ -338,8 +367,8 @@ def tree_matrix(spec: ColumnSpec, extras: dict[str, np.ndarray], n: int, out: np
         for at, name in enumerate(spec.numeric):
             part[at] = as_numbers(extras[name][rows])
         for j, name in enumerate(spec.categorical):
-            codes = _codes(lookups[name], extras[name][rows])
-            part[k + j] = codes
-            part[k + m + j] = shares[name][codes]
+            index = lookup(name, rows)
+            part[k + j] = index
+            part[k + m + j] = shares[name][index]
 
     return _by_blocks(out, n, fill)

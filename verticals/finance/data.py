@@ -123,12 +123,20 @@ def column_spec(cfg: FinanceConfig) -> ColumnSpec:
     return ColumnSpec.from_json(cfg.feature_spec)
 
 
-def read_for(cfg: FinanceConfig, path: str | Path, *, require_label: bool = False) -> tuple[Transactions, list]:
-    """read_transactions with the model's column mapping (cfg.format, cfg.columns); checks trained columns."""
+def read_for(
+    cfg: FinanceConfig, path: str | Path, *, require_label: bool = False, trained_only: bool = False
+) -> tuple[Transactions, list]:
+    """read_transactions with the model's column mapping (cfg.format, cfg.columns); checks trained columns.
+
+    `trained_only`: convert only the extra columns the model reads (scoring; the others stay
+    listed in `extra_columns`)."""
     from data_adapters.importers import mapping_for
 
-    txns, rejects = read_transactions(path, require_label=require_label, mapping=mapping_for(cfg.format, cfg.columns))
-    column_spec(cfg).require(txns.extra_columns, str(path))
+    spec = column_spec(cfg)
+    mapping = mapping_for(cfg.format, cfg.columns)
+    extras = spec.used if trained_only else None
+    txns, rejects = read_transactions(path, require_label=require_label, mapping=mapping, extras=extras)
+    spec.require(txns.extra_columns, str(path))
     return txns, rejects
 
 

@@ -214,6 +214,19 @@ class AccountState:
         self.store_used += n
         return ids
 
+    def reserve(self, incoming: int) -> None:
+        """Room in the store for `incoming` more events without compacting it on the way (batch
+        scoring of a whole file: one allocation instead of a compaction every few chunks)."""
+        if self.store_used + incoming > len(self.store_seq):
+            self._grow(self.store_used + incoming)
+
+    def _grow(self, size: int) -> None:
+        for name in ("store_seq", "store_nbr"):
+            old = getattr(self, name)
+            grown = np.zeros((size, old.shape[1]), np.float32)
+            grown[: self.store_used] = old[: self.store_used]
+            setattr(self, name, grown)
+
     def _compact(self, incoming: int) -> None:
         """Drop store rows no account remembers (or grow), keeping room for `incoming` more rows."""
         n_acc = len(self.accounts)
@@ -224,12 +237,7 @@ class AccountState:
             self.store_used = len(live)
         need = self.store_used + incoming
         if need > len(self.store_seq):
-            size = max(need, 2 * len(self.store_seq))
-            for name in ("store_seq", "store_nbr"):
-                old = getattr(self, name)
-                grown = np.zeros((size, old.shape[1]), np.float32)
-                grown[: self.store_used] = old[: self.store_used]
-                setattr(self, name, grown)
+            self._grow(max(need, 2 * len(self.store_seq)))
 
 
 def channel_ids(channel: np.ndarray) -> np.ndarray:
