@@ -27,12 +27,17 @@ import numpy as np
 
 ROWS = (
     ("fedsite", "fedsite default: network + tree head, blended"),
+    ("fedsite_one_head", "fedsite with one tree model (head_bag = 1: the default)"),
     ("head_only", "ablation: tree head alone (blend weight 0)"),
+    ("head_one_only", "ablation: its first tree model alone (head_bag = 1, blend weight 0)"),
     ("network_only", "ablation: network alone (TCN + GNN + extra columns)"),
     ("head_no_columns", "ablation: tree head without the extra columns"),
     ("peer", "peer: trees over analyst aggregates + extra columns"),
+    ("peer_bagged", "peer bagged: the same K tree models as fedsite's head, logits averaged"),
     ("peer_no_columns", "peer without the extra columns"),
 )
+# paired differences (a, b): reported when both rows were trained; a wins where the interval excludes 0
+PAIRS = (("fedsite", "peer"), ("fedsite", "peer_bagged"), ("fedsite_one_head", "peer"), ("fedsite", "fedsite_one_head"))
 
 
 def _auprc(y: np.ndarray, p: np.ndarray) -> float:
@@ -42,17 +47,20 @@ def _auprc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def bootstrap(y: np.ndarray, scores: dict[str, list[np.ndarray]], n: int = 300, seed: int = 0) -> dict[str, tuple]:
-    """(mean over seeds, 2.5 %, 97.5 %) of AUPRC per model, and of fedsite - peer (paired resamples)."""
+    """(mean over seeds, 2.5 %, 97.5 %) of AUPRC per model, and of each PAIRS difference
+    `A_minus_B` (paired resamples: the same rows for both)."""
     rng = np.random.default_rng(seed)
-    draws = {k: [] for k in scores} | {"fedsite_minus_peer": []}
+    pairs = [(a, b) for a, b in PAIRS if a in scores and b in scores]
+    draws = {k: [] for k in scores} | {f"{a}_minus_{b}": [] for a, b in pairs}
     for _ in range(n):
         idx = rng.integers(0, len(y), len(y))
         values = {k: np.mean([_auprc(y[idx], s[idx]) for s in runs]) for k, runs in scores.items()}
         for k, v in values.items():
             draws[k].append(v)
-        draws["fedsite_minus_peer"].append(values["fedsite"] - values["peer"])
+        for a, b in pairs:
+            draws[f"{a}_minus_{b}"].append(values[a] - values[b])
     point = {k: float(np.mean([_auprc(y, s) for s in runs])) for k, runs in scores.items()}
-    point["fedsite_minus_peer"] = point["fedsite"] - point["peer"]
+    point |= {f"{a}_minus_{b}": point[a] - point[b] for a, b in pairs}
     return {k: (point[k], float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items()}
 
 
@@ -73,6 +81,10 @@ def run(
     near the base rate, and at 200k rows they cost a third of the run). `after_seed(result)`, if
     given, receives the summary over the seeds done so far after each seed (a long run on a shared
     machine leaves a complete table for every finished seed).
+    `cfg.head_bag` = K > 1 (`--set head_bag=K`): fedsite's head is a bag of K tree models, and the
+    same run also reports the default it contains (its first member, blended at the weight that
+    member alone was given: exactly the `head_bag = 1` model of the seed) and the peer bagged alike
+    (K peers with the bag's member seeds, logits averaged; member 0 is the single peer).
     """
     import resource
 
@@ -83,8 +95,9 @@ def run(
     from verticals.finance.columns import fit_events, infer_spec, nn_matrix
     from verticals.finance.data import dataset_from, read_for
     from verticals.finance.evaluate import fraud_metrics
-    from verticals.finance.head import blend, boosted_trees, fit_head
+    from verticals.finance.head import blend, boosted_trees, fit_head, logit, member_seed
     from verticals.finance.infer import predict
+    from verticals.finance.stages import Stages
     from verticals.finance.task import model_from_config
 
     set_threads(1)
@@ -120,9 +133,13 @@ def run(
     }
     skipped = () if network else ("head_only", "network_only", "head_no_columns")
     skipped += () if column_ablations else ("head_no_columns", "peer_no_columns")
+    bag = cfg.head_bag
+    skipped += () if bag > 1 else ("fedsite_one_head", "head_one_only", "peer_bagged")
+    skipped += () if network else ("fedsite_one_head",)
     scores: dict[str, list[np.ndarray]] = {k: [] for k, _ in ROWS if k not in skipped}
     seconds: dict[str, float] = {}
-    weights = []
+    weights, one_weights = [], []
+    cost: dict[str, float] = {}  # CPU seconds of the last seed: fit stages, the head's scoring
 
     def summary() -> dict:
         """The result over the seeds done so far."""
@@ -134,12 +151,15 @@ def run(
             "extra_columns": len(data.spec.used),
             "seeds": seeds[: len(weights)],
             "network_weights": weights,
+            "network_weights_one_head": one_weights,
+            "head_bag": bag,
             "auprc": bootstrap(y, scores),
             "auprc_per_seed": {k: [_auprc(y, s) for s in v] for k, v in scores.items()},
             "recall_at_1pct_fpr": {
                 k: float(np.mean([fraud_metrics(y, s)["recall_at_1pct_fpr"] for s in v])) for k, v in scores.items()
             },
             "train_seconds": seconds,
+            "cpu_seconds_last_seed": cost,
             "loadavg_1min": os.getloadavg()[0],
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         }
@@ -148,19 +168,34 @@ def run(
         seed_everything(seed)
         t = time.perf_counter()
         if not network:
-            head = fit_head(tr.features, tr.tree, tr.label, data.spec, None, seed=seed)
+            head = fit_head(tr.features, tr.tree, tr.label, data.spec, None, seed=seed, bag=bag)
             seconds["fedsite"] = time.perf_counter() - t
             scores["fedsite"].append(head.predict(te.features, te.tree, None))
+            if bag > 1:
+                scores["head_one_only"].append(head.first(1).predict(te.features, te.tree, None))
             weights.append(0.0)
         else:
-            model, head, fitted, _ = fit_with_head(model_from_config(cfg), tr, cfg, seed=seed)
+            stages = Stages()
+            model, head, fitted, fit_metrics = fit_with_head(model_from_config(cfg), tr, cfg, seed=seed, stages=stages)
             seconds["fedsite"] = time.perf_counter() - t
+            for name, entry in stages.table.items():  # the head's share of the fit (both heads, every member)
+                cost[f"{name} cpu_s"] = entry["cpu_seconds"]
             net = predict(model, te.features)
+            cpu = time.process_time()
             trees = head.predict(te.features, te.tree, None)
+            cost["head scoring of the test rows cpu_s"] = time.process_time() - cpu
             weights.append(fitted.network_weight)
             scores["fedsite"].append(blend(trees, net, fitted.network_weight))
             scores["head_only"].append(trees)
             scores["network_only"].append(net)
+            if bag > 1:
+                cpu = time.process_time()
+                one = head.first(1).predict(te.features, te.tree, None)
+                cost["one tree model scoring of the test rows cpu_s"] = time.process_time() - cpu
+                one_weight = fit_metrics.get("network_weight_one_head", fitted.network_weight)
+                one_weights.append(one_weight)
+                scores["fedsite_one_head"].append(blend(one, net, one_weight))
+                scores["head_one_only"].append(one)
         if "head_no_columns" in scores:
             t = time.perf_counter()
             bare = fit_head(tr.features, no_cols[train], tr.label, type(data.spec)(), None, seed=seed)
@@ -171,6 +206,15 @@ def run(
             trees_model = boosted_trees(peer_cat[name], seed).fit(peer_x[name][train], tr.label)
             seconds[name] = time.perf_counter() - t
             scores[name].append(trees_model.predict_proba(peer_x[name][test])[:, 1])
+            if name == "peer" and "peer_bagged" in scores:  # members 1..K-1 beside that member 0
+                t = time.perf_counter()
+                z = [logit(scores[name][-1])]
+                for i in range(1, bag):
+                    member = boosted_trees(peer_cat[name], member_seed(seed, i)).fit(peer_x[name][train], tr.label)
+                    z.append(logit(member.predict_proba(peer_x[name][test])[:, 1]))
+                    del member
+                seconds["peer_bagged"] = seconds[name] + time.perf_counter() - t
+                scores["peer_bagged"].append(1.0 / (1.0 + np.exp(-np.mean(z, axis=0))))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         log(f"seed {seed}: " + ", ".join(f"{k} {_auprc(y, v[-1]):.3f}" for k, v in scores.items())
             + f" (network weight {weights[-1]}, fedsite fit {seconds['fedsite']:.0f}s, peak memory {peak:.1f} GB,"
@@ -197,13 +241,20 @@ def table(name: str, result: dict) -> str:
             continue
         if key == "fedsite" and not any(k == "network_only" for k in a):
             label = "fedsite tree head alone (network not trained: --skip-network)"
+        elif key == "fedsite" and result.get("head_bag", 1) > 1:
+            label = f"fedsite with head_bag = {result['head_bag']}: network + that many tree models, blended"
         m, lo, hi = a[key]
         lines.append(
             f"| {label} | {m:.3f} [{lo:.3f}, {hi:.3f}] | {result['recall_at_1pct_fpr'][key]:.3f} "
             f"| {result['train_seconds'].get(key, float('nan')):.0f} |"
         )
-    m, lo, hi = a["fedsite_minus_peer"]
-    lines.append(f"| **fedsite - peer** | **{m:+.3f}** [{lo:+.3f}, {hi:+.3f}] | | |")
+    for a_name, b_name in PAIRS:
+        if f"{a_name}_minus_{b_name}" in a:
+            m, lo, hi = a[f"{a_name}_minus_{b_name}"]
+            lines.append(f"| **{a_name} - {b_name}** | **{m:+.3f}** [{lo:+.3f}, {hi:+.3f}] | | |")
+    if result.get("cpu_seconds_last_seed"):
+        cost = ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_seconds_last_seed"].items())
+        lines += ["", f"CPU seconds of fedsite's last seed: {cost}"]
     return "\n".join(lines)
 
 

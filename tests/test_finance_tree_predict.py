@@ -33,7 +33,7 @@ def test_fast_trees_equal_predict_proba_bit_for_bit():
     first = trees.probabilities(probe[:700])  # the checked call
     assert trees.checked and trees.plan is not None
     later = trees.probabilities(probe)  # the fast path, in blocks
-    expected = model.predict_proba(probe)[:, 1].astype(np.float32)
+    expected = model.predict_proba(probe)[:, 1]
     assert np.array_equal(first, expected[:700])
     assert np.array_equal(later, expected)
     assert len(np.unique(later)) > 20
@@ -43,7 +43,7 @@ def test_fast_trees_fall_back_when_their_mapping_is_wrong():
     model, x = _fitted(1)
     trees = FastTrees(model)
     trees.plan[4][0] = trees.plan[4][0] + 1.0  # every known category of one column shifted: wrong answers
-    expected = model.predict_proba(x)[:, 1].astype(np.float32)
+    expected = model.predict_proba(x)[:, 1]
     assert np.array_equal(trees.probabilities(x[:500]), expected[:500])  # the check returns sklearn's numbers
     assert trees.plan is None  # ... and turns the fast path off for good
     assert np.array_equal(trees.probabilities(x), expected)
@@ -55,4 +55,4 @@ def test_a_model_without_category_columns_uses_sklearn():
     model = HistGradientBoostingClassifier(max_iter=5).fit(x, (x[:, 0] > 0).astype(int))
     trees = FastTrees(model)
     assert trees.plan is None
-    assert np.array_equal(trees.probabilities(x), model.predict_proba(x)[:, 1].astype(np.float32))
+    assert np.array_equal(trees.probabilities(x), model.predict_proba(x)[:, 1])

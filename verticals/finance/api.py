@@ -55,6 +55,10 @@ def train_model(
 
     set_threads(cfg.threads or None)
     seed_everything(seed)
+    if cfg.head_bag < 1:
+        from common.errors import UserError
+
+        raise UserError(f"head_bag = {cfg.head_bag}: the tree head needs at least 1 tree model")
     stages = Stages()
     with stages("reading") as rows_read:
         txns, rejects = read_for(cfg, data, require_label=True)
@@ -149,7 +153,9 @@ def fit_with_head(
     (unless `network_weight` is set). The head is then refitted on every row (trees are cheap); the
     network is not (that would double the training time), so it has not seen the latest rows.
     Returns the network, the head, the config with `network_weight` and fit metrics including the
-    validation AUPRC of the head alone (weight 0), the network alone (1) and the blend.
+    validation AUPRC of the head alone (weight 0), the network alone (1) and the blend; with
+    `head_bag` > 1 also `network_weight_one_head`, the weight its first member alone would have
+    been given (the `head_bag = 1` model of this seed is the network, that member and that weight).
     `stages` (if given) times the network fit, the tree head fits and the blend calibration.
     """
     stages = stages or Stages()
@@ -163,15 +169,33 @@ def fit_with_head(
     if weight < 0:
         with stages("tree head fit", len(early)):
             first = fit_head(
-                early.features, early.tree, early.label, data.spec, None, seed=seed, max_rows=cfg.head_max_rows
+                early.features,
+                early.tree,
+                early.label,
+                data.spec,
+                None,
+                seed=seed,
+                max_rows=cfg.head_max_rows,
+                bag=cfg.head_bag,
             )
         with stages("calibration", len(late)):
-            weight, table = choose_weight(
-                late.label, first.predict(late.features, late.tree, None), predict(model, late.features)
-            )
+            network = predict(model, late.features)
+            weight, table = choose_weight(late.label, first.predict(late.features, late.tree, None), network)
+            if cfg.head_bag > 1:
+                one = first.first(1).predict(late.features, late.tree, None)
+                fit_metrics["network_weight_one_head"] = choose_weight(late.label, one, network)[0]
         log(f"network weight {weight} (validation AUPRC by weight: {table})")
     with stages("tree head fit", len(data)):
-        head = fit_head(data.features, data.tree, data.label, data.spec, None, seed=seed, max_rows=cfg.head_max_rows)
+        head = fit_head(
+            data.features,
+            data.tree,
+            data.label,
+            data.spec,
+            None,
+            seed=seed,
+            max_rows=cfg.head_max_rows,
+            bag=cfg.head_bag,
+        )
     fit_metrics |= {f"validation_auprc_weight_{w}": v for w, v in table.items()}
     return model, head, config.replace(cfg, network_weight=weight), fit_metrics
 
@@ -218,7 +242,16 @@ def update_model(
     fit(loaded.model, tune, cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
     files: dict[str, bytes] = {}
     if head is not None:  # the trees are refitted on the new rows (they do not fine-tune)
-        head = fit_head(tune.features, tune.tree, tune.label, tune.spec, None, seed=seed, max_rows=cfg.head_max_rows)
+        head = fit_head(
+            tune.features,
+            tune.tree,
+            tune.label,
+            tune.spec,
+            None,
+            seed=seed,
+            max_rows=cfg.head_max_rows,
+            bag=len(head.members),  # as many members as the saved head (1 for heads saved before bags)
+        )
         files[HEAD_FILE] = pickle.dumps(head)
     after = fraud_metrics(hold.label, blended(loaded.model, head, hold, cfg), hold.typology)
     runs.save_model(

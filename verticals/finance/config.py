@@ -26,6 +26,8 @@ class FinanceConfig:
     with the network's logit at `network_weight`; with `head_aggregates` the trees also read the
     analyst's whole-history aggregates of payer and payee (aggregates.py), computed as a stream
     (off by default: no AUPRC gain measured on real or synthetic data, and 92 bytes a row).
+    `head_bag = K` > 1 makes the head K tree models with their own seeds, logits averaged: K times
+    the head's fitting and scoring time (off by default; see the finance README for what it buys).
 
     Caps that keep a bank's month (1M rows x 100 columns) within 15 minutes and 4 GB on 2 cores,
     each logged when it applies and inactive on smaller data: `network_rows_per_epoch` (each epoch
@@ -65,6 +67,7 @@ class FinanceConfig:
     head: Literal["gbdt", "none"] = "gbdt"
     head_aggregates: bool = False  # the head also reads the analyst's aggregates (aggregates.py); off: no gain measured
     network_weight: float = -1.0  # weight of the network's logit beside the head's; < 0: chosen at training
+    head_bag: int = 1  # tree models in the head, logits averaged (head.fit_head); 1: one. README: "A bag of tree heads"
     head_max_rows: int = 150_000  # above it the head fits all fraud rows + a weighted sample of the rest; 0: all
     train_metrics_rows: int = 200_000  # train_* metrics on a random sample of this many rows when larger; 0: all
     head_validation: float = 0.15  # the later share of the training rows that chooses network_weight

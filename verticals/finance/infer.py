@@ -78,7 +78,7 @@ class StreamingScorer:
     ) -> None:
         self.cfg = cfg
         self.head = head  # head.TreeHead or None: the boosted trees blended with the network
-        self.trees = FastTrees(head.model) if head is not None else None  # the head's predictor, checked
+        self.trees = [FastTrees(m) for m in head.members] if head is not None else []  # checked predictors
         self.spec = ColumnSpec.from_json(cfg.feature_spec)
         self.state = AccountState(cfg.history, event_dim=self.spec.event_dim)
         # the analyst's aggregates, when the head reads them: their own state, advanced with `state`
@@ -131,7 +131,7 @@ class StreamingScorer:
         if self.head.uses_network:
             trees = self.head.predict(features, tree, None)
         else:
-            trees = self.trees.probabilities(head_inputs(features, tree, None))
+            trees = self.head.probabilities(head_inputs(features, tree, None), [t.probabilities for t in self.trees])
         return blend(trees, network, self.cfg.network_weight)
 
     def score(

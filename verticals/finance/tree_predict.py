@@ -27,7 +27,7 @@ BLOCK = 2048  # rows walked through the trees at a time: their float64 rows stay
 
 
 class FastTrees:
-    """`model.predict_proba(x)[:, 1]` as float32, computed as described in the module docstring."""
+    """`model.predict_proba(x)[:, 1]` (float64), computed as described in the module docstring."""
 
     def __init__(self, model: HistGradientBoostingClassifier) -> None:
         self.model = model
@@ -50,7 +50,7 @@ class FastTrees:
 
     def _slow(self, x: np.ndarray) -> np.ndarray:
         with threadpool_limits(1, user_api="openmp"):
-            return self.model.predict_proba(x)[:, 1].astype(np.float32)
+            return self.model.predict_proba(x)[:, 1]
 
     def _fast(self, x: np.ndarray) -> np.ndarray:
         if len(x) > BLOCK:
@@ -66,7 +66,7 @@ class FastTrees:
         raw = np.zeros((len(x), model.n_trees_per_iteration_), model._baseline_prediction.dtype, order="F")
         raw += model._baseline_prediction
         model._predict_iterations(ready, model._predictors, raw, False, 1)
-        return model._loss.predict_proba(raw)[:, 1].astype(np.float32)
+        return model._loss.predict_proba(raw)[:, 1]
 
 
 def _plan(model: HistGradientBoostingClassifier) -> tuple | None:
