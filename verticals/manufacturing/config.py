@@ -25,6 +25,7 @@ class InspectConfig:
     attention: str = "scse"  # common.blocks: scse, cbam or none
     reconstruction: bool = True  # DRAEM-style reconstruction branch feeding the segmenter
     fine_input: bool = False  # segmenter sees all input pixels (pixel_unshuffle), not 2x2 means (thin lines)
+    grain_input: bool = False  # segmenter also sees the input against its own local grain (grain_residual.py)
     memory_size: int = 2048  # patch memory of good parts (memory.py); 0 disables it
     memory_patch: int = 5  # grey patch side at a quarter of image_size (model_stride 2)
     memory_pool: int = 2  # memory grid = working resolution / memory_pool (1: finer, for thin defects)

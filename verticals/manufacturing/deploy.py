@@ -41,6 +41,9 @@ class OrtModel(nn.Module):
         return tuple(torch.from_numpy(o) for o in outputs)
 
 
+_FIXED_CONVS = ("grain_kernels", "grain_input.")
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]) -> Path:
     """Static QDQ INT8 of the Conv nodes (per-channel weights), calibrated on real good images."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -58,7 +61,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: list[np.ndarray]
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
     name = graph.input[0].name
     # the grain stage's fixed ridge filters compare few-percent differences: INT8 would erase them
-    fixed = [n.name for n in graph.node if n.op_type == "Conv" and "grain_kernels" in n.input[1]]
+    # (and so are the grain-residual input's orientation and bar filters)
+    fixed = [n.name for n in graph.node if n.op_type == "Conv" and any(k in n.input[1] for k in _FIXED_CONVS)]
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:

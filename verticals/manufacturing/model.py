@@ -23,6 +23,8 @@ from torch import nn
 from common.blocks import attention
 
 from .grain import grain_z, ridge_kernels
+from .grain_residual import CHANNELS as GRAIN_INPUT_CHANNELS
+from .grain_residual import GrainResidual
 
 
 def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -149,6 +151,7 @@ class DefectNet(nn.Module):
         grain: bool = False,
         grain_line: int = 25,
         fine_input: bool = False,
+        grain_input: bool = False,
     ) -> None:
         super().__init__()
         self.use_reconstruction = reconstruction
@@ -157,6 +160,11 @@ class DefectNet(nn.Module):
         # the working resolution) instead of their 2x2 means, so a 1 px line keeps its full contrast
         self.fine_input = fine_input and model_stride > 1
         c_image = 3 * model_stride**2 if self.fine_input else 3
+        # grain_input: three maps of the input against its own local grain (grain_residual.py)
+        self.grain_input = GrainResidual() if grain_input else None
+        if grain_input:
+            c_image += GRAIN_INPUT_CHANNELS
+            self.register_buffer("grain_input_scale", torch.ones(1, GRAIN_INPUT_CHANNELS, 1, 1))
         self.segmenter = Segmenter(c_image + (3 if reconstruction else 0), width, attention_kind)
         self.stride = model_stride
         pool = max(3, round(score_pool * image_size / 256 / model_stride))
@@ -202,6 +210,8 @@ class DefectNet(nn.Module):
         full = self.normalise(x)
         xn = F.avg_pool2d(full, self.stride) if self.stride > 1 else full
         seen = F.pixel_unshuffle(full, self.stride) if self.fine_input else xn
+        if self.grain_input is not None:
+            seen = torch.cat([seen, self.grain_input(xn) / self.grain_input_scale], 1)
         if self.reconstructor is None:
             return self.segmenter(seen), xn, None
         recon = self.reconstructor(xn)

@@ -87,6 +87,7 @@ def model_from_config(cfg: InspectConfig) -> DefectNet:
         grain=cfg.grain,
         grain_line=cfg.grain_line,
         fine_input=cfg.fine_input,
+        grain_input=cfg.grain_input,
     )
 
 

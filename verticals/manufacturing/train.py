@@ -84,6 +84,12 @@ def set_normalisation(model: DefectNet, images: np.ndarray) -> None:
     flat = images.reshape(-1, 3).astype(np.float64) / 255.0
     model.mean.copy_(torch.tensor(flat.mean(0), dtype=torch.float32).view(1, 3, 1, 1))
     model.std.copy_(torch.tensor(np.maximum(flat.std(0), 0.02), dtype=torch.float32).view(1, 3, 1, 1))
+    if model.grain_input is not None:  # the grain-residual maps in units of their spread on good parts
+        device = model.mean.device
+        x = model.normalise(to_tensor(images[:32]).to(device))
+        maps = model.grain_input(F.avg_pool2d(x, model.stride) if model.stride > 1 else x)
+        std = maps.transpose(0, 1).flatten(1).std(1).clamp_min(1e-4)
+        model.grain_input_scale.copy_(std.view(1, -1, 1, 1))
 
 
 def fit(
