@@ -35,9 +35,16 @@ ROWS = (
     ("peer", "peer: trees over analyst aggregates + extra columns"),
     ("peer_bagged", "peer bagged: the same K tree models as fedsite's head, logits averaged"),
     ("peer_no_columns", "peer without the extra columns"),
+    ("peer_labels", "peer given the same known-fraud history as fedsite (label_history)"),
 )
 # paired differences (a, b): reported when both rows were trained; a wins where the interval excludes 0
-PAIRS = (("fedsite", "peer"), ("fedsite", "peer_bagged"), ("fedsite_one_head", "peer"), ("fedsite", "fedsite_one_head"))
+PAIRS = (
+    ("fedsite", "peer"),
+    ("fedsite", "peer_labels"),
+    ("fedsite", "peer_bagged"),
+    ("fedsite_one_head", "peer"),
+    ("fedsite", "fedsite_one_head"),
+)
 
 
 def _auprc(y: np.ndarray, p: np.ndarray) -> float:
@@ -120,6 +127,15 @@ def run(
     lo, hi = float(data.ts.min()), float(data.ts.max())
     train = np.flatnonzero(data.ts < lo + 0.7 * (hi - lo))
     test = np.flatnonzero(data.ts >= lo + 0.7 * (hi - lo))
+    if cfg.label_history:  # training rows: labels older than a random delay; test rows: the training labels
+        from verticals.finance.label_history import LabelTable, training_features
+
+        lab = np.empty((len(data), 12), np.float32)
+        lab[train] = training_features(txns.ts[train], txns.src[train], txns.dst[train], txns.label[train],
+                                       cfg.label_delay_days, cfg.seed)  # fmt: skip
+        table = LabelTable(txns.ts[train], txns.src[train], txns.dst[train], txns.label[train])
+        lab[test] = table.scoring(txns.ts[test], txns.src[test], txns.dst[test])
+        data = dataclasses.replace(data, tree=np.c_[data.tree, lab])
     tr, te = data.take(train), data.take(test)
     y = te.label
     used, ignored = len(data.spec.used), len(data.spec.ignored)
@@ -131,7 +147,11 @@ def run(
         "peer": np.r_[np.zeros(agg.shape[1], bool), data.spec.tree_categorical],
         "peer_no_columns": np.zeros(agg.shape[1], bool),
     }
-    skipped = () if network else ("head_only", "network_only", "head_no_columns")
+    if cfg.label_history:
+        peer_x["peer_labels"] = np.c_[peer_x["peer"], lab]
+        peer_cat["peer_labels"] = np.r_[peer_cat["peer"], np.zeros(lab.shape[1], bool)]
+    skipped = () if cfg.label_history else ("peer_labels",)
+    skipped += () if network else ("head_only", "network_only", "head_no_columns")
     skipped += () if column_ablations else ("head_no_columns", "peer_no_columns")
     bag = cfg.head_bag
     skipped += () if bag > 1 else ("fedsite_one_head", "head_one_only", "peer_bagged")
@@ -201,7 +221,7 @@ def run(
             bare = fit_head(tr.features, no_cols[train], tr.label, type(data.spec)(), None, seed=seed)
             seconds["head_no_columns"] = time.perf_counter() - t
             scores["head_no_columns"].append(bare.predict(te.features, no_cols[test], None))
-        for name in [k for k in ("peer", "peer_no_columns") if k in scores]:
+        for name in [k for k in ("peer", "peer_no_columns", "peer_labels") if k in scores]:
             t = time.perf_counter()
             trees_model = boosted_trees(peer_cat[name], seed).fit(peer_x[name][train], tr.label)
             seconds[name] = time.perf_counter() - t

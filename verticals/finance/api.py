@@ -20,10 +20,11 @@ from common.device import set_threads
 from common.progress import log
 from data_adapters.transactions import time_order, write_rejected
 from verticals.finance.config import FinanceConfig
-from verticals.finance.data import FinanceData, dataset_from, load_dataset, read_for
+from verticals.finance.data import FinanceData, dataset_from, read_for
 from verticals.finance.explain import BASELINE_FILE, baseline_bytes, format_reason, load_baseline
 from verticals.finance.head import HEAD_FILE, TreeHead, blend, choose_weight, fit_head, load_head
 from verticals.finance.infer import load_scorer, predict
+from verticals.finance.label_history import TABLE_FILE, LabelTable, append_for_training
 from verticals.finance.stages import Stages
 from verticals.finance.train import fit
 
@@ -66,10 +67,14 @@ def train_model(
     with stages("featurising", len(txns)):
         txns.reorder(time_order(txns))  # in place: the file-order copy is never held beside the sorted one
         dataset = dataset_from(txns, cfg, None, rejects, consume=True)
-    del txns
-    held = None
+    held, cut, table = None, np.inf, None
     if holdout > 0 and len(dataset):
         cut = dataset.ts.min() + (1.0 - holdout) * (dataset.ts.max() - dataset.ts.min())
+    if cfg.label_history and cfg.head == "gbdt":  # the known-fraud history of the fitted rows only
+        with stages("label history", len(dataset)):
+            dataset, table = append_for_training(dataset, txns, dataset.ts < cut, cfg.label_delay_days, seed)
+    del txns
+    if holdout > 0 and len(dataset):
         held, dataset = dataset.where(dataset.ts >= cut), dataset.where(dataset.ts < cut)
     if dataset.label.sum() == 0:
         from common.errors import UserError
@@ -84,6 +89,8 @@ def train_model(
     if cfg.head == "gbdt":
         model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed, stages=stages)
         files[HEAD_FILE] = pickle.dumps(head)
+        if table is not None:
+            files[TABLE_FILE] = table.to_bytes()  # site data: stays in this model directory
     else:
         with stages("network fit") as seen:
             fit_metrics = fit(model, dataset, cfg)
@@ -225,9 +232,19 @@ def update_model(
     set_threads(cfg.threads or None)
     seed_everything(seed)
     head = load_head(model_dir)
-    dataset = load_dataset(data, cfg, analyst=getattr(head, "aggregates", False))  # as the saved head reads
+    txns, rejects = read_for(cfg, data, require_label=True)
+    txns = txns.take(time_order(txns))
+    dataset = dataset_from(txns, cfg, None, rejects, analyst=getattr(head, "aggregates", False))  # as the head reads
     cut = dataset.ts.min() + 0.8 * (dataset.ts.max() - dataset.ts.min())
+    table = tuned_table = None
+    if getattr(head, "labels", False):  # known-fraud history: the saved table, then it plus the new labels
+        table, tune_rows = LabelTable.load(model_dir), txns.ts < cut
+        tuned_table = table.extended(
+            txns.ts[tune_rows], txns.src[tune_rows], txns.dst[tune_rows], txns.label[tune_rows]
+        )
     tune, hold = dataset.take(np.flatnonzero(dataset.ts < cut)), dataset.take(np.flatnonzero(dataset.ts >= cut))
+    if table is not None:
+        tune, hold, hold_after = _with_history(tune, hold, txns, cut, table, tuned_table, cfg, seed)
     if len(tune) == 0 or len(hold) == 0:
         from common.errors import UserError
 
@@ -253,6 +270,9 @@ def update_model(
             bag=len(head.members),  # as many members as the saved head (1 for heads saved before bags)
         )
         files[HEAD_FILE] = pickle.dumps(head)
+    if tuned_table is not None:
+        files[TABLE_FILE] = tuned_table.to_bytes()
+        hold = hold_after  # scored from the refreshed table, as the updated model will score
     after = fraud_metrics(hold.label, blended(loaded.model, head, hold, cfg), hold.typology)
     runs.save_model(
         out,
@@ -267,6 +287,32 @@ def update_model(
     )
     result = {"before": before, "after": after, "rows_tuned": len(tune), "rows_held_out": len(hold)}
     return result | ({"guard": f"off: {guard}"} if guard else {})
+
+
+def _with_history(
+    tune: FinanceData,
+    hold: FinanceData,
+    txns,
+    cut: float,
+    table: LabelTable,
+    tuned_table: LabelTable,
+    cfg: FinanceConfig,
+    seed: int,
+) -> tuple[FinanceData, FinanceData, FinanceData]:
+    """`update`'s rows with the known-fraud history appended: the tuning rows as training sees them
+    (the saved labels and the tuning rows' own, each older than its random delay), the held-out rows
+    from the saved table (the model before) and from the table with the tuning labels (after)."""
+    import dataclasses
+
+    from verticals.finance.label_history import delayed_features
+
+    early, late = txns.ts < cut, txns.ts >= cut
+    rows = (txns.ts[early], txns.src[early], txns.dst[early])
+    tuned = delayed_features(tuned_table, *rows, cfg.label_delay_days, seed)
+    late_rows = (txns.ts[late], txns.src[late], txns.dst[late])
+    before, after = table.scoring(*late_rows), tuned_table.scoring(*late_rows)
+    add = lambda d, h: dataclasses.replace(d, tree=np.concatenate([d.tree, h], 1))  # noqa: E731
+    return add(tune, tuned), add(hold, before), add(hold, after)
 
 
 @dataclass

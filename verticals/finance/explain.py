@@ -28,6 +28,7 @@ import numpy as np
 from verticals.finance.aggregates import NAMES as ANALYST_NAMES
 from verticals.finance.columns import ONE_HOT_MAX, ColumnSpec
 from verticals.finance.features import AGG_NAMES, F_AGG, F_SEQ, SEQ_NAMES, FeatureBatch
+from verticals.finance.label_history import NAMES as LABEL_NAMES
 
 BASELINE_FILE = "explain_baseline.npy"
 TOP = 3
@@ -133,7 +134,12 @@ def reasons(
     if baseline is None or len(baseline) != features.txn.shape[1]:
         baseline = features.txn.mean(0)
     extra_start = 2 * F_SEQ + 2 * F_AGG
-    analyst = _analyst_groups(len(spec.tree_names)) if tree.shape[1] > len(spec.tree_names) else {}
+    # after the columns: the analyst's aggregates and/or the known-fraud history (not occluded: no group)
+    with_aggregates = tree.shape[1] - len(spec.tree_names) in (
+        len(ANALYST_NAMES),
+        len(ANALYST_NAMES) + len(LABEL_NAMES),
+    )
+    analyst = _analyst_groups(len(spec.tree_names)) if with_aggregates else {}
     groups = [(cols, analyst.get(name, [])) for name, cols in _txn_groups().items()]
     groups += [([extra_start + i for i in nn], tc if tree.shape[1] else []) for _, nn, tc in _extra_groups(spec)]
     names = group_names(spec)

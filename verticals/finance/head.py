@@ -35,6 +35,7 @@ from verticals.finance.aggregates import NAMES as ANALYST_NAMES
 from verticals.finance.baselines import graph_features
 from verticals.finance.columns import ColumnSpec
 from verticals.finance.features import F_TXN, FeatureBatch, StoredFeatures
+from verticals.finance.label_history import NAMES as LABEL_NAMES
 
 HEAD_FILE = "head.pkl"
 BAG_SEED_STRIDE = 100_003  # member i of a bag fits with seed + i * stride: bags of seeds 0, 1, 2 share no member
@@ -92,6 +93,7 @@ class TreeHead:
     uses_network: bool
     aggregates: bool = False
     bag: tuple[HistGradientBoostingClassifier, ...] = ()
+    labels: bool = False  # its `tree` input ends with the known-fraud history (label_history.py)
 
     @property
     def members(self) -> tuple[HistGradientBoostingClassifier, ...]:
@@ -191,8 +193,9 @@ def fit_head(
     """
     if bag < 1:
         raise ValueError(f"fit_head: bag = {bag}; need at least one tree model")
-    n_analyst = tree.shape[1] - len(spec.tree_categorical)  # the aggregates after the columns, or none
-    if n_analyst not in (0, len(ANALYST_NAMES)):
+    n_analyst = tree.shape[1] - len(spec.tree_categorical)  # aggregates and/or label history after the columns
+    a, h = len(ANALYST_NAMES), len(LABEL_NAMES)
+    if n_analyst not in (0, a, h, a + h):
         raise ValueError(f"fit_head: {tree.shape[1]} tree columns for a spec of {len(spec.tree_categorical)}")
     sampled = 0 < max_rows < len(label)
     shared = None if sampled or bag == 1 else head_inputs(features, tree, network)  # one matrix for every member
@@ -210,7 +213,8 @@ def fit_head(
         with stage(f"finance: fitting {what}the boosted-tree head on {len(y)} rows"):
             members.append(boosted_trees(categorical, member_seed(seed, i), max_iter).fit(x, y, sample_weight=weight))
         del x
-    return TreeHead(members[0], network is not None, n_analyst > 0, tuple(members[1:]))
+    aggregates, labels = n_analyst in (a, a + h), n_analyst in (h, a + h)
+    return TreeHead(members[0], network is not None, aggregates, tuple(members[1:]), labels)
 
 
 def _member_rows(

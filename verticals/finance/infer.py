@@ -21,6 +21,7 @@ from verticals.finance.aggregates import AnalystState
 from verticals.finance.columns import ColumnSpec, category_codes, event_matrix, nn_matrix, tree_matrix
 from verticals.finance.config import FinanceConfig
 from verticals.finance.features import AccountState, FeatureBatch, StoredFeatures, featurise
+from verticals.finance.label_history import LabelTable
 from verticals.finance.tree_predict import FastTrees
 
 ORT_MAX_BATCH = 4096  # the exported model's dynamic batch axis is bounded (common.export)
@@ -74,7 +75,12 @@ class StreamingScorer:
     """
 
     def __init__(
-        self, model: nn.Module | None, cfg: FinanceConfig, onnx_path: str | Path | None = None, head=None
+        self,
+        model: nn.Module | None,
+        cfg: FinanceConfig,
+        onnx_path: str | Path | None = None,
+        head=None,
+        labels: LabelTable | None = None,
     ) -> None:
         self.cfg = cfg
         self.head = head  # head.TreeHead or None: the boosted trees blended with the network
@@ -83,6 +89,10 @@ class StreamingScorer:
         self.state = AccountState(cfg.history, event_dim=self.spec.event_dim)
         # the analyst's aggregates, when the head reads them: their own state, advanced with `state`
         self.analyst = AnalystState() if getattr(head, "aggregates", False) else None
+        # the known-fraud history, when the head reads it: the training labels' table, never the scored rows'
+        self.labels = labels if getattr(head, "labels", False) else None
+        if getattr(head, "labels", False) and labels is None:
+            raise ValueError("StreamingScorer: the head reads the known-fraud history; pass its LabelTable")
         self.backend = "torch"
         self.model = model.eval() if model is not None else None
         if onnx_path is not None and Path(onnx_path).is_file():
@@ -110,9 +120,12 @@ class StreamingScorer:
         features = featurise(self.state, ts[s], src[s], dst[s], amount[s], channel[s], events)
         if extra is not None:
             features.txn = np.concatenate([features.txn, extra[s]], 1)
-        if self.analyst is None:
-            return features, tree[s]
-        return features, np.concatenate([tree[s], self.analyst.advance(ts[s], src[s], dst[s], amount[s])], 1)
+        parts = [tree[s]]
+        if self.analyst is not None:
+            parts.append(self.analyst.advance(ts[s], src[s], dst[s], amount[s]))
+        if self.labels is not None:
+            parts.append(self.labels.scoring(ts[s], src[s], dst[s]))
+        return features, parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
 
     def _predict(self, features: FeatureBatch | StoredFeatures, tree: np.ndarray | None = None) -> np.ndarray:
         """The model directory's score for these rows: the network, blended with the tree head.
@@ -226,4 +239,6 @@ def load_scorer(model_dir: str | Path, cfg_threads: int | None = None) -> Stream
         cfg = config.replace(cfg, threads=cfg_threads)
     from verticals.finance.head import load_head
 
-    return StreamingScorer(model, cfg, onnx, load_head(root))
+    head = load_head(root)
+    labels = LabelTable.load(root) if getattr(head, "labels", False) else None
+    return StreamingScorer(model, cfg, onnx, head, labels)

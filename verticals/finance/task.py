@@ -48,6 +48,13 @@ class FinanceTask(Task):
         return agree_columns(cfg, descriptions, cfg.federation_columns)
 
     def load_data(self, cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
+        if cfg.label_history:  # the Task's users (federation, compression) train the network alone
+            from common.progress import log
+
+            log(
+                "finance: label_history is off here: the known-fraud table is per-account site data; "
+                "federated training fits the network alone, without it (only model updates cross the wire)"
+            )
         return load_split(cfg, source, split)
 
     def fit(self, model, data, cfg, *, epochs=None, context: FitContext | None = None) -> dict[str, float]:
