@@ -239,3 +239,17 @@ def lidc_annotations(
     if result["skipped"]:
         bad = len(result["skipped"])
         raise PartialSuccess(f"{bad} XML file(s) skipped (listed above)", rejected=bad)
+
+
+@app.command("label-annotations")
+def label_annotations(
+    labels: list[str] = typer.Argument(
+        ..., help="Label masks as SERIESUID=FILE (or FILE: seriesuid = its stem); .nrrd, .nii.gz, .mhd..."
+    ),
+    out: Path = typer.Option(..., "--out", help="annotations.csv to write (LUNA16 columns, plus extents)."),
+) -> None:
+    """Lesion label masks -> LUNA16 annotations: one row per connected lesion (centroid, equal-volume diameter)."""
+    from verticals.medical.labels import write_label_annotations
+
+    rows = write_label_annotations(labels, out)
+    print(f"{len(rows)} lesion(s) from {len(labels)} mask(s) -> {out}")
