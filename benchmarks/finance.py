@@ -392,6 +392,7 @@ def _peer_main(args) -> int:
             network=not args.skip_network,
             column_ablations=not args.skip_column_ablations,
             after_seed=partial,
+            scores_file=args.out / f"peer-{name}-scores.npz",  # for `python benchmarks/finance_peer.py A B`
         )
         tables.append(table(name, results[name]))
         print(tables[-1] + "\n", flush=True)

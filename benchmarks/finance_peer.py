@@ -79,6 +79,7 @@ def run(
     network: bool = True,
     column_ablations: bool = True,
     after_seed=None,
+    scores_file: Path | None = None,
 ) -> dict:
     """Train every row of ROWS for each seed on the earlier 70 % and score the later 30 %.
 
@@ -87,7 +88,9 @@ def run(
     two rows without the extra columns are not trained (on real card data they are known to be
     near the base rate, and at 200k rows they cost a third of the run). `after_seed(result)`, if
     given, receives the summary over the seeds done so far after each seed (a long run on a shared
-    machine leaves a complete table for every finished seed).
+    machine leaves a complete table for every finished seed). `scores_file`, if given, receives
+    the test rows' labels and every model's test scores per seed (`.npz`, rewritten after each
+    seed) so that two runs on the same rows can be compared pairwise (`compare`).
     `cfg.head_bag` = K > 1 (`--set head_bag=K`): fedsite's head is a bag of K tree models, and the
     same run also reports the default it contains (its first member, blended at the weight that
     member alone was given: exactly the `head_bag = 1` model of the seed) and the peer bagged alike
@@ -239,9 +242,46 @@ def run(
         log(f"seed {seed}: " + ", ".join(f"{k} {_auprc(y, v[-1]):.3f}" for k, v in scores.items())
             + f" (network weight {weights[-1]}, fedsite fit {seconds['fedsite']:.0f}s, peak memory {peak:.1f} GB,"
             f" load {os.getloadavg()[0]:.1f})")  # fmt: skip
+        if scores_file is not None:
+            arrays = {f"{k}__{i}": s for k, v in scores.items() for i, s in enumerate(v)}
+            tmp = scores_file.with_name(scores_file.name + ".tmp.npz")
+            np.savez_compressed(tmp, y=y, seeds=np.asarray(seeds[: len(weights)]), **arrays)
+            os.replace(tmp, scores_file)
         if after_seed is not None:
             after_seed(summary())
     return summary()
+
+
+def load_scores(path: Path) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
+    """(test labels, {model: [scores per seed]}) from a `scores_file`."""
+    with np.load(path) as f:
+        keys = sorted((k.rsplit("__", 1)[0], int(k.rsplit("__", 1)[1])) for k in f.files if "__" in k)
+        out: dict[str, list[np.ndarray]] = {}
+        for name, i in keys:
+            out.setdefault(name, []).append(f[f"{name}__{i}"])
+        return f["y"], out
+
+
+def compare(a: Path, b: Path, model_a: str = "fedsite", model_b: str = "fedsite", n: int = 300) -> dict:
+    """Paired bootstrap of `model_a` in run `a` minus `model_b` in run `b` on the same test rows
+    (the same 300 resamples as `bootstrap`): e.g. fedsite with an option against fedsite without it."""
+    ya, sa = load_scores(a)
+    yb, sb = load_scores(b)
+    if not np.array_equal(ya, yb):
+        raise SystemExit(f"{a} and {b} were not scored on the same test rows")
+    scores = {"a": sa[model_a], "b": sb[model_b]}
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(n):
+        idx = rng.integers(0, len(ya), len(ya))
+        diffs.append(np.mean([_auprc(ya[idx], s[idx]) for s in scores["a"]])
+                     - np.mean([_auprc(ya[idx], s[idx]) for s in scores["b"]]))  # fmt: skip
+    point = {k: float(np.mean([_auprc(ya, s) for s in v])) for k, v in scores.items()}
+    return {
+        "a": point["a"], "b": point["b"], "a_minus_b": point["a"] - point["b"],
+        "ci": (float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))),
+        "per_seed_a": [_auprc(ya, s) for s in scores["a"]], "per_seed_b": [_auprc(ya, s) for s in scores["b"]],
+    }  # fmt: skip
 
 
 def table(name: str, result: dict) -> str:
@@ -287,5 +327,10 @@ def synth_exports(out: Path, accounts: int, days: int, seed: int) -> dict[str, P
     return {"a_synthetic": own, "b_synthetic_bank_export": write_export(own, out / "bank" / "transactions.csv", seed)}
 
 
-if __name__ == "__main__":
-    sys.exit("run through benchmarks/finance.py --peer")
+if __name__ == "__main__":  # python benchmarks/finance_peer.py A-scores.npz B-scores.npz [MODEL_A [MODEL_B]]
+    import json
+
+    if len(sys.argv) < 3:
+        sys.exit("run through benchmarks/finance.py --peer; or compare two of its runs' scores: "
+                 "finance_peer.py RUN_A_SCORES.npz RUN_B_SCORES.npz [MODEL_A [MODEL_B]]")  # fmt: skip
+    print(json.dumps(compare(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:5]), indent=2))

@@ -75,7 +75,10 @@ def test_a_model_scores_without_the_file_labels_alike_in_batch_and_online_and_up
     assert len(LabelTable.load(updated).ts) > len(LabelTable.load(model).ts)
     # federation: the Task trains the network alone; the table is never read, a note says so
     from common.config import resolve
+    from verticals.finance import task as finance_task
     from verticals.finance.config import FinanceConfig
+
+    monkeypatch.setattr(finance_task, "_LABEL_NOTE_LOGGED", False)  # said once per process: maybe already said
 
     site = FinanceTask().load_data(
         resolve(FinanceConfig, None, ["label_history=true"], section="finance"), data, "train"

@@ -22,6 +22,7 @@ from verticals.finance.infer import predict
 from verticals.finance.model import FraudNet
 
 SCALES = {"tiny": (150, 10), "small": (400, 20), "full": (3000, 30)}
+_LABEL_NOTE_LOGGED = False  # the label_history note of `FinanceTask.load_data`: once per process
 
 
 class FinanceTask(Task):
@@ -48,12 +49,14 @@ class FinanceTask(Task):
         return agree_columns(cfg, descriptions, cfg.federation_columns)
 
     def load_data(self, cfg: FinanceConfig, source: str | Path, split: str) -> FinanceData:
-        if cfg.label_history:  # the Task's users (federation, compression) train the network alone
-            from common.progress import log
+        global _LABEL_NOTE_LOGGED
+        if cfg.label_history and not _LABEL_NOTE_LOGGED:  # the Task's users (federation, compression):
+            from common.progress import log  # the network alone; said once per process, not per site or split
 
+            _LABEL_NOTE_LOGGED = True
             log(
-                "finance: label_history is off here: the known-fraud table is per-account site data; "
-                "federated training fits the network alone, without it (only model updates cross the wire)"
+                "finance: label_history is off here: the known-fraud table is per-account site data that stays in "
+                "a site's model directory; federation and compression work on the network alone, without it"
             )
         return load_split(cfg, source, split)
 
