@@ -48,7 +48,7 @@ def fit_calibration(model, cases: list[Case], cfg) -> dict[str, float]:
     fp = fp_params(model)[:3]
     probs, labels = [], []
     for case in cases:
-        found = detect_case(case, runner, cfg, fp, report_all=True, masses=False)
+        found = detect_case(case, runner, cfg, fp, report_all=True, masses=False, extra_scales=False)
         probs.append(found["probability"])
         labels.append(hits(case, found["xyz"]).astype(int))
     fitted = fit_platt(np.concatenate(probs), np.concatenate(labels)) if probs else None

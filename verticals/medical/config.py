@@ -51,6 +51,11 @@ class MedicalConfig:
     # test-time augmentation: also run the volume flipped along these axes (0 z, 1 y, 2 x = left-right)
     # and average the outputs mapped back onto the same grid; () turns it off (half the network time)
     tta_flip_axes: tuple[int, ...] = (2,)
+    # multi-scale inference (infer.detect_case): the network also runs on the volume resampled to these
+    # coarser spacings and the candidates of every grid are merged by NMS; () = the main grid alone.
+    # (3.0,) on the shipped weights: own generator CPM 0.834 -> 0.866, held-out generator 0.402 -> 0.399,
+    # a real 14 mm nodule from rank 2 (p 0.011) to rank 1 (README "Multi-scale inference")
+    extra_spacings_mm: tuple[float, ...] = (3.0,)
     score_threshold: float = 0.05
     max_candidates: int = 40
     # candidates with a final (calibrated) probability below this are not reported: a scan returns
@@ -82,6 +87,7 @@ _SMALL = MedicalConfig(
     nms_mm=10.0,
     max_candidates=20,
     heatmap_sigma_scale=0.5,
+    extra_spacings_mm=(),  # its 5 mm grid is already coarser
 )
 PRESETS: dict[str, MedicalConfig] = {
     "tiny": replace(_SMALL, epochs=2, steps_per_epoch=6),

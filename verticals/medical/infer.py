@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from verticals.medical import postprocess
-from verticals.medical.preprocess import Case
+from verticals.medical.preprocess import Case, resample
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -142,6 +143,7 @@ def detect_case(
     report_all: bool = False,
     masses: bool = True,
     output: np.ndarray | None = None,
+    extra_scales: bool = True,
 ) -> dict:
     """Candidates for one case: {"xyz", "zyx", "probability", "score", "diameter_mm", "features", timings,
     "lung_mask" (its record, or None when off), "anatomy" (the LungMask), "masses"}.
@@ -151,7 +153,46 @@ def detect_case(
     reported unless `report_all` (training fits the FP stage and the calibration on every candidate).
     `output`: the network's output on this case from an earlier `predict` (scoring post-processing
     variants without running the network again).
+
+    Multi-scale inference: the same network also runs on the case resampled to each spacing of
+    `cfg.extra_spacings_mm` (coarser grids: a nodule looks smaller and smoother there), and the
+    candidates of all grids are merged by distance NMS on their final probabilities. Why: on a real
+    5 mm-slice chest CT the phantom-trained network gave a 14 mm solid nodule heat 0.15 on the 2 mm
+    grid and 0.54 on a 3 mm one (README "Multi-scale inference"). `extra_scales=False` (training's FP
+    stage and calibration fits, which were measured on the main grid alone) skips them.
     """
+    found = _detect_on_grid(case, runner, cfg, fp, masses=masses, output=output)
+    spacings = tuple(getattr(cfg, "extra_spacings_mm", ()) or ()) if extra_scales else ()
+    for spacing in spacings:
+        coarse = _rescaled(case, spacing)
+        more = _detect_on_grid(coarse, runner, replace(cfg, spacing_mm=spacing), fp, masses=False)
+        found["seconds_network"] += more["seconds_network"]
+        found["seconds_postprocess"] += more["seconds_postprocess"]
+        more["zyx"] = case.to_voxel(more["xyz"]) if len(more["xyz"]) else np.zeros((0, 3))
+        for key in ("xyz", "zyx", "probability", "score", "diameter_mm", "features"):
+            found[key] = np.concatenate([found[key], more[key]])
+    if spacings:
+        t = time.perf_counter()
+        keep = postprocess.distance_nms(found["xyz"], found["probability"], found["diameter_mm"], cfg.nms_mm)
+        for key in ("xyz", "zyx", "probability", "score", "diameter_mm", "features"):
+            found[key] = found[key][keep]
+        found["seconds_postprocess"] += time.perf_counter() - t
+    if not report_all:
+        keep = found["probability"] >= getattr(cfg, "min_probability", 0.0)
+        for key in ("xyz", "zyx", "probability", "score", "diameter_mm", "features"):
+            found[key] = found[key][keep]
+    return found
+
+
+def _rescaled(case: Case, spacing_mm: float) -> Case:
+    """`case` resampled from its model-grid image to ~`spacing_mm` voxels: the same world geometry."""
+    image, spacing = resample(case.image, case.spacing_zyx, spacing_mm)
+    ratio = np.asarray(case.spacing_zyx, float) / np.asarray(spacing, float)
+    return replace(case, image=image, spacing_zyx=spacing, nodules_vox=case.nodules_vox * ratio, hu=None)
+
+
+def _detect_on_grid(case: Case, runner: Runner, cfg, fp, *, masses: bool, output: np.ndarray | None = None) -> dict:
+    """All candidates on the case's own grid, best first (no floor): mask, decode, NMS, FP stage, calibration."""
     t0 = time.perf_counter()
     out = predict(case.image, runner, cfg) if output is None else output.copy()
     t1 = time.perf_counter()
@@ -179,8 +220,6 @@ def detect_case(
         postprocess.rescore(feats, scores, weights, bias, fitted and cfg.fp_reduction), calibration
     )
     order = np.argsort(-probs, kind="stable")
-    if not report_all:
-        order = order[probs[order] >= getattr(cfg, "min_probability", 0.0)]
     return {
         "xyz": xyz[order],
         "zyx": centres[order],

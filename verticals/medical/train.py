@@ -361,7 +361,7 @@ def fit_fp_reduction(model, cases: list[Case], cfg) -> dict[str, float]:
     model.eval()
     feats, labels = [], []
     for case in cases:
-        found = detect_case(case, runner, cfg, report_all=True, masses=False)
+        found = detect_case(case, runner, cfg, report_all=True, masses=False, extra_scales=False)
         if not len(found["score"]):
             continue
         feats.append(found["features"])
