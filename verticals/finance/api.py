@@ -67,12 +67,14 @@ def train_model(
     with stages("featurising", len(txns)):
         txns.reorder(time_order(txns))  # in place: the file-order copy is never held beside the sorted one
         dataset = dataset_from(txns, cfg, None, rejects, consume=True)
-    held, cut, table = None, np.inf, None
+    held, cut, table_bytes = None, np.inf, None
     if holdout > 0 and len(dataset):
         cut = dataset.ts.min() + (1.0 - holdout) * (dataset.ts.max() - dataset.ts.min())
     if cfg.label_history and cfg.head == "gbdt":  # the known-fraud history of the fitted rows only
         with stages("label history", len(dataset)):
             dataset, table = append_for_training(dataset, txns, dataset.ts < cut, cfg.label_delay_days, seed)
+            table_bytes = table.to_bytes()  # saved as is; its per-account indexes are not held through the fits
+            del table
     del txns
     if holdout > 0 and len(dataset):
         held, dataset = dataset.where(dataset.ts >= cut), dataset.where(dataset.ts < cut)
@@ -89,8 +91,8 @@ def train_model(
     if cfg.head == "gbdt":
         model, head, cfg, fit_metrics = fit_with_head(model, dataset, cfg, seed=seed, stages=stages)
         files[HEAD_FILE] = pickle.dumps(head)
-        if table is not None:
-            files[TABLE_FILE] = table.to_bytes()  # site data: stays in this model directory
+        if table_bytes is not None:
+            files[TABLE_FILE] = table_bytes  # site data: stays in this model directory
     else:
         with stages("network fit") as seen:
             fit_metrics = fit(model, dataset, cfg)
