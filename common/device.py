@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,3 +41,22 @@ def set_threads(n: int | None) -> None:
     n = n or int(os.environ.get("FEDSITE_THREADS", "0") or 0)
     if n > 0:
         torch.set_num_threads(n)
+
+
+@contextmanager
+def small_op_threads(n: int = 0) -> Iterator[None]:
+    """Run torch on `n` intra-op threads inside the block (0: FEDSITE_THREADS when set, else 1), then restore.
+
+    Why: a model of small ops (the fraud network: batches of short sequences and ego-graphs) gains
+    nothing from a second intra-op thread on an idle 2-core machine (`finance train --quick`: network
+    fit 3.2-4.1 s with torch's default of 2 threads, 3.4 s with 1), but when another process holds
+    a core every op's second thread waits for it: 12.5 s with 2 threads vs 3.4 s with 1 next to one
+    busy process, and 30-50x slower under heavier load (2026-12-04).
+    """
+    n = n or int(os.environ.get("FEDSITE_THREADS", "0") or 0) or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -46,8 +46,24 @@ def fit(
 
     `cfg.network_rows_per_epoch` caps the rows of an epoch (a fresh random sample each epoch): on a
     bank's month of 1M rows, 8 full epochs would take the 2-core budget several times over, while
-    the network's quality comes from seeing many varied rows, not every row 8 times.
+    the network's quality comes from seeing many varied rows, not every row 8 times. Torch runs on
+    one intra-op thread unless `threads` / FEDSITE_THREADS say otherwise (common.device.small_op_threads).
     """
+    from common.device import small_op_threads
+
+    with small_op_threads(cfg.threads):
+        return _fit(model, data, cfg, epochs=epochs, context=context, lr=lr)
+
+
+def _fit(
+    model: nn.Module,
+    data: FinanceData,
+    cfg: FinanceConfig,
+    *,
+    epochs: int | None,
+    context: FitContext | None,
+    lr: float | None,
+) -> dict[str, float]:
     start = time.perf_counter()
     device = select_device()
     y = torch.from_numpy(data.label).float()
