@@ -36,9 +36,14 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def env_threads() -> int:
+    """FEDSITE_THREADS as an int (0 when unset or empty: the library's own choice)."""
+    return int(os.environ.get("FEDSITE_THREADS", "0") or 0)
+
+
 def set_threads(n: int | None) -> None:
     """Limit torch's intra-op threads (None: FEDSITE_THREADS, else torch's default)."""
-    n = n or int(os.environ.get("FEDSITE_THREADS", "0") or 0)
+    n = n or env_threads()
     if n > 0:
         torch.set_num_threads(n)
 
@@ -53,7 +58,7 @@ def small_op_threads(n: int = 0) -> Iterator[None]:
     a core every op's second thread waits for it: 12.5 s with 2 threads vs 3.4 s with 1 next to one
     busy process, and 30-50x slower under heavier load (2026-12-04).
     """
-    n = n or int(os.environ.get("FEDSITE_THREADS", "0") or 0) or 1
+    n = n or env_threads() or 1
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -142,7 +142,9 @@ def session(path: str | os.PathLike[str], threads: int | None = None):  # -> ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    threads = threads or int(os.environ.get("FEDSITE_THREADS", "0") or 0)
+    from common.device import env_threads
+
+    threads = threads or env_threads()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from blob_runners import dog_runner
 from scipy import ndimage
 
 from data_adapters.synth.ct_phantom import make_phantom
@@ -89,7 +90,6 @@ def test_a_40_mm_mass_is_reported_and_a_normal_chest_has_none(phantom):
 def test_detect_case_drops_candidates_outside_the_lungs(phantom):
     """Through detect_case with a classical blob detector as the runner (Gaussian-smoothed density as the
     heat logit): the blob outside the body is its strongest peak, and the lung mask removes it."""
-    from scipy import ndimage
 
     from common.config import replace
     from verticals.medical.config import MedicalConfig
@@ -101,14 +101,7 @@ def test_detect_case_drops_candidates_outside_the_lungs(phantom):
     cfg = replace(MedicalConfig(), window=32, tta_flip_axes=(), fp_reduction=False, min_probability=0.0)
     windowed = np.clip((with_blob - cfg.hu_min) / (cfg.hu_max - cfg.hu_min), 0, 1).astype(np.float32)
 
-    def blob_runner(x: np.ndarray) -> np.ndarray:
-        tile = x[0, 0]
-        dog = ndimage.gaussian_filter(tile, 2.0) - ndimage.gaussian_filter(tile, 4.0)
-        out = np.zeros((1, 5, *(s // 2 for s in tile.shape)), np.float32)
-        out[0, 0] = (dog[::2, ::2, ::2] * 40.0 - 2.0).astype(np.float32)
-        out[0, 4] = np.log(10.0)
-        return out
-
+    blob_runner = dog_runner(2.0, 4.0)
     case = Case("uid", windowed, sp, (0.0, 0.0, 0.0), np.eye(3))
     off = detect_case(case, blob_runner, replace(cfg, lung_mask=False), masses=False)
     near = lambda found: np.linalg.norm((found["zyx"] - blob) * np.array(sp), axis=1).min()  # noqa: E731

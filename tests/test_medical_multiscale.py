@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from scipy import ndimage
+from blob_runners import dog_runner
 
 from data_adapters.synth.ct_phantom import make_phantom
 from verticals.medical.config import MedicalConfig
@@ -15,14 +15,7 @@ from verticals.medical.preprocess import Case, resample, window
 SPACING = (2.5, 1.8, 1.8)
 
 
-def _blob_runner(x: np.ndarray) -> np.ndarray:
-    """A stand-in network whose heat is a difference of Gaussians: it prefers blobs of ~3 voxels radius."""
-    tile = x[0, 0]
-    dog = ndimage.gaussian_filter(tile, 1.5) - ndimage.gaussian_filter(tile, 3.0)
-    out = np.zeros((1, 5, *(s // 2 for s in tile.shape)), np.float32)
-    out[0, 0] = (dog[::2, ::2, ::2] * 40.0 - 2.0).astype(np.float32)
-    out[0, 4] = np.log(10.0)
-    return out
+_blob_runner = dog_runner(1.5, 3.0)  # prefers blobs of ~3 voxels radius
 
 
 def _case(cfg) -> tuple[Case, np.ndarray, np.ndarray]:

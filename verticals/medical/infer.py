@@ -19,6 +19,8 @@ from verticals.medical import postprocess
 from verticals.medical.preprocess import Case, resample
 
 Runner = Callable[[np.ndarray], np.ndarray]
+# the per-candidate arrays of a detection (one row per candidate, best first)
+CANDIDATE_KEYS = ("xyz", "zyx", "probability", "score", "diameter_mm", "features")
 
 
 def torch_runner(model: torch.nn.Module, device: torch.device | None = None) -> Runner:
@@ -169,19 +171,21 @@ def detect_case(
         found["seconds_network"] += more["seconds_network"]
         found["seconds_postprocess"] += more["seconds_postprocess"]
         more["zyx"] = case.to_voxel(more["xyz"]) if len(more["xyz"]) else np.zeros((0, 3))
-        for key in ("xyz", "zyx", "probability", "score", "diameter_mm", "features"):
+        for key in CANDIDATE_KEYS:
             found[key] = np.concatenate([found[key], more[key]])
     if spacings:
         t = time.perf_counter()
-        keep = postprocess.distance_nms(found["xyz"], found["probability"], found["diameter_mm"], cfg.nms_mm)
-        for key in ("xyz", "zyx", "probability", "score", "diameter_mm", "features"):
-            found[key] = found[key][keep]
+        _keep(found, postprocess.distance_nms(found["xyz"], found["probability"], found["diameter_mm"], cfg.nms_mm))
         found["seconds_postprocess"] += time.perf_counter() - t
     if not report_all:
-        keep = found["probability"] >= getattr(cfg, "min_probability", 0.0)
-        for key in ("xyz", "zyx", "probability", "score", "diameter_mm", "features"):
-            found[key] = found[key][keep]
+        _keep(found, found["probability"] >= getattr(cfg, "min_probability", 0.0))
     return found
+
+
+def _keep(found: dict, which: np.ndarray) -> None:
+    """Keep only the candidates `which` (indices or mask) in every per-candidate array of `found`."""
+    for key in CANDIDATE_KEYS:
+        found[key] = found[key][which]
 
 
 def _rescaled(case: Case, spacing_mm: float) -> Case:
