@@ -244,9 +244,10 @@ def run(
             f" load {os.getloadavg()[0]:.1f})")  # fmt: skip
         if scores_file is not None:
             arrays = {f"{k}__{i}": s for k, v in scores.items() for i, s in enumerate(v)}
-            tmp = scores_file.with_name(scores_file.name + ".tmp.npz")
-            np.savez_compressed(tmp, y=y, seeds=np.asarray(seeds[: len(weights)]), **arrays)
-            os.replace(tmp, scores_file)
+            from common.atomic import atomic_path
+
+            with atomic_path(scores_file, suffix=".npz") as tmp:
+                np.savez_compressed(tmp, y=y, seeds=np.asarray(seeds[: len(weights)]), **arrays)
         if after_seed is not None:
             after_seed(summary())
     return summary()

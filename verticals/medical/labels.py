@@ -12,7 +12,6 @@ radiologist's RECIST measurement approximates).
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -98,13 +97,8 @@ def parse_label_argument(arg: str) -> tuple[str, Path]:
 
 def write_label_annotations(args: list[str], out_csv: str | Path) -> list[dict]:
     """Convert every `SERIESUID=LABEL` argument; write the CSV only once all were read (never a half file)."""
+    from common.atomic import write_csv
+
     rows = [row for arg in args for row in label_annotations(*reversed(parse_label_argument(arg)))]
-    out = Path(out_csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out)
+    write_csv(out_csv, list(COLUMNS), ([row[c] for c in COLUMNS] for row in rows))
     return rows
