@@ -136,7 +136,7 @@ def run(
         lab = np.empty((len(data), 12), np.float32)
         lab[train] = training_features(txns.ts[train], txns.src[train], txns.dst[train], txns.label[train],
                                        cfg.label_delay_days, cfg.seed)  # fmt: skip
-        table = LabelTable(txns.ts[train], txns.src[train], txns.dst[train], txns.label[train])
+        table = LabelTable.of(txns.ts[train], txns.src[train], txns.dst[train], txns.label[train])
         lab[test] = table.scoring(txns.ts[test], txns.src[test], txns.dst[test])
         data = dataclasses.replace(data, tree=np.c_[data.tree, lab])
     tr, te = data.take(train), data.take(test)

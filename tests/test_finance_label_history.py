@@ -25,7 +25,7 @@ def _rows(n: int = 400, seed: int = 0):
 
 def test_counts_are_those_of_earlier_labels_and_never_a_row_own_or_later_label():
     ts, src, dst, label = _rows()
-    table = LabelTable(ts, src, dst, label)
+    table = LabelTable.of(ts, src, dst, label)
     cutoff = ts - 86_400.0
     got = table.query(ts, cutoff, src, dst)
     for i in (17, 200, 399):
@@ -45,6 +45,27 @@ def test_counts_are_those_of_earlier_labels_and_never_a_row_own_or_later_label()
     counts = [c for c in range(a.shape[1]) if c % 4 != 2]  # the rate's prior is one constant: the table's rate
     np.testing.assert_array_equal(a[:200, counts], b[:200, counts])
     assert not np.array_equal(a[200:], b[200:])
+
+
+def test_accounts_are_matched_whole_unknown_ones_count_zero_and_old_tables_load_alike(tmp_path):
+    """The table numbers accounts by binary search over their names: a scored account whose name
+    starts with a known one ("card12" vs "card1") is not that account, an account never labelled
+    counts nothing, and a table saved one string per row (before the numbering) reads the same."""
+    ts, src, dst, label = _rows()
+    src = np.char.add("card", src)  # card0 .. card29
+    table = LabelTable.of(ts, src, dst, label)
+    probe = np.array(["card1", "card1x", "card100", "nobody"])
+    got = table.scoring(np.full(4, ts[-1] + 1), probe, np.array(["0", "0", "0", "9"]))
+    assert np.expm1(got[0, 0]) == (src == "card1").sum() > 0
+    assert (got[1:, 0] == 0).all() and (got[1:, 3] == -1.0).all() and (got[3, 4] == 0)
+    np.testing.assert_allclose(got[1:, 2], table.rate)  # no label known: the table's rate, the prior
+    assert round(float(np.expm1(got[0, 8]))) == ((src == "card1") & (dst == "0")).sum() > 0  # the pair
+    np.savez_compressed(tmp_path / "label_history.npz", ts=ts, src=src, dst=dst, label=label)
+    np.testing.assert_array_equal(LabelTable.load(tmp_path).scoring(ts, src, dst), table.scoring(ts, src, dst))
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "label_history.npz").write_bytes(table.to_bytes())
+    np.testing.assert_array_equal(LabelTable.load(tmp_path / "new").query(ts, ts - 3600, src, dst),
+                                  table.query(ts, ts - 3600, src, dst))  # fmt: skip
 
 
 def test_a_model_scores_without_the_file_labels_alike_in_batch_and_online_and_update_refreshes(

@@ -39,47 +39,113 @@ NO_FRAUD = -1.0
 _TIME_BITS = 34  # keys: account id << 34 | whole seconds after the table's origin (544 years)
 
 
-def _pair_keys(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    return np.char.add(np.char.add(src.astype(str), "\x1f"), dst.astype(str))
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """Account names as a numpy unicode array (the reader's object arrays of interned strings)."""
+    values = np.asarray(values)
+    return values if values.dtype.kind == "U" else values.astype(str)
+
+
+def _lookup(names: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Each key's position in the sorted unique `names`, -1 where it is not there.
+
+    A vectorised binary search over the names instead of a Python dict: one C call for a file's
+    200,000 rows (a dict lookup per row per role was half of `score`'s time with the history on).
+    Both sides are cast to one width first: numpy would otherwise cut a longer key to the names'
+    width, and "card12345" could match "card1234".
+    """
+    if len(names) == 0 or len(keys) == 0:
+        return np.full(len(keys), -1, np.int64)
+    width = max(names.dtype.itemsize, keys.dtype.itemsize) // 4
+    names, keys = names.astype(f"U{width}", copy=False), keys.astype(f"U{width}", copy=False)
+    at = np.minimum(np.searchsorted(names, keys), len(names) - 1)
+    return np.where(names[at] == keys, at, -1).astype(np.int64)
 
 
 class LabelTable:
     """The labelled rows a model knows, indexed per role for "how many labelled before time c" queries.
 
-    Built once (training, loading a model directory); a query is a few binary searches per row, the
-    same for one row (the HTTP service) as for a file (`score`): the table never changes while scoring.
+    Stored as integers: the sorted unique payer and payee names once, and per row their positions,
+    its time and its label (`label_history.npz`). A (payer, payee) pair is the integer
+    payer * n_payees + payee, so no string is ever joined. The per-role indexes are integer sorts,
+    rebuilt in a fraction of a second at load (a 787k-row table: 0.2 s, where indexing the names
+    as strings took 2.4 s). A query is a few binary searches per row, the same for one row (the
+    HTTP service) as for a file (`score`): the table never changes while scoring.
     """
 
-    def __init__(self, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, label: np.ndarray) -> None:
+    def __init__(
+        self,
+        ts: np.ndarray,
+        src_names: np.ndarray,
+        src_id: np.ndarray,
+        dst_names: np.ndarray,
+        dst_id: np.ndarray,
+        label: np.ndarray,
+    ) -> None:
         self.ts = np.asarray(ts, np.float64)
-        self.src, self.dst = np.asarray(src).astype(str), np.asarray(dst).astype(str)
+        self.src_names, self.dst_names = _as_text(src_names), _as_text(dst_names)
+        self.src_id, self.dst_id = np.asarray(src_id, np.int64), np.asarray(dst_id, np.int64)
         self.label = np.asarray(label, np.int8)
         self.origin = float(np.floor(self.ts.min())) - 1.0 if len(self.ts) else 0.0
         self.rate = float(self.label.mean()) if len(self.label) else 0.0
-        self._roles = [self._index(keys) for keys in (self.src, self.dst, _pair_keys(self.src, self.dst))]
+        pair = self._pair(self.src_id, self.dst_id)
+        self.pair_names = np.unique(pair)
+        pair_id = np.searchsorted(self.pair_names, pair)
+        self._roles = [self._index(ids) for ids in (self.src_id, self.dst_id, pair_id)]
+
+    @classmethod
+    def of(cls, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, label: np.ndarray) -> LabelTable:
+        """The table of these labelled rows (account names as read)."""
+        src_names, src_id = np.unique(_as_text(src), return_inverse=True)
+        dst_names, dst_id = np.unique(_as_text(dst), return_inverse=True)
+        return cls(ts, src_names, src_id, dst_names, dst_id, label)
+
+    @property
+    def src(self) -> np.ndarray:
+        return self.src_names[self.src_id]
+
+    @property
+    def dst(self) -> np.ndarray:
+        return self.dst_names[self.dst_id]
+
+    def _pair(self, src_id: np.ndarray, dst_id: np.ndarray) -> np.ndarray:
+        return src_id * max(len(self.dst_names), 1) + dst_id
 
     def _seconds(self, ts: np.ndarray) -> np.ndarray:
         return np.clip(np.floor(np.asarray(ts, np.float64) - self.origin), 0, (1 << _TIME_BITS) - 1).astype(np.int64)
 
-    def _index(self, keys: np.ndarray) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(account ids, sorted keys, cumulative frauds, last fraud's row at or before each, its time)."""
-        names, ids = np.unique(keys, return_inverse=True)
+    def _index(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted keys, cumulative frauds, last fraud's row at or before each, its time)."""
         key = (ids.astype(np.int64) << _TIME_BITS) | self._seconds(self.ts)
         order = np.argsort(key, kind="stable")
         key, fraud = key[order], self.label[order].astype(np.int64)
         last = np.maximum.accumulate(np.where(fraud > 0, np.arange(len(key)), -1)) if len(key) else np.zeros(0, int)
-        return {str(n): i for i, n in enumerate(names)}, key, np.cumsum(fraud), last, self.ts[order]
+        return key, np.cumsum(fraud), last, self.ts[order]
+
+    def account_ids(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's payer, payee and pair as the table numbers them (-1: not in the table)."""
+        src_id, dst_id = _lookup(self.src_names, _as_text(src)), _lookup(self.dst_names, _as_text(dst))
+        pair = np.full(len(src_id), -1, np.int64)
+        both = (src_id >= 0) & (dst_id >= 0)
+        if both.any() and len(self.pair_names):
+            wanted = self._pair(src_id[both], dst_id[both])
+            at = np.minimum(np.searchsorted(self.pair_names, wanted), len(self.pair_names) - 1)
+            pair[both] = np.where(self.pair_names[at] == wanted, at, -1)
+        return src_id, dst_id, pair
 
     def query(self, ts: np.ndarray, cutoff: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """(n, len(NAMES)) float32: each row's roles as the labels of rows before `cutoff` say
         (times in seconds; the time since the last known fraud is counted from the row's `ts`)."""
+        return self.query_ids(ts, cutoff, self.account_ids(src, dst))
+
+    def query_ids(
+        self, ts: np.ndarray, cutoff: np.ndarray, ids: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """`query` with the rows' accounts already numbered (`account_ids`)."""
         n = len(cutoff)
         out = np.empty((n, len(NAMES)), np.float32)
-        src, dst = np.asarray(src).astype(str), np.asarray(dst).astype(str)
         cut = self._seconds(cutoff)
-        for r, keys in enumerate((src, dst, _pair_keys(src, dst))):
-            ids, key, cum, last, t_sorted = self._roles[r]
-            acc = np.fromiter((ids.get(k, -1) for k in keys.tolist()), np.int64, count=n)
+        for r, acc in enumerate(ids):
+            key, cum, last, t_sorted = self._roles[r]
             known = acc >= 0
             base = np.where(known, acc, 0) << _TIME_BITS
             start = np.searchsorted(key, base, side="left")
@@ -103,16 +169,16 @@ class LabelTable:
 
     def extended(self, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, label: np.ndarray) -> LabelTable:
         """This table with newly labelled rows added (`update`)."""
-        return LabelTable(
-            np.r_[self.ts, ts], np.r_[self.src, np.asarray(src).astype(str)],
-            np.r_[self.dst, np.asarray(dst).astype(str)], np.r_[self.label, label],
-        )  # fmt: skip
+        return LabelTable.of(np.r_[self.ts, ts], np.r_[self.src, _as_text(src)],
+                             np.r_[self.dst, _as_text(dst)], np.r_[self.label, label])  # fmt: skip
 
     def to_bytes(self) -> bytes:
         import io
 
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, ts=self.ts, src=self.src, dst=self.dst, label=self.label)
+        np.savez_compressed(buffer, ts=self.ts, label=self.label, src_names=self.src_names,
+                            src_id=self.src_id.astype(np.int32), dst_names=self.dst_names,
+                            dst_id=self.dst_id.astype(np.int32))  # fmt: skip
         return buffer.getvalue()
 
     @classmethod
@@ -123,7 +189,9 @@ class LabelTable:
         if not path.is_file():
             raise UserError(f"{directory}: label_history is on but {TABLE_FILE} is missing; retrain the model")
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["ts"], data["src"], data["dst"], data["label"])
+            if "src_names" not in data:  # saved before the names were numbered: one string per row
+                return cls.of(data["ts"], data["src"], data["dst"], data["label"])
+            return cls(data["ts"], data["src_names"], data["src_id"], data["dst_names"], data["dst_id"], data["label"])
 
 
 def training_features(
@@ -134,15 +202,25 @@ def training_features(
     `delay_i` ~ U[0, delay_days] (seeded): the gap between a scored row and the last training label
     runs from 0 (the day after training) to the length of the scored period.
     """
-    return delayed_features(LabelTable(ts, src, dst, label), ts, src, dst, delay_days, seed)
+    return _own_rows(LabelTable.of(ts, src, dst, label), ts, delay_days, seed)
+
+
+def _cutoffs(ts: np.ndarray, delay_days: float, seed: int) -> np.ndarray:
+    """t_i - delay_i, delay_i ~ U[0, delay_days] drawn with `seed`."""
+    return np.asarray(ts, np.float64) - np.random.default_rng(seed).random(len(ts)) * delay_days * 86_400.0
+
+
+def _own_rows(table: LabelTable, ts: np.ndarray, delay_days: float, seed: int) -> np.ndarray:
+    """`training_features` of the rows the table was built from (their accounts already numbered)."""
+    pair = np.searchsorted(table.pair_names, table._pair(table.src_id, table.dst_id))
+    return table.query_ids(ts, _cutoffs(ts, delay_days, seed), (table.src_id, table.dst_id, pair))
 
 
 def delayed_features(
     table: LabelTable, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, delay_days: float, seed: int
 ) -> np.ndarray:
     """Rows whose labels are in `table` as training sees them: each before its own random delay."""
-    delay = np.random.default_rng(seed).random(len(ts)) * delay_days * 86_400.0
-    return table.query(ts, np.asarray(ts, np.float64) - delay, src, dst)
+    return table.query(ts, _cutoffs(ts, delay_days, seed), src, dst)
 
 
 def append_for_training(data, txns, fit: np.ndarray, delay_days: float, seed: int):
@@ -154,9 +232,9 @@ def append_for_training(data, txns, fit: np.ndarray, delay_days: float, seed: in
     """
     import dataclasses
 
-    table = LabelTable(txns.ts[fit], txns.src[fit], txns.dst[fit], txns.label[fit])
+    table = LabelTable.of(txns.ts[fit], txns.src[fit], txns.dst[fit], txns.label[fit])
     history = np.empty((len(data), len(NAMES)), np.float32)
-    history[fit] = training_features(txns.ts[fit], txns.src[fit], txns.dst[fit], txns.label[fit], delay_days, seed)
+    history[fit] = _own_rows(table, txns.ts[fit], delay_days, seed)
     rest = ~fit
     if rest.any():
         history[rest] = table.scoring(txns.ts[rest], txns.src[rest], txns.dst[rest])

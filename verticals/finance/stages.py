@@ -25,6 +25,16 @@ def peak_rss_gb() -> float:
     return peak / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
+def rss_gb() -> float:
+    """Resident memory of this process now, in GiB (0.0 where /proc is missing): what a stage leaves
+    held for the next one, beside the peak it reached."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * resource.getpagesize() / 1024**3
+
+
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
@@ -49,7 +59,8 @@ def release_freed_memory() -> None:
 
 
 class Stages:
-    """Accumulates {stage: {"seconds", "cpu_seconds", "rows", "rows_per_s", "peak_gb"}} (a repeated stage adds up)."""
+    """Accumulates {stage: {"seconds", "cpu_seconds", "rows", "rows_per_s", "peak_gb", "held_gb"}}
+    (a repeated stage adds up; `held_gb`: resident memory when it ended)."""
 
     def __init__(self) -> None:
         self.table: dict[str, dict[str, float]] = {}
@@ -67,6 +78,7 @@ class Stages:
         entry["cpu_seconds"] += time.process_time() - cpu  # on a shared machine, wall time is mostly waiting
         entry["rows"] += int(rows)
         entry["rows_per_s"] = entry["rows"] / max(entry["seconds"], 1e-9)
-        entry["peak_gb"] = round(peak_rss_gb(), 3)
+        entry["peak_gb"], entry["held_gb"] = round(peak_rss_gb(), 3), round(rss_gb(), 3)
         rate = rows / max(seconds, 1e-9)
-        log(f"finance: {name}: {seconds:.1f}s, {rows} rows ({rate:,.0f} rows/s), peak {entry['peak_gb']:.2f} GiB")
+        log(f"finance: {name}: {seconds:.1f}s, {rows} rows ({rate:,.0f} rows/s), "
+            f"peak {entry['peak_gb']:.2f} GiB, {entry['held_gb']:.2f} GiB held after")  # fmt: skip
