@@ -34,7 +34,16 @@ import numpy as np
 ROWS_PER_ACCOUNT_MONTH = 47  # the generator's density: 3,000 accounts x 30 days -> ~142k rows
 DAYS = 30
 N_NUMERIC, N_CATEGORICAL, N_TEXT = 40, 20, 6  # beside bank_columns' 32: 98 extra columns
-STAGES = ("reading", "featurising", "network fit", "tree head fit", "calibration", "evaluating", "export")
+STAGES = (
+    "reading",
+    "featurising",
+    "label history",
+    "network fit",
+    "tree head fit",
+    "calibration",
+    "evaluating",
+    "export",
+)
 
 
 def _more_columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:

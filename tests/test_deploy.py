@@ -25,7 +25,8 @@ from federation import checkpoint
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 FLWR = str(Path(sys.executable).parent / "flwr")
-# one pytest-xdist worker runs this module (loadfile; and under loadgroup): its tests share one hub, two sites and a reference run
+# one pytest-xdist worker runs this module (loadfile, and loadgroup): its tests share one hub,
+# two sites and a reference run
 pytestmark = pytest.mark.xdist_group("deploy")
 
 

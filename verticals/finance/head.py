@@ -249,7 +249,12 @@ def _member_rows(
 
 
 def boosted_trees(categorical: np.ndarray, seed: int = 0, max_iter: int = 400) -> HistGradientBoostingClassifier:
-    """The one tree configuration, for the head and for the benchmark's peer (same trees, other inputs)."""
+    """The one tree configuration, for the head and for the benchmark's peer (same trees, other inputs).
+
+    Weighted fits bin their columns with weighted_binning (same thresholds, one sort per column)."""
+    from verticals.finance.weighted_binning import install
+
+    install()
     return HistGradientBoostingClassifier(
         max_iter=max_iter,
         learning_rate=0.06,
