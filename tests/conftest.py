@@ -9,9 +9,9 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 # the suite runs on two pytest-xdist workers (pyproject's addopts): one core each, so each worker's
 # torch, ONNX Runtime and OpenMP get one thread (two each would contend for the other worker's core)
-_WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-os.environ.setdefault("FEDSITE_THREADS", "1" if _WORKERS and int(_WORKERS) > 1 else "2")
-if _WORKERS and int(_WORKERS) > 1:
+_PARALLEL = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1) > 1
+os.environ.setdefault("FEDSITE_THREADS", "1" if _PARALLEL else "2")
+if _PARALLEL:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 

@@ -50,13 +50,14 @@ def _lookup(names: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
     A vectorised binary search over the names instead of a Python dict: one C call for a file's
     200,000 rows (a dict lookup per row per role was half of `score`'s time with the history on).
-    Both sides are cast to one width first: numpy would otherwise cut a longer key to the names'
-    width, and "card12345" could match "card1234".
+    Text on both sides is cast to one width first: numpy would otherwise cut a longer key to the
+    names' width, and "card12345" could match "card1234".
     """
     if len(names) == 0 or len(keys) == 0:
         return np.full(len(keys), -1, np.int64)
-    width = max(names.dtype.itemsize, keys.dtype.itemsize) // 4
-    names, keys = names.astype(f"U{width}", copy=False), keys.astype(f"U{width}", copy=False)
+    if names.dtype.kind == "U":
+        width = max(names.dtype.itemsize, keys.dtype.itemsize) // 4
+        names, keys = names.astype(f"U{width}", copy=False), keys.astype(f"U{width}", copy=False)
     at = np.minimum(np.searchsorted(names, keys), len(names) - 1)
     return np.where(names[at] == keys, at, -1).astype(np.int64)
 
@@ -87,10 +88,8 @@ class LabelTable:
         self.label = np.asarray(label, np.int8)
         self.origin = float(np.floor(self.ts.min())) - 1.0 if len(self.ts) else 0.0
         self.rate = float(self.label.mean()) if len(self.label) else 0.0
-        pair = self._pair(self.src_id, self.dst_id)
-        self.pair_names = np.unique(pair)
-        pair_id = np.searchsorted(self.pair_names, pair)
-        self._roles = [self._index(ids) for ids in (self.src_id, self.dst_id, pair_id)]
+        self.pair_names, self.pair_id = np.unique(self._pair(self.src_id, self.dst_id), return_inverse=True)
+        self._roles = [self._index(ids) for ids in (self.src_id, self.dst_id, self.pair_id)]
 
     @classmethod
     def of(cls, ts: np.ndarray, src: np.ndarray, dst: np.ndarray, label: np.ndarray) -> LabelTable:
@@ -126,10 +125,7 @@ class LabelTable:
         src_id, dst_id = _lookup(self.src_names, _as_text(src)), _lookup(self.dst_names, _as_text(dst))
         pair = np.full(len(src_id), -1, np.int64)
         both = (src_id >= 0) & (dst_id >= 0)
-        if both.any() and len(self.pair_names):
-            wanted = self._pair(src_id[both], dst_id[both])
-            at = np.minimum(np.searchsorted(self.pair_names, wanted), len(self.pair_names) - 1)
-            pair[both] = np.where(self.pair_names[at] == wanted, at, -1)
+        pair[both] = _lookup(self.pair_names, self._pair(src_id[both], dst_id[both]))
         return src_id, dst_id, pair
 
     def query(self, ts: np.ndarray, cutoff: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -212,8 +208,7 @@ def _cutoffs(ts: np.ndarray, delay_days: float, seed: int) -> np.ndarray:
 
 def _own_rows(table: LabelTable, ts: np.ndarray, delay_days: float, seed: int) -> np.ndarray:
     """`training_features` of the rows the table was built from (their accounts already numbered)."""
-    pair = np.searchsorted(table.pair_names, table._pair(table.src_id, table.dst_id))
-    return table.query_ids(ts, _cutoffs(ts, delay_days, seed), (table.src_id, table.dst_id, pair))
+    return table.query_ids(ts, _cutoffs(ts, delay_days, seed), (table.src_id, table.dst_id, table.pair_id))
 
 
 def delayed_features(

@@ -29,7 +29,8 @@ def rss_gb() -> float:
     """Resident memory of this process now, in GiB (0.0 where /proc is missing): what a stage leaves
     held for the next one, beside the peak it reached."""
     try:
-        pages = int(open("/proc/self/statm").read().split()[1])
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
     except (OSError, ValueError, IndexError):
         return 0.0
     return pages * resource.getpagesize() / 1024**3

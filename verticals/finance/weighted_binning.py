@@ -23,34 +23,28 @@ _STATE: dict[str, object] = {}
 
 
 def thresholds(col_data: np.ndarray, max_bins: int, sample_weight: np.ndarray | None = None) -> np.ndarray:
-    """scikit-learn's `_find_binning_thresholds`, the weighted percentiles computed in one call."""
+    """scikit-learn's `_find_binning_thresholds`, the weighted percentiles computed in one call
+    (a weighted column's steps copied; an unweighted one goes to scikit-learn's function)."""
     from numpy.lib.stride_tricks import sliding_window_view
     from sklearn.ensemble._hist_gradient_boosting.binning import ALMOST_INF, X_DTYPE
     from sklearn.utils.stats import _weighted_percentile
 
-    original = _STATE.get("original")
-    if sample_weight is None and callable(original):
-        return original(col_data, max_bins, None)
+    if sample_weight is None:  # unweighted: scikit-learn's own function (set by `install`)
+        return _STATE["original"](col_data, max_bins, None)
     missing = np.isnan(col_data)
     if missing.any():
-        col_data = col_data[~missing]
-        sample_weight = None if sample_weight is None else sample_weight[~missing]
-    if sample_weight is not None:
-        nonzero = sample_weight != 0
-        col_data, sample_weight = col_data[nonzero], sample_weight[nonzero]
+        col_data, sample_weight = col_data[~missing], sample_weight[~missing]
+    nonzero = sample_weight != 0
+    col_data, sample_weight = col_data[nonzero], sample_weight[nonzero]
     order = np.argsort(col_data)
-    col_data = col_data[order]
-    if sample_weight is not None:
-        sample_weight = sample_weight[order]
+    col_data, sample_weight = col_data[order], sample_weight[order]
     distinct = np.unique(col_data).astype(X_DTYPE)
     if len(distinct) == 1:
         return np.asarray([])
-    percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
     if len(distinct) <= max_bins:
         found = sliding_window_view(distinct, 2).mean(axis=1)
-    elif sample_weight is None:
-        found = np.percentile(col_data, percentiles, method="averaged_inverted_cdf")
     else:
+        percentiles = np.linspace(0, 100, num=max_bins + 1)[1:-1]
         found = np.asarray(_weighted_percentile(col_data, sample_weight, percentiles, average=True))
     unique = np.unique(found)
     if unique.shape[0] != found.shape[0]:
@@ -71,11 +65,7 @@ def _same_as_original(original) -> bool:
         rng.integers(0, 40, n).astype(np.float64),  # fewer distinct values than bins
     ]
     try:
-        return all(
-            np.array_equal(thresholds(c, 255, weight), original(c, 255, weight))
-            and np.array_equal(thresholds(c, 255, None), original(c, 255, None))
-            for c in columns
-        )
+        return all(np.array_equal(thresholds(c, 255, weight), original(c, 255, weight)) for c in columns)
     except Exception:  # a scikit-learn whose internals moved: keep its own function
         return False
 
